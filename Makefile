@@ -1,0 +1,42 @@
+# fusionkit: setup, test, report. Everything runs inside .venv/ in the repo root.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# On a machine without CUDA, install the CPU build of PyTorch first: a bare `torch`
+# requirement would otherwise pull a multi-GB CUDA build. Override for a GPU machine:
+#   make setup TORCH_SPEC="torch" TORCH_INDEX=""
+TORCH_SPEC ?= torch==2.13.0
+export FUSIONKIT_DATA ?= $(abspath ../shared/data/senteval)
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+
+.PHONY: setup test test-unit report lab clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade --quiet pip
+	@if command -v nvidia-smi >/dev/null 2>&1; then \
+		echo "CUDA found: installing the default (CUDA) build of PyTorch"; \
+		$(PY) -m pip install --quiet torch; \
+	else \
+		echo "no CUDA: installing the CPU build $(TORCH_SPEC)"; \
+		$(PY) -m pip install --quiet "$(TORCH_SPEC)"; \
+	fi
+	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $@
+
+test: setup
+	$(PY) -m pytest
+
+report: setup
+	$(VENV)/bin/fusionkit report --profile quick --target cr --sources mr,subj,trec --out reports/quick-cr
+
+lab: setup
+	$(VENV)/bin/jupyter lab notebooks/
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,148 @@
+"""Readers for the raw files behind a task: `LABEL TEXT` lines and user tables.
+
+Each reader returns plain lists plus a record of what it did (encoding used,
+rows dropped and why), and raises a ``DataError`` naming file, line and problem.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fusionkit.errors import DataError
+
+# Tried in order when the encoding is "auto". Windows-1252 before Latin-1: in it
+# 0x85 is '…', whereas Latin-1 maps it to NEL, a line break for str.splitlines().
+AUTO_ENCODINGS = ("utf-8", "cp1252", "latin-1")
+
+
+@dataclass
+class RawRows:
+    """Texts and labels read from one file, with a log of what reading did."""
+
+    path: Path
+    texts: list[str]
+    labels: list
+    line_numbers: list[int]
+    encoding: str = "utf-8"
+    dropped: list[tuple[int, str]] = field(default_factory=list)  # (line, reason)
+
+
+def _require_file(path: Path) -> None:
+    if not path.exists():
+        raise DataError(f"file '{path}' not found")
+    if not path.is_file():
+        raise DataError(f"'{path}' is not a file")
+    if path.stat().st_size == 0:
+        raise DataError(f"file '{path}' is empty")
+
+
+def _decode_lines(path: Path, encoding: str) -> tuple[list[str], str]:
+    """Split on b'\\n' *before* decoding, so no encoding's idea of a line break can shift rows."""
+    raw_lines = path.read_bytes().split(b"\n")
+    if raw_lines and raw_lines[-1] == b"":
+        raw_lines.pop()
+    candidates = AUTO_ENCODINGS if encoding == "auto" else (encoding,)
+    for candidate in candidates:
+        try:
+            return [line.rstrip(b"\r").decode(candidate) for line in raw_lines], candidate
+        except UnicodeDecodeError:
+            continue
+        except LookupError:
+            raise DataError(f"file '{path}': unknown encoding '{encoding}'") from None
+    # Only a forced encoding gets here (latin-1 decodes every byte): find the offending line.
+    for line_no, line in enumerate(raw_lines, start=1):
+        try:
+            line.decode(encoding)
+        except UnicodeDecodeError as err:
+            bad = line[err.start : err.start + 1].hex()
+            raise DataError(
+                f"file '{path}', line {line_no}: byte 0x{bad} at column {err.start + 1} "
+                f"cannot be decoded as {encoding}"
+            ) from None
+    raise AssertionError("unreachable: every line decoded")
+
+
+def read_label_text_file(path: str | Path, encoding: str = "auto") -> RawRows:
+    """Read a SentEval-style file: one example per line, `LABEL<space>TEXT`, LABEL an integer."""
+    path = Path(path)
+    _require_file(path)
+    lines, used = _decode_lines(path, encoding)
+    rows = RawRows(path=path, texts=[], labels=[], line_numbers=[], encoding=used)
+    for line_no, line in enumerate(lines, start=1):
+        if not line.strip():
+            rows.dropped.append((line_no, "blank line"))
+            continue
+        label_str, _, text = line.strip().partition(" ")
+        try:
+            label = int(label_str)
+        except ValueError:
+            raise DataError(
+                f"file '{path}', line {line_no}: label '{label_str}' is not an integer"
+            ) from None
+        text = text.strip()
+        if not text:
+            rows.dropped.append((line_no, "label without text"))
+            continue
+        rows.texts.append(text)
+        rows.labels.append(label)
+        rows.line_numbers.append(line_no)
+    if not rows.texts:
+        raise DataError(f"file '{path}' has no usable rows ({len(lines)} lines, none with a label and text)")
+    return rows
+
+
+def _read_table(path: Path, encoding: str):
+    import pandas as pd
+
+    suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
+    enc = None if encoding == "auto" else encoding
+    try:
+        if suffix in (".csv", ".csv.gz"):
+            return pd.read_csv(path, encoding=enc or "utf-8", keep_default_na=False), 2
+        if suffix in (".tsv", ".tsv.gz"):
+            return pd.read_csv(path, sep="\t", encoding=enc or "utf-8", keep_default_na=False), 2
+        if suffix in (".jsonl", ".jsonl.gz", ".json"):
+            return pd.read_json(path, lines=suffix != ".json", encoding=enc or "utf-8"), 1
+        if suffix == ".parquet":
+            return pd.read_parquet(path), 0
+    except UnicodeDecodeError as err:
+        raise DataError(f"file '{path}': bytes at offset {err.start} cannot be decoded as {enc or 'utf-8'}") from None
+    except (ValueError, json.JSONDecodeError, pd.errors.ParserError) as err:
+        raise DataError(f"file '{path}' cannot be parsed as {suffix[1:]}: {err}") from None
+    except Exception as err:  # pyarrow and friends raise their own types
+        raise DataError(f"file '{path}' cannot be read: {err}") from None
+    raise DataError(f"file '{path}': unsupported format '{suffix}' (use .csv, .tsv, .jsonl or .parquet)")
+
+
+def read_table_file(
+    path: str | Path, text_column: str = "text", label_column: str = "label", encoding: str = "auto"
+) -> RawRows:
+    """Read a CSV, TSV, JSONL or parquet file with a text and a label column.
+
+    Rows with an empty text or a missing label are dropped and recorded; labels stay
+    as read (ints or strings) so the caller can map them consistently across splits.
+    """
+    path = Path(path)
+    _require_file(path)
+    frame, first_line = _read_table(path, encoding)
+    for column in (text_column, label_column):
+        if column not in frame.columns:
+            raise DataError(f"file '{path}': no column '{column}'; its columns are {list(frame.columns)}")
+    rows = RawRows(path=path, texts=[], labels=[], line_numbers=[], encoding=encoding)
+    for index, (text, label) in enumerate(zip(frame[text_column], frame[label_column])):
+        line_no = index + first_line if first_line else index
+        if label is None or (isinstance(label, float) and label != label) or str(label).strip() == "":
+            rows.dropped.append((line_no, "missing label"))
+            continue
+        if not isinstance(text, str) or not text.strip():
+            rows.dropped.append((line_no, "missing text"))
+            continue
+        if isinstance(label, float) and label.is_integer():
+            label = int(label)
+        rows.texts.append(text.strip())
+        rows.labels.append(label)
+        rows.line_numbers.append(line_no)
+    if not rows.texts:
+        raise DataError(f"file '{path}' has no usable rows ({len(frame)} rows, none with both text and label)")
+    return rows
