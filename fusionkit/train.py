@@ -19,8 +19,23 @@ import torch
 from fusionkit.errors import ConfigError, TrainingError
 
 
+class Knobs:
+    """Mixin for a dataclass of knobs: built from a plain dict, unknown names rejected by name."""
+
+    @classmethod
+    def from_knobs(cls, knobs: dict):
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(knobs) - names)
+        if unknown:
+            raise ConfigError(f"unknown knob(s) {unknown}; known: {sorted(names)}")
+        return cls(**knobs)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
 @dataclass
-class TrainConfig:
+class TrainConfig(Knobs):
     """Every knob of the loop, with its default next to it."""
 
     epochs: int = 3
@@ -34,17 +49,6 @@ class TrainConfig:
     length_group_size: int = 50  # batches per mega-batch sorted by length (as HF's group_by_length)
     bf16: bool | None = None  # None: bf16 autocast exactly when training on CUDA
     progress: bool = True
-
-    @classmethod
-    def from_knobs(cls, knobs: dict) -> "TrainConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(knobs) - names)
-        if unknown:
-            raise ConfigError(f"unknown training knob(s) {unknown}; known: {sorted(names)}")
-        return cls(**knobs)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass
@@ -120,12 +124,14 @@ def train_loop(
     seed: int = 0,
     lengths: Sequence[int] | None = None,
     device: str | torch.device | None = None,
+    batch_sampler: Callable[[np.random.Generator], list[np.ndarray]] | None = None,
 ) -> History:
     """Train ``model`` in place and return its history.
 
     ``examples`` are whatever ``collate`` turns into a batch dict; ``loss_fn(model, batch)`` returns
     the mean loss; ``evaluate()`` returns the validation metric (higher is better) and drives early
-    stopping; ``lengths`` (e.g. token counts) turn on length-grouped batching.
+    stopping; ``lengths`` (e.g. token counts) turn on length-grouped batching; ``batch_sampler(rng)``
+    replaces the batching altogether (multitask sampling uses it).
     """
     if len(examples) == 0:
         raise ConfigError("train_loop: no training examples")
@@ -136,7 +142,10 @@ def train_loop(
     use_bf16 = device.type == "cuda" if config.bf16 is None else config.bf16
     rng = np.random.default_rng(seed)
     lengths = lengths if lengths is not None else [1] * len(examples)
-    batches_per_epoch = math.ceil(len(examples) / config.batch_size)
+    if batch_sampler is None:
+        def batch_sampler(generator):
+            return length_grouped_batches(lengths, config.batch_size, config.length_group_size, generator)
+    batches_per_epoch = len(batch_sampler(np.random.default_rng(seed)))
     total_steps = math.ceil(batches_per_epoch / config.grad_accum_steps) * config.epochs
     optimizer = _optimizer(model, config)
     scheduler = _linear_schedule(optimizer, total_steps, config.warmup_ratio)
@@ -147,7 +156,7 @@ def train_loop(
     bar = tqdm(total=total_steps, disable=not config.progress, desc="train", leave=False)
     for epoch in range(config.epochs):
         model.train()
-        batches = length_grouped_batches(lengths, config.batch_size, config.length_group_size, rng)
+        batches = batch_sampler(rng)
         losses = []
         for index, batch_indices in enumerate(batches):
             batch = {k: v.to(device) if torch.is_tensor(v) else v

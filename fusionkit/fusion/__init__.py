@@ -3,11 +3,16 @@ from __future__ import annotations
 
 from fusionkit.errors import ConfigError
 from fusionkit.fusion.base import FittedModel, Strategy
+from fusionkit.fusion.distill import Distill
 from fusionkit.fusion.finetune import Finetune, Lora, Scratch
+from fusionkit.fusion.linear_probe import LinearProbe
+from fusionkit.fusion.multitask import Multitask
+from fusionkit.fusion.representation import RepresentationFusion
+from fusionkit.fusion.sequential import Sequential
 
 STRATEGIES: dict[str, type[Strategy]] = {
     cls.name: cls
-    for cls in [Scratch, Finetune, Lora]
+    for cls in [Scratch, LinearProbe, Finetune, Lora, Sequential, Multitask, RepresentationFusion, Distill]
 }
 
 

@@ -120,9 +120,14 @@ class Strategy:
         self.pooling = pooling
 
     def load_base(self, from_scratch: bool = False, seed: int = 0) -> Encoder:
+        """The base encoder on this strategy's device; its fingerprint goes into the fitted model's spec.
+
+        The seed only matters for random weights (``from_scratch``): "tiny" is one fixed base for every seed.
+        """
         encoder = load_encoder(self.encoder_name, from_scratch=from_scratch, pooling=self.pooling,
-                               max_length=self.max_length, seed=seed)
+                               max_length=self.max_length, seed=seed if from_scratch else 0)
         encoder.model.to(self.device)
+        self._base_fingerprint = encoder.fingerprint()
         return encoder
 
     def fit(self, target: Task, sources: list[Task] | tuple = (), seed: int = 0,
@@ -140,7 +145,7 @@ class Strategy:
                 "max_length": self.max_length, "num_labels": target.num_labels,
                 "label_names": target.label_names, "knobs": self.knobs.to_dict(), "arch": arch,
                 "target": target.name, "sources": [s.name for s in sources], "seed": seed,
-                "train_size": len(train_task.train)}
+                "train_size": len(train_task.train), "base_fingerprint": getattr(self, "_base_fingerprint", None)}
         return FittedModel(module, tokenizer, spec, history, timer.seconds, count_trainable(module))
 
     def _fit(self, target: Task, sources: list[Task], seed: int):
