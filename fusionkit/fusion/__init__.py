@@ -6,13 +6,14 @@ from fusionkit.fusion.base import FittedModel, Strategy
 from fusionkit.fusion.distill import Distill
 from fusionkit.fusion.finetune import Finetune, Lora, Scratch
 from fusionkit.fusion.linear_probe import LinearProbe
+from fusionkit.fusion.merge import Merge
 from fusionkit.fusion.multitask import Multitask
 from fusionkit.fusion.representation import RepresentationFusion
 from fusionkit.fusion.sequential import Sequential
 
 STRATEGIES: dict[str, type[Strategy]] = {
     cls.name: cls
-    for cls in [Scratch, LinearProbe, Finetune, Lora, Sequential, Multitask, RepresentationFusion, Distill]
+    for cls in [Scratch, LinearProbe, Finetune, Lora, Sequential, Multitask, RepresentationFusion, Merge, Distill]
 }
 
 
