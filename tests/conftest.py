@@ -21,3 +21,37 @@ def data_dir() -> Path:
     if not folder.is_dir():
         pytest.skip(f"real data folder {folder} not present (set FUSIONKIT_DATA)")
     return folder
+
+
+def write_toy_csv(path: Path, n: int, seed: int) -> Path:
+    """A two-class sentiment toy: the label is carried by the words, so even a tiny model can learn it."""
+    import random
+
+    rng = random.Random(seed)
+    good, bad = ["good", "great", "lovely", "fine"], ["bad", "awful", "poor", "broken"]
+    filler = ["the", "phone", "screen", "battery", "it", "was", "really", "quite", "very"]
+    rows = ["text,label"]
+    for i in range(n):
+        label = i % 2
+        words = rng.sample(filler, 4) + [rng.choice(good if label else bad)]
+        rng.shuffle(words)
+        rows.append(f"{' '.join(words)},{'pos' if label else 'neg'}")
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def toy_task(tmp_path_factory):
+    """A small user task (CSV, string labels) loaded through the public loader."""
+    from fusionkit import load_task_from_files
+
+    folder = tmp_path_factory.mktemp("toy")
+    return load_task_from_files(write_toy_csv(folder / "toy.csv", 120, seed=0), name="toy")
+
+
+@pytest.fixture(scope="session")
+def toy_source(tmp_path_factory):
+    from fusionkit import load_task_from_files
+
+    folder = tmp_path_factory.mktemp("toy_source")
+    return load_task_from_files(write_toy_csv(folder / "src.csv", 80, seed=1), name="toysrc")
