@@ -6,10 +6,7 @@ saved under ``<workdir>/experts/<name>`` keyed by (encoder, source, kind, seed, 
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
@@ -28,16 +25,8 @@ class ExpertKnobs:
     expert_train_size: int | None = 2000  # stratified subsample of the source's training split
     expert_epochs: int = 2
     expert_lr: float | None = None  # None: the default of the expert's strategy
+    expert_seed: int | None = None  # None: the run's seed; a fixed value shares one expert across seeds
     expert_knobs: dict = field(default_factory=dict)
-
-
-def _expert_name(encoder: str, source: Task, kind: str, seed: int, train_size: int | None, knobs: dict,
-                 max_length: int, pooling: str) -> str:
-    identity = json.dumps({"source": source.fingerprint(), "knobs": knobs, "max_length": max_length,
-                           "pooling": pooling}, sort_keys=True, default=str)
-    digest = hashlib.sha256(identity.encode()).hexdigest()[:8]
-    slug = Path(encoder).name.replace("/", "_")
-    return f"{slug}-{source.name}-{kind}-n{train_size or 'all'}-s{seed}-{digest}"
 
 
 def check_same_base(expert: FittedModel, base_fingerprint: str, where: str = "") -> None:
@@ -65,18 +54,12 @@ def get_expert(source: Task | FittedModel, strategy, seed: int, base_fingerprint
         train_knobs["lr"] = knobs.expert_lr
     train_size = knobs.expert_train_size if knobs.expert_train_size and knobs.expert_train_size < len(
         source.train) else None
-    name = _expert_name(strategy.encoder_name, source, knobs.expert_kind, seed, train_size, train_knobs,
-                        strategy.max_length, strategy.pooling)
-    path = strategy.workdir / "experts" / name
-    if path.is_dir():
-        expert = FittedModel.load(path, device=strategy.device)
-        check_same_base(expert, base_fingerprint, str(path))
-        return expert
     trainer = get_strategy(EXPERT_KINDS[knobs.expert_kind], train_knobs, encoder=strategy.encoder_name,
                            workdir=strategy.workdir, device=strategy.device, max_length=strategy.max_length,
                            pooling=strategy.pooling)
-    expert = trainer.fit(source, seed=seed, train_size=train_size)
-    expert.save(path)
+    expert_seed = seed if knobs.expert_seed is None else knobs.expert_seed
+    expert = trainer.fit_cached(source, seed=expert_seed, train_size=train_size, folder="experts")
+    check_same_base(expert, base_fingerprint, f"{source.name} ({knobs.expert_kind})")
     return expert
 
 

@@ -38,8 +38,8 @@ class Knobs:
 class TrainConfig(Knobs):
     """Every knob of the loop, with its default next to it."""
 
-    epochs: int = 3
-    batch_size: int = 32
+    epochs: int = 4
+    batch_size: int = 16  # small: target sets in transfer studies are often a few hundred examples
     lr: float = 5e-5
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1

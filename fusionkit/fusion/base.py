@@ -5,6 +5,7 @@ rebuild it, so ``predict_proba``, ``save`` and ``load`` are written once for all
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -31,6 +32,13 @@ def _texts(texts_or_dataset) -> list[str]:
     if isinstance(texts_or_dataset, str):
         raise ConfigError("predict_proba takes a list of texts or a dataset, not a single string")
     return list(texts_or_dataset)
+
+
+def _identity(source) -> str:
+    """A source is a task (identified by its content) or an already fitted expert (by its spec)."""
+    if isinstance(source, Task):
+        return source.fingerprint()
+    return json.dumps(source.spec, sort_keys=True, default=str)
 
 
 @dataclass
@@ -147,6 +155,24 @@ class Strategy:
                 "target": target.name, "sources": [s.name for s in sources], "seed": seed,
                 "train_size": len(train_task.train), "base_fingerprint": getattr(self, "_base_fingerprint", None)}
         return FittedModel(module, tokenizer, spec, history, timer.seconds, count_trainable(module))
+
+    def fit_cached(self, target: Task, sources: list[Task] | tuple = (), seed: int = 0,
+                   train_size: int | None = None, folder: str = "models") -> FittedModel:
+        """``fit``, saved under ``<workdir>/<folder>/`` and loaded instead of retrained when called again
+        with the same strategy, knobs, encoder, data (content fingerprints), seed and train size."""
+        train_task = target.subsample(train_size, seed) if train_size else target
+        identity = {"strategy": self.name, "knobs": {k: v for k, v in self.knobs.to_dict().items() if k != "progress"},
+                    "encoder": self.encoder_name, "max_length": self.max_length, "pooling": self.pooling,
+                    "target": train_task.fingerprint(), "sources": [_identity(s) for s in sources],
+                    "seed": seed}
+        digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:10]
+        names = "+".join(s.name for s in sources)
+        path = self.workdir / folder / f"{self.name}-{target.name}{'-' + names if names else ''}-s{seed}-{digest}"
+        if path.is_dir():
+            return FittedModel.load(path, device=self.device)
+        fitted = self.fit(train_task, sources, seed=seed)
+        fitted.save(path)
+        return fitted
 
     def _fit(self, target: Task, sources: list[Task], seed: int):
         """Return (module, tokenizer, history, arch): ``arch`` is the JSON that ``build_module`` needs."""

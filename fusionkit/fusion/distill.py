@@ -57,11 +57,12 @@ class Distill(Finetune):
                         max_length=self.max_length, pooling=self.pooling)
         train_knobs = {k: v for k, v in self.knobs.to_dict().items() if k in SequentialKnobs.__dataclass_fields__}
         if self.knobs.teachers == "experts":
-            return [get_strategy("sequential", train_knobs, **settings).fit(target, [source], seed=seed)
-                    for source in sources]
+            # Saved and reused: a study that also runs `sequential` with the same knobs trains them once.
+            teacher = get_strategy("sequential", train_knobs, **settings)
+            return [teacher.fit_cached(target, [source], seed=seed) for source in sources]
         if self.knobs.teachers == "finetune":
             plain = {k: v for k, v in train_knobs.items() if not k.startswith("expert")}
-            return [get_strategy("finetune", plain, **settings).fit(target, seed=seed)]
+            return [get_strategy("finetune", plain, **settings).fit_cached(target, seed=seed)]
         raise ConfigError(f"distill: teachers must be 'experts' or 'finetune', got {self.knobs.teachers!r}")
 
     def _fit(self, target, sources, seed):
