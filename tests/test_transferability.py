@@ -1,0 +1,95 @@
+"""Transferability scores equal their closed forms on small cases and rank good features above useless ones."""
+import numpy as np
+import pytest
+import scipy.optimize
+import scipy.stats
+
+from fusionkit.errors import InputError
+from fusionkit.transferability import hscore, leep, logme, nce, rank_correlation
+
+
+def separable_features(rng, n=200, d=8, classes=3):
+    labels = rng.integers(0, classes, n)
+    features = rng.normal(size=(n, d))
+    features[np.arange(n), labels] += 4.0  # one strong direction per class
+    return features, labels
+
+
+def exact_log_evidence(features, indicator):
+    """max over (alpha, beta) of log N(indicator; 0, F F^T / alpha + I / beta) per example, by brute force."""
+    def negative(log_precisions):
+        alpha, beta = np.exp(log_precisions)
+        covariance = features @ features.T / alpha + np.eye(len(indicator)) / beta
+        return -scipy.stats.multivariate_normal.logpdf(indicator, cov=covariance)
+    best = scipy.optimize.minimize(negative, [0.0, 0.0], method="Nelder-Mead", options={"xatol": 1e-8, "fatol": 1e-10})
+    return -best.fun / len(indicator)
+
+
+def test_logme_prefers_separable_features_to_shuffled_labels():
+    rng = np.random.default_rng(0)
+    features, labels = separable_features(rng)
+    assert logme(features, labels) > logme(features, rng.permutation(labels)) + 0.1
+
+
+@pytest.mark.parametrize("n, d", [(40, 5), (15, 25)])  # more examples than features, and fewer
+def test_logme_is_the_maximised_marginal_likelihood(n, d):
+    rng = np.random.default_rng(1)
+    features = rng.normal(size=(n, d))
+    labels = rng.integers(0, 2, n)
+    features[:, 0] += labels
+    expected = np.mean([exact_log_evidence(features, (labels == c).astype(float)) for c in (0, 1)])
+    assert logme(features, labels) == pytest.approx(expected, rel=1e-5)
+
+
+def test_leep_closed_form_on_a_hand_made_case():
+    theta = np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8], [0.3, 0.7]])
+    labels = np.array([0, 0, 1, 1])
+    joint = np.zeros((2, 2))
+    for row, label in zip(theta, labels):
+        joint[label] += row / 4
+    conditional = joint / joint.sum(axis=0)  # P(y | z)
+    expected = np.mean([np.log(sum(conditional[label, z] * row[z] for z in range(2)))
+                        for row, label in zip(theta, labels)])
+    assert leep(theta, labels) == pytest.approx(expected)
+
+
+def test_nce_closed_form_and_leep_with_hard_source_labels():
+    source = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    target = np.array([0, 0, 0, 1, 1, 1, 1, 1])
+    # Given z = 0, y is 0 w.p. 3/4; given z = 1, y is always 1: -H(Y|Z) = 0.5 (3/4 ln 3/4 + 1/4 ln 1/4).
+    expected = 0.5 * (0.75 * np.log(0.75) + 0.25 * np.log(0.25))
+    assert nce(source, target) == pytest.approx(expected)
+    # With one-hot source predictions LEEP reduces to NCE (Nguyen et al. 2020).
+    assert leep(np.eye(2)[source], target) == pytest.approx(expected)
+
+
+def test_hscore_is_the_between_class_variance_share_in_one_dimension():
+    features = np.array([[1.0], [2.0], [3.0], [7.0], [8.0], [9.0]])
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    between = np.array([2.0, 2.0, 2.0, 8.0, 8.0, 8.0])
+    assert hscore(features, labels) == pytest.approx(between.var() / features.var())
+
+
+def test_hscore_ignores_invertible_linear_maps_and_prefers_separable_features():
+    rng = np.random.default_rng(2)
+    features, labels = separable_features(rng)
+    mixing = rng.normal(size=(8, 8))
+    assert hscore(features @ mixing, labels) == pytest.approx(hscore(features, labels), rel=1e-6)
+    assert hscore(features, labels) > 5 * hscore(features, rng.permutation(labels))
+
+
+def test_rank_correlation_matches_scipy():
+    predicted, observed = [0.1, 0.4, 0.35, 0.8, 0.6], [-1.0, 0.5, 0.2, 2.0, 2.1]
+    result = rank_correlation(predicted, observed)
+    kendall, spearman = scipy.stats.kendalltau(predicted, observed), scipy.stats.spearmanr(predicted, observed)
+    assert (result["kendall_tau"], result["kendall_p"]) == pytest.approx((kendall.statistic, kendall.pvalue))
+    assert (result["spearman_rho"], result["spearman_p"]) == pytest.approx((spearman.statistic, spearman.pvalue))
+
+
+def test_bad_input_raises_clear_errors():
+    with pytest.raises(InputError, match="length mismatch: features has 3, labels has 2 examples"):
+        logme(np.ones((3, 2)), [0, 1])
+    with pytest.raises(InputError, match="source_probs rows must sum to 1"):
+        leep([[0.5, 0.6]], [0])
+    with pytest.raises(InputError, match="at least 3 \\(predicted, observed\\) pairs, got 2"):
+        rank_correlation([1, 2], [2, 1])
