@@ -49,7 +49,7 @@ def trainer_epoch(texts, labels) -> float:
     args = TrainingArguments(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=BATCH, learning_rate=LR,
                              num_train_epochs=1, train_sampling_strategy="group_by_length", report_to=[],
                              save_strategy="no", logging_strategy="no", use_cpu=True, seed=0,
-                             disable_tqdm=True, warmup_ratio=0.1, weight_decay=0.01)
+                             disable_tqdm=True, warmup_steps=0.1, weight_decay=0.01)
     trainer = Trainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
     start = time.perf_counter()
     trainer.train()

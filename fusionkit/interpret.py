@@ -78,7 +78,7 @@ def _sentence(row: pd.Series, match_on: Sequence[str]) -> str:
 def compare_to_baseline(results: pd.DataFrame, baseline: str, metric: str = "accuracy", alpha: float = 0.05,
                         min_effect: float = 0.0, confidence: float = 0.95,
                         match_on: Sequence[str] = ("target", "train_size"),
-                        distinguish_by: Sequence[str] = ()) -> pd.DataFrame:
+                        distinguish_by: Sequence[str] = (), name_column: str | None = None) -> pd.DataFrame:
     """Each system (strategy, sources, *distinguish_by) against the `baseline` strategy at the same match_on values.
 
     results has one row per run with columns match_on, strategy, sources, distinguish_by, seed and
@@ -88,9 +88,12 @@ def compare_to_baseline(results: pd.DataFrame, baseline: str, metric: str = "acc
     over those seeds; otherwise Welch's t-test over all seeds; with fewer than 2 seeds on a side, no
     test ("inconclusive"). P-values are Holm-adjusted across every tested row of the returned table.
     Verdict: "helps" or "hurts (negative transfer)" when p_holm < alpha and |gain| >= min_effect (in
-    the gain's units). One row per system and match_on values, with a display name in `system`.
+    the gain's units). One row per system and match_on values, with a display name in `system`: the value
+    of `name_column` (one of distinguish_by, e.g. a study's arm label) when given, else built from the columns.
     """
     match_on, system = list(match_on), [*SYSTEM_COLUMNS, *distinguish_by]
+    if name_column is not None and name_column not in distinguish_by:
+        raise InputError(f"name_column {name_column!r} must be one of distinguish_by {list(distinguish_by)}")
     check_columns(results, [*match_on, *system, "seed", metric])
     is_baseline = results["strategy"] == baseline
     if not is_baseline.any():
@@ -110,8 +113,11 @@ def compare_to_baseline(results: pd.DataFrame, baseline: str, metric: str = "acc
         gains.append(_seed_gain(fused, reference, confidence))
     table = judge_gains(gains, alpha, min_effect, higher_is_better=metric not in LOWER_IS_BETTER)
     table = pd.concat([pd.DataFrame(keys, columns=[*match_on, *system]), table], axis=1)
-    table["system"] = [system_label(row["strategy"], row["sources"]) + "".join(
-        f", {column}={row[column]}" for column in distinguish_by) for _, row in table.iterrows()]
+    if name_column:
+        table["system"] = table[name_column].astype(str)
+    else:
+        table["system"] = [system_label(row["strategy"], row["sources"]) + "".join(
+            f", {column}={row[column]}" for column in distinguish_by) for _, row in table.iterrows()]
     table["baseline"], table["metric"] = baseline, metric
     table["sentence"] = [_sentence(row, match_on) for _, row in table.iterrows()]
     return table[[*match_on, *system, *_OUTPUT_COLUMNS]]

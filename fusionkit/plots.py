@@ -172,3 +172,61 @@ def save_figure(figure: Figure, folder: str | Path, name: str) -> tuple[Path, Pa
     figure.savefig(png, dpi=150)
     figure.savefig(svg)
     return png, svg
+
+
+def label_balance(counts: pd.DataFrame) -> Figure:
+    """Share of each label per task and split (a summaries.label_counts table), one panel per task."""
+    check_columns(counts, ["task", "split", "label", "share"], "counts")
+    tasks = list(dict.fromkeys(counts["task"]))
+    figure = Figure(figsize=(3.2 * len(tasks), 3.2), layout="constrained")
+    for index, task in enumerate(tasks, start=1):
+        axes = figure.add_subplot(1, len(tasks), index)
+        table = counts[counts["task"] == task].pivot(index="split", columns="label", values="share")
+        table = table.reindex([s for s in ("train", "validation", "test") if s in table.index])
+        bottom = np.zeros(len(table))
+        for label in table.columns:
+            axes.bar(table.index, table[label], bottom=bottom, label=str(label))
+            bottom += table[label].to_numpy()
+        axes.set(title=str(task), ylabel="share of examples", ylim=(0, 1))
+        axes.legend(fontsize="x-small", loc="lower right")
+    return figure
+
+
+def text_lengths(lengths: pd.DataFrame, clip: int = 80) -> Figure:
+    """Distribution of text length in words per task (a summaries.text_length_table), clipped at `clip`."""
+    check_columns(lengths, ["task", "words"], "lengths")
+    figure = Figure(figsize=(6, 4), layout="constrained")
+    axes = figure.add_subplot()
+    bins = np.arange(0, clip + 2, 2)
+    for task, rows in lengths.groupby("task", sort=False):
+        axes.hist(np.minimum(rows["words"], clip), bins=bins, histtype="step", density=True, linewidth=1.5,
+                  label=f"{task} (median {rows['words'].median():.0f})")
+    axes.set(xlabel=f"words per text (clipped at {clip})", ylabel="density", title="Text lengths")
+    axes.legend(fontsize="small")
+    return figure
+
+
+def transferability_bars(table: pd.DataFrame, scores: Sequence[str] = ("logme", "hscore", "leep", "nce")) -> Figure:
+    """One panel per transferability score, one bar per source (NaN bars, e.g. LEEP of the base, left out)."""
+    check_columns(table, ["source", *scores], "table")
+    figure = Figure(figsize=(3 * len(scores), 3.2), layout="constrained")
+    for index, score in enumerate(scores, start=1):
+        axes = figure.add_subplot(1, len(scores), index)
+        rows = table[table[score].notna()]
+        axes.bar(rows["source"].astype(str), rows[score], color="tab:blue")
+        axes.set(title=score)
+        axes.tick_params(axis="x", rotation=45)
+    return figure
+
+
+def cka_profile(table: pd.DataFrame) -> Figure:
+    """CKA between each layer of the base and the same layer after adaptation, one line per system."""
+    check_columns(table, ["label", "layer", "cka"], "table")
+    figure = Figure(figsize=(6, 4), layout="constrained")
+    axes = figure.add_subplot()
+    for label, rows in table.groupby("label"):
+        axes.plot(rows["layer"], rows["cka"], marker="o", label=str(label))
+    axes.set(xlabel="layer (0 = embeddings)", ylabel="linear CKA with the base encoder", ylim=(0, 1.05),
+             title="How much each layer changed")
+    axes.legend(fontsize="small")
+    return figure

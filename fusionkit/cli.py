@@ -1,0 +1,65 @@
+"""The ``fusionkit`` command: ``fusionkit report`` regenerates a report, ``fusionkit tasks`` lists the tasks."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+import yaml
+
+from fusionkit.errors import ConfigError, FusionkitError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="fusionkit: fuse source-task knowledge into a pretrained encoder and evaluate it honestly.")
+
+
+def parse_parameters(pairs: list[str]) -> dict:
+    """``key=value`` pairs; values are read as YAML, so ``seeds=[0,1]`` is a list and ``encoder=tiny`` a string."""
+    parsed = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"parameter {pair!r} is not key=value (e.g. -p seeds=[0,1])")
+        try:
+            parsed[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as error:
+            raise ConfigError(f"parameter {key.strip()!r}: value {value!r} is not valid YAML ({error})") from None
+    return parsed
+
+
+@app.command()
+def report(
+    profile: str = typer.Option("quick", help="smoke, quick or full (see fusionkit.profiles)"),
+    target: str = typer.Option("cr", help="target task"),
+    sources: str = typer.Option("mr,subj,trec", help="comma-separated source tasks"),
+    out: Path = typer.Option(..., help="report folder, e.g. reports/quick-cr"),
+    param: list[str] = typer.Option([], "--param", "-p", help="override a study parameter: -p key=value"),
+    workdir: Optional[str] = typer.Option(None, help="run folder for experts, features and results "
+                                                     "(default runs/<profile>-<target>)"),
+    data_dir: Optional[str] = typer.Option(None, help="SentEval folder (default: FUSIONKIT_DATA, then the Hub)"),
+) -> None:
+    """Execute the notebooks in order with papermill and write OUT/index.html."""
+    from fusionkit.report import run_report
+
+    try:
+        run_report(out, profile, target, sources, parse_parameters(param), workdir, data_dir)
+    except FusionkitError as error:
+        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def tasks(data_dir: Optional[str] = typer.Option(None, help="folder to look in (default: FUSIONKIT_DATA)")) -> None:
+    """List the registered tasks and where each would be loaded from."""
+    from fusionkit.tasks import TASKS
+
+    folder = data_dir or os.environ.get("FUSIONKIT_DATA")
+    typer.echo(f"data folder: {folder or '(none: tasks come from the Hugging Face Hub)'}")
+    for spec in TASKS.values():
+        files = list(spec.files.values())
+        if folder and all((Path(folder) / name).is_file() for name in files):
+            where = f"local: {', '.join(files)}"
+        else:
+            where = f"hub: {spec.hub.dataset_id}" + (f" (local files {', '.join(files)} not found)" if folder else "")
+        typer.echo(f"{spec.name:6} {len(spec.label_names)} labels  {spec.description}\n       {where}")

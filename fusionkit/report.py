@@ -1,0 +1,209 @@
+"""Reports: the notebooks' shared setup, and ``run_report``, which executes them with papermill into one folder.
+
+Layout of a report folder::
+
+    index.html            verdicts, key figures, links, provenance
+    notebooks/NN_*.ipynb  the executed notebooks (kept even when one fails) and their .html
+    figures/*.png|svg     every figure, listed with its caption in figures.json
+    results.csv, comparisons.csv, verdicts.json, provenance.json
+
+Study runs (experts, fitted models, features, the results store) live in a separate work folder
+(default ``runs/<profile>-<target>``), so a second ``run_report`` reuses them instead of retraining.
+"""
+from __future__ import annotations
+
+import html
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fusionkit.errors import ConfigError, FusionkitError
+from fusionkit.profiles import profile_settings, study_config
+from fusionkit.provenance import provenance
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+DEFAULT_PROFILE = "quick"
+
+
+class ReportError(FusionkitError):
+    """A notebook failed while a report was being made."""
+
+
+def _default_root() -> Path:
+    # An editable install runs from the repository: keep runs beside the notebooks, not inside them.
+    return REPO_ROOT if (REPO_ROOT / "pyproject.toml").is_file() else Path.cwd()
+
+
+@dataclass
+class NotebookRun:
+    """What every notebook of one report shares: the study parameters and where outputs go."""
+
+    profile: str
+    target: str
+    sources: list[str]
+    workdir: Path
+    out_dir: Path
+    data_dir: str | None = None
+    overrides: dict = field(default_factory=dict)
+
+    @property
+    def settings(self) -> dict:
+        return profile_settings(self.profile, self.overrides)
+
+    def study(self, part: str):
+        return study_config(self.profile, part, self.target, self.sources, str(self.workdir), self.data_dir,
+                            self.overrides)
+
+    @property
+    def store(self):
+        from fusionkit.results import ResultsStore
+
+        return ResultsStore(self.workdir / "results")
+
+    def save(self, figure, name: str, caption: str):
+        """Save a figure as PNG and SVG under out_dir/figures, note its caption, and return it for display."""
+        from fusionkit.plots import save_figure
+
+        folder = self.out_dir / "figures"
+        save_figure(figure, folder, name)
+        manifest_path = folder / "figures.json"
+        manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+        manifest[name] = caption
+        manifest_path.write_text(json.dumps(manifest, indent=1, sort_keys=True))
+        return figure
+
+    def write_table(self, frame, name: str) -> Path:
+        path = self.out_dir / f"{name}.csv"
+        frame.to_csv(path, index=False)
+        return path
+
+
+def notebook_run(profile: str | None = None, target: str = "cr", sources=("mr", "subj", "trec"),
+                 workdir: str | None = None, out_dir: str | None = None, data_dir: str | None = None,
+                 overrides: dict | None = None) -> NotebookRun:
+    """Resolve a notebook's parameters; None falls back to FUSIONKIT_PROFILE / FUSIONKIT_WORKDIR / FUSIONKIT_OUT
+    (so nbval can pick the smoke profile) and then to the defaults."""
+    profile = profile or os.environ.get("FUSIONKIT_PROFILE") or DEFAULT_PROFILE
+    profile_settings(profile, overrides)  # an unknown profile or parameter fails here, before any work
+    if isinstance(sources, str):
+        sources = [name.strip() for name in sources.split(",") if name.strip()]
+    root = _default_root()
+    workdir = Path(workdir or os.environ.get("FUSIONKIT_WORKDIR") or root / "runs" / f"{profile}-{target}")
+    out_dir = Path(out_dir or os.environ.get("FUSIONKIT_OUT") or workdir / "report")
+    (out_dir / "figures").mkdir(parents=True, exist_ok=True)
+    return NotebookRun(profile, target, list(sources), workdir, out_dir, data_dir, dict(overrides or {}))
+
+
+def write_verdicts(out_dir: Path, question: str, methods: str, sentences: list[str], notes: list[str]) -> Path:
+    """verdicts.json: what index.html shows first (written by the evaluation notebook)."""
+    path = Path(out_dir) / "verdicts.json"
+    path.write_text(json.dumps({"question": question, "methods": methods, "sentences": sentences, "notes": notes},
+                               indent=1))
+    return path
+
+
+def _notebooks(notebooks_dir: Path) -> list[Path]:
+    found = sorted(notebooks_dir.glob("[0-9][0-9]_*.ipynb"))
+    if not found:
+        raise ConfigError(f"no numbered notebooks (NN_name.ipynb) in {notebooks_dir}")
+    return found
+
+
+def _to_html(notebook_path: Path) -> Path:
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    body, _ = HTMLExporter().from_notebook_node(nbformat.read(notebook_path, as_version=4))
+    path = notebook_path.with_suffix(".html")
+    path.write_text(body, encoding="utf-8")
+    return path
+
+
+def _execute(notebook: Path, executed: Path, parameters: dict, progress: bool) -> None:
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    try:
+        papermill.execute_notebook(notebook, executed, parameters=parameters, cwd=str(notebook.parent),
+                                   kernel_name="python3", progress_bar=progress)
+    except PapermillExecutionError as error:
+        raise ReportError(f"notebook {notebook.name} failed in cell {error.exec_count} "
+                          f"({error.ename}: {error.evalue}); the partial executed notebook is kept at "
+                          f"{executed}") from None
+
+
+def run_report(out: str | Path, profile: str = DEFAULT_PROFILE, target: str = "cr",
+               sources=("mr", "subj", "trec"), overrides: dict | None = None, workdir: str | None = None,
+               data_dir: str | None = None, notebooks_dir: str | Path = NOTEBOOKS_DIR,
+               progress: bool = True) -> Path:
+    """Execute every numbered notebook in order into ``out`` and write ``out/index.html``; return its path."""
+    out = Path(out).resolve()
+    run = notebook_run(profile, target, sources, workdir, str(out), data_dir, overrides)
+    parameters = {"profile": run.profile, "target": run.target, "sources": run.sources,
+                  "workdir": str(run.workdir.resolve()), "out_dir": str(out), "data_dir": data_dir,
+                  "overrides": run.overrides}
+    (out / "notebooks").mkdir(parents=True, exist_ok=True)
+    notebooks = _notebooks(Path(notebooks_dir))
+    timings, start = {}, time.perf_counter()
+    for index, notebook in enumerate(notebooks, start=1):
+        print(f"[{index}/{len(notebooks)}] {notebook.name} ...", flush=True)
+        began = time.perf_counter()
+        executed = out / "notebooks" / notebook.name
+        _execute(notebook, executed, parameters, progress)
+        _to_html(executed)
+        timings[notebook.stem] = round(time.perf_counter() - began, 1)
+        print(f"[{index}/{len(notebooks)}] {notebook.name} done in {timings[notebook.stem]:.0f} s", flush=True)
+    record = provenance(run.profile, {**parameters, "settings": run.settings}, timings,
+                        round(time.perf_counter() - start, 1))
+    (out / "provenance.json").write_text(json.dumps(record, indent=1, default=str))
+    index = write_index(out, notebooks, record)
+    print(f"report written to {index} in {record['total_seconds']:.0f} s", flush=True)
+    return index
+
+
+def _table(rows: dict) -> str:
+    cells = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows.items())
+    return f"<table>{cells}</table>"
+
+
+def write_index(out: Path, notebooks: list[Path], record: dict) -> Path:
+    """index.html: verdicts first, then every figure with its caption, then the notebooks, then provenance."""
+    verdicts_path = out / "verdicts.json"
+    verdicts = json.loads(verdicts_path.read_text()) if verdicts_path.is_file() else {}
+    manifest_path = out / "figures" / "figures.json"
+    captions = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    parts = [f"<h1>fusionkit report: {html.escape(verdicts.get('question', out.name))}</h1>", "<h2>Verdicts</h2>"]
+    if verdicts:
+        parts.append(f"<p class='methods'>{html.escape(verdicts['methods'])}</p><ul>")
+        parts += [f"<li class='{'helps' if 'helps' in s else 'hurts' if 'hurts' in s else 'none'}'>"
+                  f"{html.escape(s)}</li>" for s in verdicts["sentences"]]
+        parts.append("</ul>")
+        parts += [f"<p>{html.escape(note)}</p>" for note in verdicts.get("notes", [])]
+    else:
+        parts.append("<p>No verdicts were written (the evaluation notebook did not run).</p>")
+    parts.append("<h2>Figures</h2>")
+    for name in sorted(captions):
+        parts.append(f"<figure><img src='figures/{html.escape(name)}.png' alt='{html.escape(name)}'>"
+                     f"<figcaption><b>{html.escape(name)}</b>: {html.escape(captions[name])} "
+                     f"(<a href='figures/{html.escape(name)}.svg'>SVG</a>)</figcaption></figure>")
+    parts.append("<h2>Notebooks and tables</h2><ul>")
+    parts += [f"<li><a href='notebooks/{n.stem}.html'>{n.stem}</a> "
+              f"(<a href='notebooks/{n.name}'>ipynb</a>)</li>" for n in notebooks]
+    parts += [f"<li><a href='{name}'>{name}</a></li>" for name in ("results.csv", "summary.csv", "comparisons.csv")
+              if (out / name).is_file()]
+    parts.append("</ul><h2>Provenance</h2>")
+    flat = {k: v for k, v in record.items() if not isinstance(v, dict)}
+    parts += [_table(flat), "<h3>Package versions</h3>", _table(record["versions"]),
+              "<h3>Notebook times (s)</h3>", _table(record["notebook_seconds"]),
+              "<h3>Parameters</h3>", f"<pre>{html.escape(json.dumps(record['parameters'], indent=1))}</pre>"]
+    style = ("body{font-family:sans-serif;max-width:1000px;margin:auto;padding:1em}img{max-width:100%}"
+             "li.helps{color:#1a7f37}li.hurts{color:#b42318}figure{margin:2em 0}"
+             "table{border-collapse:collapse}th,td{border:1px solid #ccc;padding:2px 8px;text-align:left}")
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>fusionkit report</title>"
+            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")
+    index = out / "index.html"
+    index.write_text(page, encoding="utf-8")
+    return index

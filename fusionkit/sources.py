@@ -1,0 +1,75 @@
+"""A study's source experts, and how transferable each source looks for the target before any fusion.
+
+The experts are trained with the study's expert knobs through the same cache the fusion strategies use,
+so scoring them here trains nothing that notebook 04 would train again.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fusionkit.encoders import Encoder, load_encoder
+from fusionkit.experts import expert_backbone, get_expert
+from fusionkit.fusion import get_strategy
+from fusionkit.fusion.base import FittedModel
+from fusionkit.study import StudyConfig, load_study_tasks
+from fusionkit.tasks import Task
+from fusionkit.transferability import hscore, leep, logme, nce
+
+
+def source_experts(config: StudyConfig, sources: list[Task], base: Encoder, seed: int = 0) -> dict[str, FittedModel]:
+    """One expert per source, trained (or loaded) exactly as the study's fusion arms will ask for it."""
+    # Any strategy with expert knobs gives the same experts; sequential is the plainest one.
+    strategy = get_strategy("sequential", config.expert_knobs, encoder=config.encoder, workdir=config.workdir,
+                            max_length=config.max_length)
+    return {source.name: get_expert(source, strategy, seed, base.fingerprint()) for source in sources}
+
+
+def transferability_table(target: Task, experts: dict[str, FittedModel], base: Encoder, n_examples: int,
+                          seed: int = 0) -> pd.DataFrame:
+    """LogME, H-score, LEEP and NCE of each source expert on a stratified sample of the target's train split.
+
+    LogME and H-score read the expert's pooled features; LEEP its source-label probabilities; NCE its hard
+    source labels. The base encoder's LogME and H-score are given as the row "none (base)": a source whose
+    features score below it is not expected to help. The sample is the one a low-resource user would have.
+    """
+    sample = target.subsample(n_examples, seed) if n_examples < len(target.train) else target
+    texts, labels = list(sample.train["text"]), np.asarray(sample.train["label"])
+    base_features = base.encode(texts)
+    rows = [{"source": "none (base)", "logme": logme(base_features, labels), "hscore": hscore(base_features, labels),
+             "leep": np.nan, "nce": np.nan}]
+    for name, expert in experts.items():
+        encoder = Encoder(expert_backbone(expert), expert.tokenizer, f"expert-{name}", base.pooling, base.max_length)
+        features = encoder.encode(texts)
+        source_probs = expert.predict_proba(texts)
+        rows.append({"source": name, "logme": logme(features, labels), "hscore": hscore(features, labels),
+                     "leep": leep(source_probs, labels), "nce": nce(source_probs.argmax(1), labels)})
+    table = pd.DataFrame(rows)
+    table.attrs["n_examples"] = len(labels)
+    return table
+
+
+def expert_table(experts: dict[str, FittedModel]) -> pd.DataFrame:
+    """What each expert is: its source, training size, best validation accuracy on the source, cost."""
+    return pd.DataFrame([{"source": name, "kind": expert.spec["strategy"], "train_size": expert.spec["train_size"],
+                          "source_val_accuracy": max(expert.history.val_metric),
+                          "epochs_run": len(expert.history.val_metric), "train_seconds": expert.train_seconds,
+                          "trainable_params": expert.num_trainable_params} for name, expert in experts.items()])
+
+
+def study_transferability(config: StudyConfig, n_examples: int) -> pd.DataFrame:
+    """The study's transferability table, computed once and kept as CSV in its work folder."""
+    path = Path(config.workdir) / f"transferability-{config.target}-n{n_examples}.csv"
+    if path.is_file():
+        return pd.read_csv(path)
+    target, sources = load_study_tasks(config)
+    base = load_encoder(config.encoder, max_length=config.max_length)
+    table = transferability_table(target, source_experts(config, sources, base), base, n_examples)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".csv.tmp")
+    table.to_csv(partial, index=False)
+    os.replace(partial, path)  # a killed run leaves no half table to be read back as finished
+    return table

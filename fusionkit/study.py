@@ -1,0 +1,161 @@
+"""A study: strategies x seeds x train sizes on one target, every run stored once (resumable).
+
+``run_study`` is what notebooks 02 and 04 call. A run already in the results store is not redone,
+so a killed study picks up where it stopped; experts, fitted teachers and features are reused from
+the same work folder.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fusionkit.encoders import Encoder, load_encoder
+from fusionkit.errors import ConfigError
+from fusionkit.fusion import STRATEGIES, get_strategy
+from fusionkit.metrics import score_all
+from fusionkit.results import ResultsStore, run_key
+from fusionkit.similarity import layerwise_cka
+from fusionkit.tasks import Task, load_task, stratified_sample
+
+
+@dataclass
+class Arm:
+    """One line of a study: a label, a strategy and its knobs. ``per_source`` runs it once per source;
+    ``train_sizes`` (if set) replaces the study's sizes for this arm."""
+
+    label: str
+    strategy: str
+    knobs: dict = field(default_factory=dict)
+    per_source: bool = False
+    train_sizes: list | None = None
+
+
+@dataclass
+class StudyConfig:
+    target: str
+    sources: list[str]
+    arms: list[Arm]
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    train_sizes: list = field(default_factory=lambda: [256])
+    encoder: str = "minilm"
+    max_length: int = 64
+    workdir: str = "runs/default"
+    data_dir: str | None = None
+    task_train_cap: int | None = None  # cap every task's train split (smoke runs)
+    validation_cap: int | None = None  # cap the target's validation split: early stopping evaluates it often
+    test_cap: int | None = None
+    train_knobs: dict = field(default_factory=dict)  # given to every arm that trains with the loop
+    expert_knobs: dict = field(default_factory=dict)  # given to every arm that uses sources
+    cka_examples: int = 256  # target test texts on which base and adapted encoders are compared
+
+    def __post_init__(self):
+        self.arms = [a if isinstance(a, Arm) else Arm(**a) for a in self.arms]
+        for arm in self.arms:
+            if arm.strategy not in STRATEGIES:
+                raise ConfigError(f"arm '{arm.label}': unknown strategy '{arm.strategy}'; "
+                                  f"known strategies: {', '.join(STRATEGIES)}")
+
+
+def _capped(task: Task, split: str, cap: int | None) -> Task:
+    data = getattr(task, split)
+    if not cap or cap >= len(data):
+        return task
+    indices = stratified_sample(np.asarray(data["label"]), cap, seed=0)
+    capped = Task(**{**task.__dict__, split: data.select(indices)})
+    capped.notes = task.notes + [f"{split} capped to {cap} examples (stratified, seed 0)"]
+    return capped
+
+
+def load_study_tasks(config: StudyConfig) -> tuple[Task, list[Task]]:
+    """The target and the sources, with the study's caps applied (fixed seed: every run sees the same data)."""
+    target = load_task(config.target, data_dir=config.data_dir)
+    sources = [load_task(name, data_dir=config.data_dir) for name in config.sources]
+    target = _capped(_capped(_capped(target, "train", config.task_train_cap), "validation", config.validation_cap),
+                     "test", config.test_cap)
+    sources = [_capped(s, "train", config.task_train_cap) for s in sources]
+    return target, sources
+
+
+def arm_knobs(arm: Arm, config: StudyConfig) -> dict:
+    """The arm's knobs over the study's shared training and expert knobs (only those the strategy has)."""
+    known = set(STRATEGIES[arm.strategy].Knobs.__dataclass_fields__)
+    shared = {**config.train_knobs, **config.expert_knobs}
+    return {**{k: v for k, v in shared.items() if k in known}, **arm.knobs}
+
+
+def planned_runs(config: StudyConfig, target: Task, sources: list[Task]) -> list[dict]:
+    """Every run of the study as a plain config dict (the results store's key is computed from it).
+
+    A train size of None stands for the whole training split and is recorded as its length, so learning
+    curves have a number to plot.
+    """
+    runs = []
+    for arm in config.arms:
+        needs = STRATEGIES[arm.strategy].needs_sources
+        source_sets = [[s] for s in sources] if arm.per_source else [sources if needs else []]
+        for size in arm.train_sizes or config.train_sizes:
+            size = min(size or len(target.train), len(target.train))
+            for seed in config.seeds:
+                for chosen in source_sets:
+                    runs.append({"target": config.target, "sources": [s.name for s in chosen],
+                                 "strategy": arm.strategy, "label": arm.label + (
+                                     f" ({chosen[0].name})" if arm.per_source else ""),
+                                 "knobs": arm_knobs(arm, config), "seed": seed, "train_size": size,
+                                 "encoder": config.encoder, "max_length": config.max_length})
+    return runs
+
+
+def encoder_cka(fitted, base: Encoder, texts: list[str]) -> list[list[float]] | None:
+    """Linear CKA of every (base layer, adapted layer) pair on the same texts; None when the model has no
+    encoder of its own (representation fusion keeps the base frozen)."""
+    backbone = getattr(fitted.module, "backbone", None)
+    if backbone is None:
+        return None
+    if hasattr(backbone, "merge_and_unload"):  # a LoRA model: compare the merged weights
+        import copy
+
+        backbone = copy.deepcopy(backbone).merge_and_unload()
+    adapted = Encoder(backbone, base.tokenizer, "adapted", base.pooling, base.max_length)
+    layers = list(range(base.num_layers + 1))
+    before, after = base.encode(texts, layers=layers), adapted.encode(texts, layers=layers)
+    return layerwise_cka(before, after).round(6).tolist()
+
+
+def run_one(run: dict, target: Task, sources: list[Task], config: StudyConfig, store: ResultsStore,
+            base: Encoder) -> None:
+    by_name = {s.name: s for s in sources}
+    strategy = get_strategy(run["strategy"], run["knobs"], encoder=config.encoder, workdir=config.workdir,
+                            max_length=config.max_length)
+    fit = strategy.fit_cached if run["strategy"] == "sequential" else strategy.fit  # teachers of distill
+    train_size = run["train_size"] if run["train_size"] < len(target.train) else None
+    fitted = fit(target, [by_name[n] for n in run["sources"]], seed=run["seed"], train_size=train_size)
+    texts, labels = list(target.test["text"]), np.asarray(target.test["label"])
+    start = time.perf_counter()
+    probs = fitted.predict_proba(texts)
+    infer_ms = 1000 * (time.perf_counter() - start) / len(texts)
+    cost = {"trainable_params": fitted.num_trainable_params, "train_seconds": fitted.train_seconds,
+            "infer_ms_per_example": infer_ms}
+    details = {"arch": fitted.spec["arch"], "history": fitted.history.to_dict(),
+               "cka_base_vs_adapted": encoder_cka(fitted, base, texts[:config.cka_examples])}
+    store.put(run_key(run), {**run, "details": details}, score_all(labels, probs), cost, labels, probs)
+
+
+def run_study(config: StudyConfig, progress: bool = True):
+    """Run every planned run not yet stored; returns the results table of this study's runs."""
+    from tqdm.auto import tqdm
+
+    target, sources = load_study_tasks(config)
+    store = ResultsStore(Path(config.workdir) / "results")
+    base = load_encoder(config.encoder, max_length=config.max_length)
+    runs = planned_runs(config, target, sources)
+    todo = [r for r in runs if not store.has(run_key(r))]
+    for run in tqdm(todo, disable=not progress, desc=f"study {config.target}"):
+        torch.manual_seed(run["seed"])
+        run_one(run, target, sources, config, store, base)
+    keys = {run_key(r) for r in runs}
+    frame = store.to_frame()
+    return frame[frame["run_id"].isin(keys)].reset_index(drop=True)

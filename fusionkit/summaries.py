@@ -1,0 +1,142 @@
+"""Tables for the evaluation notebook, from the results table of a study (``ResultsStore.to_frame()``).
+
+Each function takes the runs as a DataFrame and returns a small DataFrame (or arrays) ready to show or
+plot; the statistics themselves live in ``stats``, ``transfer`` and ``interpret``.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+
+from fusionkit.errors import InputError
+from fusionkit.metrics import check_columns
+from fusionkit.transfer import aulc, learning_curve
+
+COST_COLUMNS = ("trainable_params", "train_seconds", "infer_ms_per_example")
+
+
+def comparable_runs(results: pd.DataFrame, baseline: str = "finetune") -> pd.DataFrame:
+    """The runs at the train sizes where `baseline` also ran: a gain needs both sides at the same size."""
+    check_columns(results, ["strategy", "train_size"])
+    sizes = results.loc[results["strategy"] == baseline, "train_size"].unique()
+    return results[results["train_size"].isin(sizes)].reset_index(drop=True)
+
+
+def by_label(results: pd.DataFrame) -> pd.DataFrame:
+    """The runs with each study arm's label as its system name (the plots group by strategy and sources)."""
+    check_columns(results, ["label"])
+    return results.assign(strategy=results["label"], sources="")
+
+
+def results_table(results: pd.DataFrame, metric: str = "accuracy", confidence: float = 0.95) -> pd.DataFrame:
+    """One row per system and train size: mean metric over seeds with its t-interval, ECE, NLL and mean costs."""
+    check_columns(results, ["target", "label", "train_size", metric, "ece", "nll", *COST_COLUMNS])
+    curve = learning_curve(results, metric, by=("target", "label"), confidence=confidence)
+    extras = (results.groupby(["target", "label", "train_size"])[["ece", "nll", *COST_COLUMNS]].mean()
+              .reset_index())
+    table = curve.merge(extras, on=["target", "label", "train_size"])
+    return table.rename(columns={"mean": metric}).sort_values(["target", "train_size", metric],
+                                                              ascending=[True, True, False], ignore_index=True)
+
+
+def aulc_table(results: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
+    """Normalised area under the learning curve (log2 train size) of every system run at 2 or more sizes."""
+    curve = learning_curve(results, metric, by=("target", "label"))
+    rows = [{"target": target, "label": label, "sizes": ",".join(str(s) for s in group["train_size"]),
+             "aulc": aulc(group["train_size"], group["mean"])}
+            for (target, label), group in curve.groupby(["target", "label"]) if group["train_size"].nunique() >= 2]
+    return pd.DataFrame(rows, columns=["target", "label", "sizes", "aulc"]).sort_values("aulc", ascending=False,
+                                                                                         ignore_index=True)
+
+
+def _details(results: pd.DataFrame) -> list[dict]:
+    check_columns(results, ["details"])
+    return [json.loads(cell) if isinstance(cell, str) else (cell or {}) for cell in results["details"]]
+
+
+def cka_by_layer(results: pd.DataFrame) -> pd.DataFrame:
+    """Per system, the mean over runs of CKA(base layer i, adapted layer i): where each method changed the encoder.
+
+    Systems that keep the base encoder frozen (representation fusion, the linear probe) have no rows.
+    """
+    rows = []
+    for label, details in zip(results["label"], _details(results)):
+        matrix = details.get("cka_base_vs_adapted")
+        if matrix:
+            rows += [{"label": label, "layer": i, "cka": row[i]} for i, row in enumerate(matrix)]
+    table = pd.DataFrame(rows, columns=["label", "layer", "cka"])
+    return table.groupby(["label", "layer"], as_index=False)["cka"].mean()
+
+
+def cka_matrix(results: pd.DataFrame, label: str) -> np.ndarray:
+    """The [base layer, adapted layer] CKA matrix of one system, averaged over its runs."""
+    chosen = results[results["label"] == label]
+    matrices = [d["cka_base_vs_adapted"] for d in _details(chosen) if d.get("cka_base_vs_adapted")]
+    if not matrices:
+        raise InputError(f"no CKA matrix stored for system {label!r}")
+    return np.mean(np.asarray(matrices, dtype=np.float64), axis=0)
+
+
+def attention_weights(results: pd.DataFrame) -> tuple[np.ndarray, list[str], str]:
+    """Mean attention-fusion weights [layers, candidates] over the attention runs, candidate names, and the label."""
+    for label, group in results.groupby("label"):
+        found = [d["arch"] for d in _details(group) if "attention_weights" in d.get("arch", {})]
+        if found:
+            weights = np.mean([np.asarray(arch["attention_weights"]) for arch in found], axis=0)
+            return weights, found[0]["attention_sources"], label
+    raise InputError("no run of representation fusion with mode='attention' in these results")
+
+
+def source_gains(comparisons: pd.DataFrame, transferability: pd.DataFrame, strategy: str = "sequential") -> pd.DataFrame:
+    """Observed gain of `strategy` from each single source beside that source's transferability scores."""
+    check_columns(comparisons, ["strategy", "sources", "gain", "ci_low", "ci_high", "verdict"], "comparisons")
+    single = comparisons[(comparisons["strategy"] == strategy) & ~comparisons["sources"].str.contains(",")]
+    gains = single[["sources", "gain", "ci_low", "ci_high", "verdict"]].rename(columns={"sources": "source"})
+    return transferability.merge(gains, on="source")
+
+
+def predictions_by_label(store, results: pd.DataFrame, seed: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Test labels and each system's test probabilities for one seed (for reliability diagrams)."""
+    chosen = results[results["seed"] == seed]
+    if chosen.empty:
+        raise InputError(f"no runs with seed {seed}")
+    probs, labels = {}, None
+    for row in chosen.itertuples():
+        y, p = store.predictions(row.run_id)
+        if labels is not None and not np.array_equal(labels, y):
+            raise InputError(f"run {row.run_id} ({row.label}) was scored on a different test set")
+        labels, probs[row.label] = y, p
+    return labels, probs
+
+
+def label_counts(tasks) -> pd.DataFrame:
+    """Examples per task, split and label name, with each label's share of its split."""
+    rows = []
+    for task in tasks:
+        for split, data in task.splits.items():
+            labels = np.asarray(data["label"])
+            rows += [{"task": task.name, "split": split, "label": name, "count": int((labels == index).sum()),
+                      "share": float((labels == index).mean())} for index, name in enumerate(task.label_names)]
+    return pd.DataFrame(rows)
+
+
+def text_length_table(tasks, split: str = "train") -> pd.DataFrame:
+    """Length in words of every text of one split of each task."""
+    return pd.DataFrame([{"task": task.name, "words": len(text.split())}
+                         for task in tasks for text in getattr(task, split)["text"]])
+
+
+def task_overview(tasks) -> pd.DataFrame:
+    """One row per task: split sizes, labels, where the data came from, and rows the loader dropped."""
+    return pd.DataFrame([{"task": task.name, **{split: len(data) for split, data in task.splits.items()},
+                          "labels": ", ".join(task.label_names), "dropped_rows": len(task.dropped_rows),
+                          "origin": task.origin} for task in tasks])
+
+
+def dropped_rows_table(tasks) -> pd.DataFrame:
+    """Every row a loader dropped: task, file, line and why."""
+    return pd.DataFrame([{"task": task.name, "file": file, "line": line, "reason": reason}
+                         for task in tasks for file, line, reason in task.dropped_rows],
+                        columns=["task", "file", "line", "reason"])
