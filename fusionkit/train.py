@@ -94,7 +94,9 @@ def _optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optim
             # As in BERT: no weight decay on biases and LayerNorm weights.
             (no_decay if param.ndim < 2 else decay).append(param)
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=config.lr)
+    # The fused kernel updates every tensor in one pass: on CPU the optimizer step takes ~1/5 of the
+    # per-tensor loop's time (benchmarks/train_throughput.py), with the same arithmetic.
+    return torch.optim.AdamW(groups, lr=config.lr, fused=True)
 
 
 def _linear_schedule(optimizer, total_steps: int, warmup_ratio: float):
@@ -170,7 +172,7 @@ def train_loop(
             (loss / config.grad_accum_steps).backward()
             losses.append(loss.item())
             if (index + 1) % config.grad_accum_steps == 0 or index + 1 == len(batches):
-                torch.nn.utils.clip_grad_norm_(_trainable(model), config.max_grad_norm)
+                torch.nn.utils.clip_grad_norm_(_trainable(model), config.max_grad_norm, foreach=True)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
