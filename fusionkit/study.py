@@ -97,8 +97,10 @@ def planned_runs(config: StudyConfig, target: Task, sources: list[Task]) -> list
     for arm in config.arms:
         needs = STRATEGIES[arm.strategy].needs_sources
         source_sets = [[s] for s in sources] if arm.per_source else [sources if needs else []]
-        for size in arm.train_sizes or config.train_sizes:
-            size = min(size or len(target.train), len(target.train))
+        # None and sizes beyond the split all mean the whole split: plan (and train) that size once.
+        sizes = dict.fromkeys(min(size or len(target.train), len(target.train))
+                              for size in arm.train_sizes or config.train_sizes)
+        for size in sizes:
             for seed in config.seeds:
                 for chosen in source_sets:
                     runs.append({"target": config.target, "sources": [s.name for s in chosen],

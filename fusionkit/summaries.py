@@ -59,7 +59,7 @@ def _details(results: pd.DataFrame) -> list[dict]:
 def cka_by_layer(results: pd.DataFrame) -> pd.DataFrame:
     """Per system, the mean over runs of CKA(base layer i, adapted layer i): where each method changed the encoder.
 
-    Systems that keep the base encoder frozen (representation fusion, the linear probe) have no rows.
+    Representation fusion (no encoder of its own) has no rows; the linear probe's frozen encoder gives 1.
     """
     rows = []
     for label, details in zip(results["label"], _details(results)):
