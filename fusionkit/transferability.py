@@ -77,14 +77,27 @@ def leep(source_probs, target_labels) -> float:
     return float(np.log((theta * conditional[labels]).sum(axis=1)).mean())
 
 
-def hscore(features, labels) -> float:
-    """H-score (Bao et al. 2019): tr(cov(f)^+ cov(E[f | y])), how much of the feature variance separates classes."""
+def hscore(features, labels, shrinkage: bool | None = None) -> float:
+    """H-score (Bao et al. 2019): tr(cov(f)^+ cov(E[f | y])), how much of the feature variance separates classes.
+
+    With fewer examples than feature dimensions the sample covariance is singular and the plain score
+    collapses to (number of classes - 1) for any features. ``shrinkage`` then uses the Ledoit-Wolf shrunk
+    covariance instead (the regularised H-score of Ibrahim et al. 2022); None chooses it exactly when
+    n <= dimensions.
+    """
     matrix, classes = _features_and_labels(features, labels)
     _, class_index = np.unique(classes, return_inverse=True)
     sums = np.zeros((class_index.max() + 1, matrix.shape[1]))
     np.add.at(sums, class_index, matrix)
     class_means = (sums / np.bincount(class_index)[:, None])[class_index]
-    feature_cov = np.atleast_2d(np.cov(matrix, rowvar=False))
+    if shrinkage is None:
+        shrinkage = len(matrix) <= matrix.shape[1]
+    if shrinkage:
+        from sklearn.covariance import ledoit_wolf
+
+        feature_cov = ledoit_wolf(matrix)[0]
+    else:
+        feature_cov = np.atleast_2d(np.cov(matrix, rowvar=False))
     between_cov = np.atleast_2d(np.cov(class_means, rowvar=False))
     return float(np.trace(np.linalg.pinv(feature_cov, hermitian=True) @ between_cov))
 

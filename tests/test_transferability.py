@@ -93,3 +93,13 @@ def test_bad_input_raises_clear_errors():
         leep([[0.5, 0.6]], [0])
     with pytest.raises(InputError, match="at least 3 \\(predicted, observed\\) pairs, got 2"):
         rank_correlation([1, 2], [2, 1])
+
+
+def test_hscore_with_fewer_examples_than_dimensions_shrinks_instead_of_collapsing():
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 20)
+    features = rng.normal(size=(40, 100)) + 0.8 * labels[:, None]
+    # The plain estimate is singular: every feature set scores K - 1 = 1, separable or not.
+    assert hscore(features, labels, shrinkage=False) == pytest.approx(1.0, abs=1e-6)
+    assert hscore(features, rng.permutation(labels), shrinkage=False) == pytest.approx(1.0, abs=1e-6)
+    assert hscore(features, labels) > 1.4 * hscore(features, rng.permutation(labels))

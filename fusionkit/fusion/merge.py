@@ -10,12 +10,11 @@ import copy
 from dataclasses import dataclass, field
 
 from fusionkit import merging
-from fusionkit.encoders import Encoder, load_encoder
+from fusionkit.encoders import Encoder
 from fusionkit.errors import ConfigError
 from fusionkit.experts import ExpertKnobs, expert_backbone, get_expert
 from fusionkit.features import FeatureCache
-from fusionkit.fusion.base import Strategy
-from fusionkit.fusion.linear_probe import ProbeKnobs, frozen_classifier, probe
+from fusionkit.fusion.linear_probe import LinearProbe, ProbeKnobs, probe
 
 METHODS = ("average", "task_arithmetic", "ties", "dare")
 
@@ -40,7 +39,7 @@ def expert_task_vector(expert, base_state: dict) -> dict:
     return merging.task_vector(expert_backbone(expert).state_dict(), base_state)
 
 
-class Merge(Strategy):
+class Merge(LinearProbe):  # the same module: a probe head on a (merged) frozen encoder
     name = "merge"
     Knobs = MergeKnobs
     needs_sources = True
@@ -78,12 +77,3 @@ class Merge(Strategy):
         arch = {"method": knobs.method, "scale": scale, "validation_by_scale": scores,
                 "source_names": [e.spec["target"] for e in experts]}
         return module, base.tokenizer, history, arch
-
-    @classmethod
-    def build_module(cls, spec):
-        import torch
-
-        encoder = load_encoder(spec["encoder"], from_scratch=True, pooling=spec["pooling"],
-                               max_length=spec["max_length"])
-        head = torch.nn.Linear(encoder.hidden_size, spec["num_labels"])
-        return frozen_classifier(encoder.model, head, spec["pooling"]), encoder.tokenizer

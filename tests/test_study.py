@@ -1,0 +1,149 @@
+"""Study profiles and the study runner: settings, run plans, knobs, and a resumable end-to-end study."""
+import pytest
+
+from fusionkit.errors import ConfigError
+from fusionkit.profiles import PROFILES, profile_settings, study_config
+from fusionkit.study import Arm, StudyConfig, arm_knobs, planned_runs, run_study
+
+
+def config(arms, **settings):
+    return StudyConfig(target="toy", sources=["toysrc"], arms=arms, **settings)
+
+
+# ---------------------------------------------------------------- profiles
+
+def test_unknown_profile_lists_the_known_profiles():
+    with pytest.raises(ConfigError, match="unknown profile 'nosuch'.*smoke, quick, full"):
+        profile_settings("nosuch")
+
+
+def test_unknown_override_lists_the_known_parameters():
+    with pytest.raises(ConfigError, match="unknown study parameter 'sedes'.*fusion_size.*seeds"):
+        profile_settings("smoke", {"sedes": [0]})
+
+
+def test_overrides_replace_profile_values_and_leave_the_profile_intact():
+    settings = profile_settings("smoke", {"seeds": [7], "encoder": "minilm"})
+    assert settings["seeds"] == [7] and settings["encoder"] == "minilm"
+    assert settings["max_length"] == PROFILES["smoke"]["max_length"]
+    assert PROFILES["smoke"]["seeds"] == [0, 1]
+
+
+def test_baselines_part_has_the_profile_baseline_arms():
+    study = study_config("smoke", "baselines", "cr", ["mr"], "w")
+    expected = PROFILES["smoke"]["baseline_arms"]
+    assert [(a.label, a.strategy, a.train_sizes) for a in study.arms] == [
+        (a["label"], a["strategy"], a["train_sizes"]) for a in expected]
+    assert study.seeds == PROFILES["smoke"]["seeds"] and study.encoder == "tiny"
+
+
+def test_fusion_part_uses_fusion_size_and_multitask_knobs():
+    study = study_config("smoke", "fusion", "cr", ["mr", "subj"], "w", overrides={"fusion_size": 40})
+    assert study.sources == ["mr", "subj"]
+    assert all(arm.train_sizes == [40] for arm in study.arms)
+    multitask = [arm for arm in study.arms if arm.strategy == "multitask"]
+    assert len(multitask) == 1 and multitask[0].knobs == PROFILES["smoke"]["multitask_knobs"]
+
+
+def test_bad_part_is_a_config_error():
+    with pytest.raises(ConfigError, match="'baselines' or 'fusion'.*'evaluation'"):
+        study_config("smoke", "evaluation", "cr", [], "w")
+
+
+def test_unknown_strategy_in_an_arm_is_a_config_error():
+    with pytest.raises(ConfigError, match="arm 'x': unknown strategy 'magic'.*finetune"):
+        config([{"label": "x", "strategy": "magic"}])
+
+
+# ---------------------------------------------------------------- planned runs and knobs
+
+def test_planned_run_count_is_sizes_times_seeds_times_sources(toy_task, toy_source):
+    other = toy_source.subsample(40)
+    other.name = "other"
+    arms = [Arm("probe", "linear_probe", train_sizes=[20, 40, None]),
+            Arm("seq", "sequential", per_source=True),
+            Arm("multi", "multitask")]
+    study = StudyConfig("toy", ["toysrc", "other"], arms, seeds=[0, 1], train_sizes=[30])
+    runs = planned_runs(study, toy_task, [toy_source, other])
+    assert len(runs) == 3 * 2 + 1 * 2 * 2 + 1 * 2
+    assert len({tuple(sorted(r["sources"])) + (r["label"], r["seed"], r["train_size"]) for r in runs}) == len(runs)
+    assert {tuple(r["sources"]) for r in runs if r["label"] == "multi"} == {("toysrc", "other")}
+    assert all(r["sources"] == [] for r in runs if r["strategy"] == "linear_probe")
+
+
+def test_train_size_none_becomes_the_train_split_length(toy_task):
+    runs = planned_runs(config([Arm("probe", "linear_probe", train_sizes=[None, 10_000])], seeds=[0]), toy_task, [])
+    assert [r["train_size"] for r in runs] == [len(toy_task.train)]  # both sizes mean the whole split: one run
+
+
+def test_per_source_labels_name_the_source(toy_task, toy_source):
+    runs = planned_runs(config([Arm("sequential", "sequential", per_source=True)], seeds=[0]), toy_task, [toy_source])
+    assert [r["label"] for r in runs] == ["sequential (toysrc)"]
+    assert runs[0]["sources"] == ["toysrc"]
+
+
+def test_shared_knobs_apply_only_where_the_strategy_has_them():
+    study = config([], train_knobs={"epochs": 3, "batch_size": 8}, expert_knobs={"expert_epochs": 1})
+    assert arm_knobs(Arm("p", "linear_probe"), study) == {}
+    assert arm_knobs(Arm("f", "finetune"), study) == {"epochs": 3, "batch_size": 8}
+    assert arm_knobs(Arm("s", "sequential"), study) == {"epochs": 3, "batch_size": 8, "expert_epochs": 1}
+
+
+def test_arm_knobs_win_over_shared_knobs():
+    study = config([], train_knobs={"epochs": 3, "batch_size": 8})
+    assert arm_knobs(Arm("s", "scratch", knobs={"epochs": 1}), study) == {"epochs": 1, "batch_size": 8}
+
+
+# ---------------------------------------------------------------- end to end (tiny encoder, real data)
+
+SMALL = {"seeds": [0, 1], "task_train_cap": 60, "validation_cap": 20, "test_cap": 30, "cka_examples": 8,
+         "train_knobs": {"epochs": 1, "batch_size": 16, "progress": False},
+         "baseline_arms": [{"label": "linear_probe", "strategy": "linear_probe", "train_sizes": [30, None],
+                            "knobs": {"c_grid": [1.0]}},
+                           {"label": "finetune", "strategy": "finetune", "train_sizes": [30]}]}
+
+
+@pytest.fixture(scope="module")
+def small_study(data_dir, tmp_path_factory):
+    study = study_config("smoke", "baselines", "cr", [], str(tmp_path_factory.mktemp("study")), str(data_dir),
+                         overrides=SMALL)
+    return study, run_study(study, progress=False)
+
+
+def test_study_returns_one_scored_row_per_planned_run(small_study):
+    study, results = small_study
+    assert len(results) == 3 * 2 and results["run_id"].is_unique
+    assert sorted(results["train_size"].unique()) == [30, 60]
+    assert set(results["label"]) == {"linear_probe", "finetune"}
+    for column in ("accuracy", "ece", "nll", "trainable_params", "train_seconds", "infer_ms_per_example"):
+        assert results[column].notna().all(), column
+    assert results["accuracy"].between(0, 1).all()
+    # the probe keeps the encoder frozen: fewer trainable parameters than full fine-tuning
+    params = results.groupby("label")["trainable_params"].first()
+    assert params["linear_probe"] < params["finetune"]
+
+
+def test_cka_shows_the_probe_encoder_unchanged_and_finetuning_as_a_layer_matrix(small_study):
+    import json
+
+    import numpy as np
+
+    _, results = small_study
+    cka = {label: np.asarray(json.loads(d)["cka_base_vs_adapted"])
+           for label, d in zip(results["label"], results["details"])}
+    assert np.allclose(np.diag(cka["linear_probe"]), 1.0)  # frozen encoder: every layer equals itself
+    assert cka["finetune"].shape == cka["linear_probe"].shape == (3, 3)  # tiny: embeddings + 2 layers
+    assert ((cka["finetune"] >= 0) & (cka["finetune"] <= 1 + 1e-6)).all()
+
+
+def test_a_second_study_call_reuses_stored_runs(small_study, monkeypatch):
+    import fusionkit.study
+
+    study, first = small_study
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("run_one called although every run is stored")
+
+    monkeypatch.setattr(fusionkit.study, "run_one", no_training)
+    again = run_study(study, progress=False)
+    assert again[["run_id", "created_at", "accuracy"]].equals(first[["run_id", "created_at", "accuracy"]])
