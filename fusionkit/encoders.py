@@ -152,9 +152,11 @@ def load_encoder(name: str = "minilm", from_scratch: bool = False, pooling: str 
             else:
                 model = AutoModel.from_pretrained(source, use_safetensors=True,
                                                   trust_remote_code=trust_remote_code)
-        except OSError as err:
-            where = "local folder" if Path(source).exists() else "Hub id (offline mode cannot download it)"
-            raise ConfigError(f"cannot load encoder '{name}' as a {where}: {err}") from None
+        except (OSError, ValueError) as err:  # ValueError: a folder without tokenizer files, a malformed id
+            if Path(source).exists():
+                raise ConfigError(f"cannot load encoder '{name}' from local folder '{source}': {err}") from None
+            raise ConfigError(f"cannot load encoder '{name}': no local folder '{source}' exists, and it cannot "
+                              f"be loaded as a Hub id (offline mode cannot download it): {err}") from None
     if device:
         model.to(device)
     model.eval()

@@ -50,17 +50,34 @@ def _decode_lines(path: Path, encoding: str) -> tuple[list[str], str]:
             continue
         except LookupError:
             raise DataError(f"file '{path}': unknown encoding '{encoding}'") from None
-    # Only a forced encoding gets here (latin-1 decodes every byte): find the offending line.
+    # Only a forced encoding gets here (latin-1 decodes every byte).
+    raise _undecodable(path, raw_lines, encoding)
+
+
+def _undecodable(path: Path, raw_lines: list[bytes], encoding: str) -> DataError:
+    """The error for the first line that does not decode, naming its line, column and byte."""
     for line_no, line in enumerate(raw_lines, start=1):
         try:
             line.decode(encoding)
         except UnicodeDecodeError as err:
             bad = line[err.start : err.start + 1].hex()
-            raise DataError(
+            return DataError(
                 f"file '{path}', line {line_no}: byte 0x{bad} at column {err.start + 1} "
                 f"cannot be decoded as {encoding}"
-            ) from None
-    raise AssertionError("unreachable: every line decoded")
+            )
+    return DataError(f"file '{path}' cannot be decoded as {encoding}")
+
+
+def _detect_encoding(path: Path) -> str:
+    """The first of AUTO_ENCODINGS that decodes the whole file (latin-1 always does)."""
+    data = path.read_bytes()
+    for candidate in AUTO_ENCODINGS:
+        try:
+            data.decode(candidate)
+            return candidate
+        except UnicodeDecodeError:
+            continue
+    return AUTO_ENCODINGS[-1]
 
 
 def read_label_text_file(path: str | Path, encoding: str = "auto") -> RawRows:
@@ -96,18 +113,25 @@ def _read_table(path: Path, encoding: str):
     import pandas as pd
 
     suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
-    enc = None if encoding == "auto" else encoding
+    # "auto" detects like the LABEL TEXT reader does (a Windows-1252 CSV is common); gzip stays utf-8.
+    if encoding != "auto":
+        enc = encoding
+    else:
+        enc = "utf-8" if suffix.endswith(".gz") or suffix == ".parquet" else _detect_encoding(path)
     try:
         if suffix in (".csv", ".csv.gz"):
-            return pd.read_csv(path, encoding=enc or "utf-8", keep_default_na=False), 2
+            return pd.read_csv(path, encoding=enc, keep_default_na=False), 2, enc
         if suffix in (".tsv", ".tsv.gz"):
-            return pd.read_csv(path, sep="\t", encoding=enc or "utf-8", keep_default_na=False), 2
+            return pd.read_csv(path, sep="\t", encoding=enc, keep_default_na=False), 2, enc
         if suffix in (".jsonl", ".jsonl.gz", ".json"):
-            return pd.read_json(path, lines=suffix != ".json", encoding=enc or "utf-8"), 1
+            return pd.read_json(path, lines=suffix != ".json", encoding=enc), 1, enc
         if suffix == ".parquet":
-            return pd.read_parquet(path), 0
-    except UnicodeDecodeError as err:
-        raise DataError(f"file '{path}': bytes at offset {err.start} cannot be decoded as {enc or 'utf-8'}") from None
+            return pd.read_parquet(path), 0, "parquet"
+    except UnicodeDecodeError:
+        # pandas reports an offset inside its read buffer, not in the file: find the line ourselves.
+        if suffix.endswith(".gz"):
+            raise DataError(f"file '{path}' cannot be decoded as {enc}") from None
+        raise _undecodable(path, path.read_bytes().split(b"\n"), enc) from None
     except (ValueError, json.JSONDecodeError, pd.errors.ParserError) as err:
         raise DataError(f"file '{path}' cannot be parsed as {suffix[1:]}: {err}") from None
     except Exception as err:  # pyarrow and friends raise their own types
@@ -125,11 +149,11 @@ def read_table_file(
     """
     path = Path(path)
     _require_file(path)
-    frame, first_line = _read_table(path, encoding)
+    frame, first_line, used = _read_table(path, encoding)
     for column in (text_column, label_column):
         if column not in frame.columns:
             raise DataError(f"file '{path}': no column '{column}'; its columns are {list(frame.columns)}")
-    rows = RawRows(path=path, texts=[], labels=[], line_numbers=[], encoding=encoding)
+    rows = RawRows(path=path, texts=[], labels=[], line_numbers=[], encoding=used)
     for index, (text, label) in enumerate(zip(frame[text_column], frame[label_column])):
         line_no = index + first_line if first_line else index
         if label is None or (isinstance(label, float) and label != label) or str(label).strip() == "":

@@ -21,6 +21,8 @@ SPLIT_RATIOS = (0.8, 0.1, 0.1)
 VALIDATION_SHARE = 0.1
 # The split seed is fixed and separate from experiment seeds: every run sees the same test set.
 SPLIT_SEED = 0
+# File suffixes load_task hands to load_task_from_files.
+TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet", ".gz")
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,11 @@ class HubSource:
     dataset_id: str
     text_column: str = "text"
     label_column: str = "label"
+    # A column of label *names*, matched to the task's label_names, for Hub copies whose integer order
+    # may differ from the local files' (SetFit/TREC-QC's label_coarse appears to number classes in
+    # first-seen order, NUM before LOC; SetFit/subj is used with objective = 0 by others' code).
+    # Matching by name cannot swap classes silently: an unknown name is an error.
+    label_name_column: str | None = None
 
 
 @dataclass(frozen=True)
@@ -51,11 +58,12 @@ TASKS: dict[str, TaskSpec] = {
         TaskSpec("cr", "customer product review polarity (Hu & Liu 2004)", ("negative", "positive"),
                  {"all": "custrev.all"}, HubSource("SetFit/CR")),
         TaskSpec("subj", "subjectivity (Pang & Lee 2004)", ("subjective", "objective"),
-                 {"all": "subj.all"}, HubSource("SetFit/subj")),
+                 {"all": "subj.all"}, HubSource("SetFit/subj", label_name_column="label_text")),
         TaskSpec("mpqa", "opinion polarity (Wiebe et al. 2005)", ("negative", "positive"),
                  {"all": "mpqa.all"}, HubSource("SetFit/mpqa")),
         TaskSpec("trec", "question type (Li & Roth 2002)", ("DESC", "ENTY", "ABBR", "HUM", "LOC", "NUM"),
-                 {"train": "TREC.train.all", "test": "TREC.test.all"}, HubSource("SetFit/TREC-QC", label_column="label_coarse")),
+                 {"train": "TREC.train.all", "test": "TREC.test.all"},
+                 HubSource("SetFit/TREC-QC", label_column="label_coarse", label_name_column="label_coarse_original")),
         TaskSpec("sst2", "binary sentiment treebank (Socher et al. 2013)", ("negative", "positive"),
                  {"train": "stsa.binary.train", "validation": "stsa.binary.dev", "test": "stsa.binary.test"},
                  HubSource("SetFit/sst2")),
@@ -146,13 +154,17 @@ def stratified_sample(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     return np.sort(chosen)
 
 
-def _split_off(labels: np.ndarray, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _split_off(labels: np.ndarray, share: float, seed: int, source: Path) -> tuple[np.ndarray, np.ndarray]:
     """Stratified split of ``range(len(labels))`` into (rest, held_out) with ``share`` held out."""
     from sklearn.model_selection import train_test_split
 
     indices = np.arange(len(labels))
     stratify = labels if np.bincount(labels).min() >= 2 else None
-    rest, held = train_test_split(indices, test_size=share, stratify=stratify, random_state=seed)
+    try:
+        rest, held = train_test_split(indices, test_size=share, stratify=stratify, random_state=seed)
+    except ValueError as err:  # too few rows (or rows per class) to hold any out: sklearn's words, our file
+        raise DataError(f"file '{source}': too few usable rows to split (holding out {share:.0%} of "
+                        f"{len(labels)} rows failed: {err})") from None
     return np.sort(rest), np.sort(held)
 
 
@@ -203,8 +215,8 @@ def _assemble(name: str, split_rows: dict[str, RawRows], label_names: list[str],
     out = {}
     if pool_name == "all":
         train_share, val_share, test_share = SPLIT_RATIOS
-        rest, test_idx = _split_off(labels, test_share, SPLIT_SEED)
-        train_idx, val_idx = _split_off(labels[rest], val_share / (train_share + val_share), SPLIT_SEED)
+        rest, test_idx = _split_off(labels, test_share, SPLIT_SEED, pool.path)
+        train_idx, val_idx = _split_off(labels[rest], val_share / (train_share + val_share), SPLIT_SEED, pool.path)
         train_idx, val_idx = rest[train_idx], rest[val_idx]
         out["test"] = (texts[test_idx], labels[test_idx])
         notes.append(f"no official split: stratified {train_share:.0%}/{val_share:.0%}/{test_share:.0%} "
@@ -212,7 +224,7 @@ def _assemble(name: str, split_rows: dict[str, RawRows], label_names: list[str],
     else:
         train_idx = np.arange(len(labels))
         if "validation" not in split_rows:
-            train_idx, val_idx = _split_off(labels, VALIDATION_SHARE, SPLIT_SEED)
+            train_idx, val_idx = _split_off(labels, VALIDATION_SHARE, SPLIT_SEED, pool.path)
             notes.append(f"no official validation: stratified {VALIDATION_SHARE:.0%} of train held out "
                          f"with seed {SPLIT_SEED}")
         for split_name in ("validation", "test"):
@@ -264,16 +276,26 @@ def _load_from_hub(spec: TaskSpec) -> Task:
             f"'{spec.hub.dataset_id}' could not be loaded ({type(err).__name__}: {err})"
         ) from None
     split_rows = {}
+    by_name = {name.lower(): index for index, name in enumerate(spec.label_names)}
+    label_column = spec.hub.label_name_column or spec.hub.label_column
     for hub_split, our_split in (("train", "train"), ("validation", "validation"), ("test", "test")):
         if hub_split not in hub:
             continue
         part = hub[hub_split]
         path = Path(f"hf://{spec.hub.dataset_id}/{hub_split}")
+        for column in (spec.hub.text_column, label_column):
+            if column not in part.column_names:
+                raise DataError(f"file '{path}': no column '{column}'; its columns are {part.column_names}")
         rows = RawRows(path=path, texts=[], labels=[], line_numbers=[], encoding="hub")
-        for index, (text, label) in enumerate(zip(part[spec.hub.text_column], part[spec.hub.label_column])):
+        for index, (text, label) in enumerate(zip(part[spec.hub.text_column], part[label_column])):
             if not text or not str(text).strip():
                 rows.dropped.append((index, "missing text"))
                 continue
+            if spec.hub.label_name_column:
+                if str(label).strip().lower() not in by_name:
+                    raise DataError(f"file '{path}', row {index}: label name {label!r} is not one of "
+                                    f"{list(spec.label_names)} of task '{spec.name}'")
+                label = by_name[str(label).strip().lower()]
             rows.texts.append(str(text).strip())
             rows.labels.append(int(label))
             rows.line_numbers.append(index)
@@ -289,7 +311,9 @@ def load_task(name: str, data_dir: str | Path | None = None, encoding: str = "au
 
     A path to a CSV/TSV/JSONL/parquet file is loaded with :func:`load_task_from_files`.
     """
-    if name not in TASKS and Path(name).suffix and Path(name).exists():
+    # A table path goes to the file loader even when missing, so the error says "file not found".
+    suffix = Path(name).suffix.lower()
+    if name.lower() not in TASKS and (suffix in TABLE_SUFFIXES or (suffix and Path(name).exists())):
         return load_task_from_files(train=name, encoding=encoding)
     key = name.lower()
     if key not in TASKS:
@@ -302,12 +326,15 @@ def load_task(name: str, data_dir: str | Path | None = None, encoding: str = "au
     return _load_registered(spec, folder, encoding)
 
 
-def _label_mapping(all_labels: list) -> tuple[dict, list[str]]:
+def _label_mapping(split_rows: dict[str, RawRows]) -> tuple[dict, list[str]]:
     """Integer labels keep their values; any other labels are sorted and numbered."""
-    unique = sorted(set(all_labels), key=str)
+    unique = sorted({x for rows in split_rows.values() for x in rows.labels}, key=str)
     if all(isinstance(x, (int, np.integer)) for x in unique):
-        if min(unique) < 0:
-            raise DataError(f"labels must be non-negative integers, found {min(unique)}")
+        for rows in split_rows.values():
+            for label, line_no in zip(rows.labels, rows.line_numbers):
+                if label < 0:
+                    raise DataError(f"file '{rows.path}', line {line_no}: label {label} is negative; "
+                                    f"integer labels must be 0, 1, 2, ...")
         top = max(unique)
         return {i: i for i in range(top + 1)}, [str(i) for i in range(top + 1)]
     return {label: index for index, label in enumerate(unique)}, [str(x) for x in unique]
@@ -329,7 +356,7 @@ def load_task_from_files(
     given = {"train": train, "validation": validation, "test": test}
     split_rows = {k: read_table_file(v, text_column, label_column, encoding) for k, v in given.items() if v}
     _check_test_labels_seen(split_rows, set(split_rows["train"].labels))
-    mapping, label_names = _label_mapping([x for rows in split_rows.values() for x in rows.labels])
+    mapping, label_names = _label_mapping(split_rows)
     for rows in split_rows.values():
         rows.labels = [mapping[x] for x in rows.labels]
     if test is None:

@@ -1,0 +1,61 @@
+"""The committed report under reports/ is whole: figures, links, clean notebooks, verdicts that match its results CSV."""
+import json
+import re
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+
+from fusionkit import summaries
+from fusionkit.interpret import compare_to_baseline, verdict_sentences
+
+REPORTS = Path(__file__).resolve().parent.parent / "reports"
+FOLDERS = sorted(path.parent for path in REPORTS.glob("*/index.html"))
+
+
+@pytest.fixture(params=FOLDERS, ids=[folder.name for folder in FOLDERS])
+def report(request) -> Path:
+    return request.param
+
+
+def test_a_report_is_committed():
+    assert FOLDERS, f"no reports/*/index.html under {REPORTS}"
+
+
+def test_index_has_figures_and_every_link_resolves(report):
+    page = (report / "index.html").read_text(encoding="utf-8")
+    images = re.findall(r"<img src='([^']+)'", page)
+    assert len(images) >= 8
+    links = images + re.findall(r"href='([^']+)'", page)
+    missing = [link for link in links if not (report / link).is_file()]
+    assert not missing, missing
+    assert page.index("Verdicts") < page.index("Figures") < page.index("Provenance")
+
+
+def test_executed_notebooks_hold_no_error_output(report):
+    notebooks = sorted((report / "notebooks").glob("*.ipynb"))
+    assert len(notebooks) == 5
+    for path in notebooks:
+        for cell in nbformat.read(path, as_version=4).cells:
+            errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+            assert not errors, f"{path.name}: {errors[0]['ename']}: {errors[0]['evalue']}"
+
+
+def test_verdicts_are_recomputed_exactly_from_the_results_csv(report):
+    results = pd.read_csv(report / "results.csv", keep_default_na=False, na_values=[""])
+    results["sources"] = results["sources"].fillna("").astype(str)
+    comparisons = compare_to_baseline(summaries.comparable_runs(results, "finetune"), "finetune", metric="accuracy",
+                                      distinguish_by=["label"], name_column="label")
+    verdicts = json.loads((report / "verdicts.json").read_text())
+    assert verdict_sentences(comparisons) == verdicts["sentences"]
+    page = (report / "index.html").read_text(encoding="utf-8")
+    for sentence in verdicts["sentences"]:
+        assert sentence.replace("'", "&#x27;") in page
+
+
+def test_provenance_says_how_the_report_was_made(report):
+    record = json.loads((report / "provenance.json").read_text())
+    assert re.fullmatch(r"[0-9a-f]{40}(\+dirty)?", record["git_commit"])
+    assert {"torch", "transformers", "fusionkit"} <= set(record["versions"])
+    assert record["profile"] in ("smoke", "quick", "full") and record["hardware"]
