@@ -1,7 +1,8 @@
 """Plain-language findings from a results table: each strategy against a baseline, with its numbers and test."""
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import replace
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -9,12 +10,15 @@ import pandas as pd
 from fusionkit.errors import InputError
 from fusionkit.metrics import LOWER_IS_BETTER, check_columns
 from fusionkit.stats import PAIRED_T_TEST
-from fusionkit.transfer import Gain, judge_gains, transfer_gain
+from fusionkit.transfer import EXAMPLE_TEST, HELPS, HURTS, Gain, example_gain, judge_gains, transfer_gain
 
 # Reported in points (x100), as papers do: "+2.1 accuracy points".
 POINT_METRICS = ("accuracy", "macro_f1", "mcc")
 SYSTEM_COLUMNS = ("strategy", "sources")
 UNTESTED = "not tested (fewer than 2 seeds)"
+NO_SPREAD = "not tested (the same difference on every seed: a t-test is undefined)"
+# A target-only baseline that beats or trails finetune is not transfer: its verdict says better or worse.
+BASELINE_VERDICTS = {HELPS: "better", HURTS: "worse"}
 _OUTPUT_COLUMNS = ("baseline", "metric", "gain", "ci_low", "ci_high", "p_value", "p_holm", "verdict", "sentence",
                    "system", "test", "n_fused", "n_baseline", "confidence", "alpha", "min_effect")
 
@@ -34,12 +38,32 @@ def _by_seed(runs: pd.DataFrame, metric: str, what: str) -> pd.Series:
 def _seed_gain(fused: pd.Series, baseline: pd.Series, confidence: float) -> Gain:
     """Paired over shared seeds when there are 2 or more, else Welch over all seeds, else untested."""
     shared = fused.index.intersection(baseline.index)
+    if len(shared) >= 2 and np.ptp(fused[shared].to_numpy() - baseline[shared].to_numpy()) == 0:
+        # Zero spread makes t infinite and p zero: that is no evidence, e.g. two systems that differ on the
+        # same two test examples whatever the seed.
+        return Gain(float(fused.mean() - baseline.mean()), np.nan, np.nan, np.nan, np.nan, np.nan, np.nan,
+                    NO_SPREAD, "none", confidence, len(shared), len(shared))
     if len(shared) >= 2:
         return transfer_gain(fused[shared].to_numpy(), baseline[shared].to_numpy(), paired=True, confidence=confidence)
     if len(fused) >= 2 and len(baseline) >= 2:
         return transfer_gain(fused.to_numpy(), baseline.to_numpy(), paired=False, confidence=confidence)
     return Gain(float(fused.mean() - baseline.mean()), np.nan, np.nan, np.nan, np.nan, np.nan, np.nan,
                 UNTESTED, "none", confidence, len(fused), len(baseline))
+
+
+def _example_gain(runs: pd.DataFrame, baseline_runs: pd.DataFrame, predictions, metric: str, confidence: float,
+                  scale: float) -> Gain:
+    ids, baseline_ids = runs.set_index("seed")["run_id"], baseline_runs.set_index("seed")["run_id"]
+    shared = sorted(set(ids.index) & set(baseline_ids.index))
+    if not shared:
+        raise InputError(f"no seed is shared by {sorted(ids.index)} and the baseline's {sorted(baseline_ids.index)}")
+    labels = [predictions(ids[seed])[0] for seed in shared]
+    if any(not np.array_equal(labels[0], other) for other in labels[1:] + [predictions(baseline_ids[s])[0]
+                                                                         for s in shared]):
+        raise InputError("the runs compared were scored on different test sets")
+    gain = example_gain(labels[0], [predictions(ids[s])[1] for s in shared],
+                        [predictions(baseline_ids[s])[1] for s in shared], metric, confidence)
+    return replace(gain, absolute=gain.absolute * scale, ci_low=gain.ci_low * scale, ci_high=gain.ci_high * scale)
 
 
 def _where(row: pd.Series, match_on: Sequence[str]) -> str:
@@ -66,10 +90,14 @@ def _sentence(row: pd.Series, match_on: Sequence[str]) -> str:
     metric = row["metric"]
     change = f"{_number(row['gain'], metric, signed=True)} {metric_unit(metric)}"
     head = f"{row['system']} vs {row['baseline']} {_where(row, match_on)}: {change}"
-    paired = row["test"] == PAIRED_T_TEST
-    seeds = f"{row['n_fused']} paired seeds" if paired else f"{row['n_fused']} vs {row['n_baseline']} seeds"
+    if row["test"] == EXAMPLE_TEST:
+        seeds = f"each example averaged over {row['n_fused']} shared seeds"
+    elif row["test"] == PAIRED_T_TEST:
+        seeds = f"{row['n_fused']} paired seeds"
+    else:
+        seeds = f"{row['n_fused']} vs {row['n_baseline']} seeds"
     if np.isnan(row["p_holm"]):
-        return f"{head}, not tested ({seeds}; a test needs at least 2 per side): {row['verdict']}"
+        return f"{head}, {row['test']} ({seeds}): {row['verdict']}"
     p_value = "p<0.001" if row["p_holm"] < 0.001 else f"p={row['p_holm']:.2g}"
     interval = f"[{row['confidence']:.0%} CI {_number(row['ci_low'], metric)}, {_number(row['ci_high'], metric)}]"
     return f"{head} {interval}, {p_value} after Holm ({row['test']}, {seeds}): {row['verdict']}"
@@ -78,7 +106,8 @@ def _sentence(row: pd.Series, match_on: Sequence[str]) -> str:
 def compare_to_baseline(results: pd.DataFrame, baseline: str, metric: str = "accuracy", alpha: float = 0.05,
                         min_effect: float = 0.0, confidence: float = 0.95,
                         match_on: Sequence[str] = ("target", "train_size"),
-                        distinguish_by: Sequence[str] = (), name_column: str | None = None) -> pd.DataFrame:
+                        distinguish_by: Sequence[str] = (), name_column: str | None = None,
+                        predictions: Callable[[str], tuple] | None = None) -> pd.DataFrame:
     """Each system (strategy, sources, *distinguish_by) against the `baseline` strategy at the same match_on values.
 
     results has one row per run with columns match_on, strategy, sources, distinguish_by, seed and
@@ -90,6 +119,10 @@ def compare_to_baseline(results: pd.DataFrame, baseline: str, metric: str = "acc
     Verdict: "helps" or "hurts (negative transfer)" when p_holm < alpha and |gain| >= min_effect (in
     the gain's units). One row per system and match_on values, with a display name in `system`: the value
     of `name_column` (one of distinguish_by, e.g. a study's arm label) when given, else built from the columns.
+
+    With `predictions` (run_id -> (y_true, probs), e.g. ResultsStore.predictions) the test is per example
+    instead (transfer.example_gain over the seeds both sides ran: bootstrap interval and paired permutation
+    test over the test examples); results then needs a run_id column and `metric` must be per-example.
     """
     match_on, system = list(match_on), [*SYSTEM_COLUMNS, *distinguish_by]
     if name_column is not None and name_column not in distinguish_by:
@@ -110,9 +143,14 @@ def compare_to_baseline(results: pd.DataFrame, baseline: str, metric: str = "acc
         fused = _by_seed(runs, metric, _describe([*match_on, *system], key)) * scale
         reference = _by_seed(baselines[key[:len(match_on)]], metric, f"baseline {baseline!r} at {where}") * scale
         keys.append(key)
-        gains.append(_seed_gain(fused, reference, confidence))
+        if predictions is None:
+            gains.append(_seed_gain(fused, reference, confidence))
+        else:
+            gains.append(_example_gain(runs, baselines[key[:len(match_on)]], predictions, metric, confidence, scale))
     table = judge_gains(gains, alpha, min_effect, higher_is_better=metric not in LOWER_IS_BETTER)
     table = pd.concat([pd.DataFrame(keys, columns=[*match_on, *system]), table], axis=1)
+    no_sources = table["sources"].fillna("").astype(str) == ""
+    table.loc[no_sources, "verdict"] = table.loc[no_sources, "verdict"].replace(BASELINE_VERDICTS)
     if name_column:
         table["system"] = table[name_column].astype(str)
     else:
@@ -131,15 +169,23 @@ def verdict_sentences(comparisons: pd.DataFrame) -> list[str]:
 
 def methods_header(comparisons: pd.DataFrame) -> str:
     """One paragraph stating the test, the correction and the thresholds behind a compare_to_baseline table."""
-    check_columns(comparisons, ["baseline", "metric", "alpha", "min_effect", "confidence", "p_holm"], "comparisons")
+    check_columns(comparisons, ["baseline", "metric", "alpha", "min_effect", "confidence", "p_holm", "test"],
+                  "comparisons")
     if comparisons.empty:
         raise InputError("comparisons is empty; there is nothing to describe")
     first = comparisons.iloc[0]
     unit = metric_unit(first["metric"])
+    if (comparisons["test"] == EXAMPLE_TEST).all():
+        how = (f"Gain = the strategy minus the baseline, in {unit}, per test example averaged over the seeds both "
+               f"ran, with its {first['confidence']:.0%} percentile bootstrap interval over test examples; test: "
+               f"paired permutation test over test examples (the two systems swapped per example). This measures "
+               f"the test set's sampling noise, not the spread between training seeds (see the seed-level table)")
+    else:
+        how = (f"Gain = mean over seeds of the strategy minus the baseline, in {unit}, with its "
+               f"{first['confidence']:.0%} t-interval; test: paired t-test over shared seeds (Welch's t-test when "
+               f"fewer than 2 seeds are shared)")
     return (f"Each strategy is compared with {first['baseline']!r} on {first['metric']} at the same target and "
-            f"train size. Gain = mean over seeds of the strategy minus the baseline, in {unit}, with its "
-            f"{first['confidence']:.0%} t-interval; test: paired t-test over shared seeds (Welch's t-test when "
-            f"fewer than 2 seeds are shared). P-values are Holm-Bonferroni adjusted across all "
+            f"train size. {how}. P-values are Holm-Bonferroni adjusted across all "
             f"{int(comparisons['p_holm'].notna().sum())} tested comparisons. Verdict: 'helps' or 'hurts (negative "
-            f"transfer)' when adjusted p < {first['alpha']:g} and |gain| >= {first['min_effect']:g} {unit}; "
-            f"otherwise 'inconclusive'.")
+            f"transfer)' ('better' or 'worse' for a target-only baseline) when adjusted p < {first['alpha']:g} and "
+            f"|gain| >= {first['min_effect']:g} {unit}; otherwise 'inconclusive'.")

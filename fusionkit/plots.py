@@ -16,7 +16,8 @@ from fusionkit.stats import cd_groups
 from fusionkit.transfer import HELPS, HURTS, INCONCLUSIVE, learning_curve
 from fusionkit.transferability import rank_correlation
 
-VERDICT_COLOURS = {HELPS: "tab:green", HURTS: "tab:red", INCONCLUSIVE: "tab:grey"}
+VERDICT_COLOURS = {HELPS: "tab:green", HURTS: "tab:red", INCONCLUSIVE: "tab:grey", "better": "tab:olive",
+                   "worse": "tab:orange"}
 _FIGURE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 # Writing numbers into every cell stops being readable past this many cells.
 _MAX_ANNOTATED_CELLS = 200

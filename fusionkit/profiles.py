@@ -30,17 +30,17 @@ FUSION_ARMS = [
 PROFILES: dict[str, dict] = {
     "smoke": {
         "encoder": "tiny", "seeds": [0, 1], "max_length": 32,
-        "task_train_cap": 200, "validation_cap": 60, "test_cap": 100, "cka_examples": 32,
+        "task_train_cap": 120, "validation_cap": 40, "test_cap": 80, "cka_examples": 32,
         "train_knobs": {"epochs": 2, "batch_size": 16},
-        "expert_knobs": {"expert_train_size": 100, "expert_epochs": 1, "expert_seed": 0},
-        "fusion_size": 100,
+        "expert_knobs": {"expert_train_size": 60, "expert_epochs": 1, "expert_seed": 0},
+        "fusion_size": 60,
         "baseline_arms": [
-            {"label": "linear_probe", "strategy": "linear_probe", "train_sizes": [50, 100, None]},
-            {"label": "finetune", "strategy": "finetune", "train_sizes": [50, 100]},
-            {"label": "lora", "strategy": "lora", "train_sizes": [100]},
-            {"label": "scratch", "strategy": "scratch", "train_sizes": [100], "knobs": {"epochs": 2}},
+            {"label": "linear_probe", "strategy": "linear_probe", "train_sizes": [30, 60, None]},
+            {"label": "finetune", "strategy": "finetune", "train_sizes": [30, 60]},
+            {"label": "lora", "strategy": "lora", "train_sizes": [60]},
+            {"label": "scratch", "strategy": "scratch", "train_sizes": [60]},
         ],
-        "multitask_knobs": {"source_train_size": 100},
+        "multitask_knobs": {"source_train_size": 60, "batches_per_epoch": 4},
     },
     "quick": {
         "encoder": "minilm", "seeds": [0, 1, 2], "max_length": 64,

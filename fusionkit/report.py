@@ -97,11 +97,15 @@ def notebook_run(profile: str | None = None, target: str = "cr", sources=("mr", 
     return NotebookRun(profile, target, list(sources), workdir, out_dir, data_dir, dict(overrides or {}))
 
 
-def write_verdicts(out_dir: Path, question: str, methods: str, sentences: list[str], notes: list[str]) -> Path:
-    """verdicts.json: what index.html shows first (written by the evaluation notebook)."""
+def write_verdicts(out_dir: Path, question: str, sections: list[tuple[str, str, list[str]]],
+                   notes: list[str]) -> Path:
+    """verdicts.json, what index.html shows first (written by the evaluation notebook): the question, then per
+    section (title, methods paragraph, findings), then free notes."""
     path = Path(out_dir) / "verdicts.json"
-    path.write_text(json.dumps({"question": question, "methods": methods, "sentences": sentences, "notes": notes},
-                               indent=1))
+    payload = {"question": question, "notes": notes,
+               "sections": [{"title": title, "methods": methods, "sentences": list(sentences)}
+                            for title, methods, sentences in sections]}
+    path.write_text(json.dumps(payload, indent=1))
     return path
 
 
@@ -176,13 +180,14 @@ def write_index(out: Path, notebooks: list[Path], record: dict) -> Path:
     manifest_path = out / "figures" / "figures.json"
     captions = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     parts = [f"<h1>fusionkit report: {html.escape(verdicts.get('question', out.name))}</h1>", "<h2>Verdicts</h2>"]
-    if verdicts:
-        parts.append(f"<p class='methods'>{html.escape(verdicts['methods'])}</p><ul>")
+    for section in verdicts.get("sections", []):
+        parts.append(f"<h3>{html.escape(section['title'])}</h3>"
+                     f"<p class='methods'>{html.escape(section['methods'])}</p><ul>")
         parts += [f"<li class='{'helps' if 'helps' in s else 'hurts' if 'hurts' in s else 'none'}'>"
-                  f"{html.escape(s)}</li>" for s in verdicts["sentences"]]
+                  f"{html.escape(s)}</li>" for s in section["sentences"]]
         parts.append("</ul>")
-        parts += [f"<p>{html.escape(note)}</p>" for note in verdicts.get("notes", [])]
-    else:
+    parts += [f"<p>{html.escape(note)}</p>" for note in verdicts.get("notes", [])]
+    if not verdicts:
         parts.append("<p>No verdicts were written (the evaluation notebook did not run).</p>")
     parts.append("<h2>Figures</h2>")
     for name in sorted(captions):

@@ -10,7 +10,8 @@ import pandas as pd
 import scipy.stats
 
 from fusionkit.errors import InputError
-from fusionkit.metrics import as_checked_array, check_columns, check_in_range, check_lengths, check_positive_int
+from fusionkit.metrics import (as_checked_array, brier_per_example, check_columns, check_in_range, check_lengths,
+                               check_positive_int, correct, nll_per_example)
 from fusionkit.stats import holm, paired_t, seed_scores, welch_t
 
 HELPS = "helps"
@@ -88,6 +89,44 @@ def transfer_gain(fused_scores, baseline_scores, paired: bool = True, confidence
     relative = np.divide([result.mean_difference, low, high], scale) if scale > 0 else np.full(3, np.nan)
     return Gain(result.mean_difference, float(relative[0]), low, high, float(relative[1]), float(relative[2]),
                 result.p_value, result.test, method, confidence, len(fused), len(baseline))
+
+
+EXAMPLE_TEST = "paired permutation test over test examples"
+# Metrics that are a mean over examples, so a per-example difference exists to resample and permute.
+PER_EXAMPLE = {"accuracy": lambda y, probs: correct(y, probs.argmax(axis=1)), "nll": nll_per_example,
+               "brier": brier_per_example}
+
+
+def example_gain(y, fused_probs: Sequence, baseline_probs: Sequence, metric: str = "accuracy",
+                 confidence: float = 0.95, n_resamples: int = 10_000, seed: int = 0) -> Gain:
+    """Gain of fused over baseline on one test set, judged over its examples, from one or more seeds.
+
+    fused_probs[s] and baseline_probs[s] are the two systems' test probabilities for seed s. Each example's
+    difference in `metric` is averaged over the seeds; the interval is a percentile bootstrap over examples
+    and the p-value a two-sided sign-flip permutation test (swap the two systems per example). This asks
+    "is the difference larger than this test set's sampling noise?"; the seed-level t-test asks whether
+    it survives retraining. Report both: with few seeds only this one has power.
+    """
+    if metric not in PER_EXAMPLE:
+        raise InputError(f"an example-level gain needs a per-example metric ({', '.join(PER_EXAMPLE)}), "
+                         f"got {metric!r}")
+    if len(fused_probs) != len(baseline_probs) or not len(fused_probs):
+        raise InputError(f"need the same number (>= 1) of fused and baseline seeds, got {len(fused_probs)} "
+                         f"and {len(baseline_probs)}")
+    check_in_range(confidence, "confidence", 0.0, 1.0)
+    check_positive_int(n_resamples, "n_resamples")
+    score = PER_EXAMPLE[metric]
+    differences = np.mean([score(y, f) - score(y, b) for f, b in zip(fused_probs, baseline_probs)], axis=0)
+    observed = float(differences.mean())
+    rng = np.random.default_rng(seed)
+    resampled = differences[rng.integers(0, len(differences), (n_resamples, len(differences)))].mean(axis=1)
+    low, high = np.quantile(resampled, [(1 - confidence) / 2, (1 + confidence) / 2])
+    flipped = (differences * rng.choice([-1.0, 1.0], size=(n_resamples, len(differences)))).mean(axis=1)
+    p_value = float((1 + np.sum(np.abs(flipped) >= abs(observed) - 1e-12)) / (1 + n_resamples))
+    baseline_mean = float(np.mean([score(y, b).mean() for b in baseline_probs]))
+    relative = np.divide([observed, low, high], abs(baseline_mean)) if baseline_mean else np.full(3, np.nan)
+    return Gain(observed, float(relative[0]), float(low), float(high), float(relative[1]), float(relative[2]),
+                p_value, EXAMPLE_TEST, "bootstrap", confidence, len(fused_probs), len(baseline_probs))
 
 
 def verdict(gain: float, p_adjusted: float, alpha: float, min_effect: float = 0.0,

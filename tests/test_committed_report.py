@@ -1,4 +1,5 @@
 """The committed report under reports/ is whole: figures, links, clean notebooks, verdicts that match its results CSV."""
+import html
 import json
 import re
 from pathlib import Path
@@ -47,11 +48,15 @@ def test_verdicts_are_recomputed_exactly_from_the_results_csv(report):
     results["sources"] = results["sources"].fillna("").astype(str)
     comparisons = compare_to_baseline(summaries.comparable_runs(results, "finetune"), "finetune", metric="accuracy",
                                       distinguish_by=["label"], name_column="label")
-    verdicts = json.loads((report / "verdicts.json").read_text())
-    assert verdict_sentences(comparisons) == verdicts["sentences"]
+    sections = {s["title"]: s["sentences"] for s in json.loads((report / "verdicts.json").read_text())["sections"]}
+    assert verdict_sentences(comparisons) == sections["Across seeds (retraining noise)"]
+    # The per-example test judges the same point estimates (a mean of per-example differences).
+    per_example = sections["Across test examples (test-set noise)"]
+    gain = re.compile(r"^(.*?: [+-][0-9.]+ accuracy points)")
+    assert [gain.match(s).group(1) for s in per_example] == [gain.match(s).group(1) for s in comparisons["sentence"]]
     page = (report / "index.html").read_text(encoding="utf-8")
-    for sentence in verdicts["sentences"]:
-        assert sentence.replace("'", "&#x27;") in page
+    for sentence in [*per_example, *comparisons["sentence"]]:
+        assert html.escape(sentence) in page
 
 
 def test_provenance_says_how_the_report_was_made(report):

@@ -79,7 +79,24 @@ def test_unpaired_seeds_use_welch_and_single_runs_stay_untested(results):
     table = compare_to_baseline(pd.concat([shifted, extra]), "finetune").set_index("strategy")
     assert table.loc["attention", "test"] == "Welch's t-test"
     assert np.isnan(table.loc["single", "p_holm"]) and table.loc["single", "verdict"] == "inconclusive"
-    assert "not tested (1 vs 5 seeds" in table.loc["single", "sentence"]
+    assert "not tested (fewer than 2 seeds) (1 vs 5 seeds)" in table.loc["single", "sentence"]
+
+
+def test_the_same_difference_on_every_seed_is_not_evidence(results):
+    # t would be infinite and p zero; the comparison is reported, untested, instead.
+    baseline = results[results["strategy"] == "finetune"]
+    constant = baseline.assign(strategy="distill", sources="mr", accuracy=baseline["accuracy"] + 0.005)
+    row = compare_to_baseline(pd.concat([baseline, constant]), "finetune").iloc[0]
+    assert np.isnan(row["p_holm"]) and row["verdict"] == "inconclusive"
+    assert row["gain"] == pytest.approx(0.5) and "the same difference on every seed" in row["sentence"]
+
+
+def test_a_target_only_baseline_is_better_or_worse_not_transfer(results):
+    baseline = results[results["strategy"] == "finetune"]
+    rng = np.random.default_rng(3)
+    worse = baseline.assign(strategy="scratch", accuracy=baseline["accuracy"] - 0.2 + rng.normal(0, 0.003, 5))
+    row = compare_to_baseline(pd.concat([baseline, worse]), "finetune").iloc[0]
+    assert row["verdict"] == "worse" and "negative transfer" not in row["sentence"]
 
 
 def test_distinguish_by_splits_one_strategy_into_systems(results):
@@ -102,3 +119,23 @@ def test_bad_tables_raise_clear_errors(results):
         compare_to_baseline(pd.concat([results, results.head(2)]), "finetune")
     with pytest.raises(InputError, match="results lacks column\\(s\\) \\['macro_f1'\\]"):
         compare_to_baseline(results, "finetune", metric="macro_f1")
+
+
+def test_example_level_comparison_reads_the_stored_predictions():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 500)
+    stored, rows = {}, []
+    for seed in range(2):
+        for strategy, accuracy in (("finetune", 0.75), ("sequential", 0.85)):
+            pred = np.where(rng.random(500) < accuracy, y, 1 - y)
+            run_id = f"{strategy}-{seed}"
+            stored[run_id] = (y, np.eye(2)[pred] * 0.8 + 0.1)
+            rows.append({**run(strategy, "mr" if strategy == "sequential" else "", seed, (pred == y).mean()),
+                         "run_id": run_id})
+    table = compare_to_baseline(pd.DataFrame(rows), "finetune", predictions=stored.__getitem__)
+    row = table.iloc[0]
+    assert row["verdict"] == "helps" and row["test"] == "paired permutation test over test examples"
+    assert row["gain"] == pytest.approx(100 * np.mean([rows[1]["accuracy"] - rows[0]["accuracy"],
+                                                       rows[3]["accuracy"] - rows[2]["accuracy"]]))
+    assert "averaged over 2 shared seeds" in row["sentence"]
+    assert "permutation test over test examples" in methods_header(table)

@@ -100,7 +100,8 @@ def report(tmp_path_factory):
     write_notebook(folder / "01_figure.ipynb", SETUP + "run.save(figure, 'falling', 'A falling line')")
     write_notebook(folder / "02_verdicts.ipynb",
                    SETUP + "run.save(figure, 'again', 'The same line again')",
-                   f"write_verdicts(run.out_dir, 'Does fusion help cr?', 'paired t-test', {VERDICTS!r}, ['n'])")
+                   f"write_verdicts(run.out_dir, 'Does fusion help cr?', "
+                   f"[('Across seeds', 'paired t-test', {VERDICTS!r})], ['n'])")
     (folder / "notes.ipynb").write_text("not a numbered notebook: ignored")
     out, work = tmp_path_factory.mktemp("report"), tmp_path_factory.mktemp("work")
     index = run_report(out, profile="smoke", target="cr", sources="mr", workdir=str(work), data_dir="/data/x",

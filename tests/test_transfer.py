@@ -5,6 +5,7 @@ import pytest
 import scipy.stats
 
 from fusionkit import transfer
+from fusionkit.transfer import EXAMPLE_TEST, example_gain
 from fusionkit.errors import InputError
 
 BASELINE = np.array([0.80, 0.82, 0.79, 0.81, 0.80])
@@ -98,3 +99,37 @@ def test_cost_is_stored_as_a_plain_dict_and_checked():
     assert cost.as_dict() == {"trainable_params": 1_000, "train_seconds": 12.5, "infer_ms_per_example": 0.3}
     with pytest.raises(InputError, match="train_seconds must be a finite number >= 0, got -1"):
         transfer.Cost(trainable_params=1, train_seconds=-1, infer_ms_per_example=0.1)
+
+
+def one_hot(predictions, k=2):
+    return np.eye(k)[np.asarray(predictions)] * 0.8 + 0.1
+
+
+def test_example_gain_on_a_hand_case():
+    y = np.array([0, 1, 0, 1])
+    fused, baseline = one_hot([0, 1, 0, 1]), one_hot([0, 1, 1, 0])
+    gain = example_gain(y, [fused], [baseline])
+    assert gain.absolute == pytest.approx(0.5)
+    # Only the two differing examples matter: their signs agree under half of all flips.
+    assert 0.45 < gain.p_value < 0.55
+    assert gain.test == EXAMPLE_TEST and gain.relative == pytest.approx(1.0)
+
+
+def test_example_gain_averages_each_example_over_seeds_and_detects_a_real_difference():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 600)
+    seeds_better = [one_hot(np.where(rng.random(600) < 0.85, y, 1 - y)) for _ in range(3)]
+    seeds_worse = [one_hot(np.where(rng.random(600) < 0.75, y, 1 - y)) for _ in range(3)]
+    gain = example_gain(y, seeds_better, seeds_worse)
+    assert gain.ci_low > 0 and gain.p_value < 0.001 and gain.n_fused == 3
+    assert example_gain(y, seeds_worse, seeds_better).absolute == pytest.approx(-gain.absolute)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda y, p: example_gain(y, [p], [p], metric="mcc"), "per-example metric"),
+    (lambda y, p: example_gain(y, [p, p], [p]), "same number"),
+    (lambda y, p: example_gain(y, [], []), "same number"),
+])
+def test_example_gain_rejects_bad_input(call, message):
+    with pytest.raises(InputError, match=message):
+        call(np.array([0, 1]), one_hot([0, 1]))
