@@ -81,10 +81,19 @@ def load_study_tasks(config: StudyConfig) -> tuple[Task, list[Task]]:
 
 
 def arm_knobs(arm: Arm, config: StudyConfig) -> dict:
-    """The arm's knobs over the study's shared training and expert knobs (only those the strategy has)."""
-    known = set(STRATEGIES[arm.strategy].Knobs.__dataclass_fields__)
+    """Every knob of the arm's strategy, resolved: the arm's own over the study's shared training and expert
+    knobs (only those the strategy has) over the strategy's defaults.
+
+    Defaults are spelled out so that a run's key changes when a default does: a stored run is reused
+    only if it was trained with the same settings. ``progress`` is left out: it changes no result.
+    """
+    knobs_class = STRATEGIES[arm.strategy].Knobs
+    known = set(knobs_class.__dataclass_fields__)
     shared = {**config.train_knobs, **config.expert_knobs}
-    return {**{k: v for k, v in shared.items() if k in known}, **arm.knobs}
+    given = {**{k: v for k, v in shared.items() if k in known}, **arm.knobs}
+    resolved = knobs_class.from_knobs(given).to_dict()
+    resolved.pop("progress", None)
+    return resolved
 
 
 def planned_runs(config: StudyConfig, target: Task, sources: list[Task]) -> list[dict]:

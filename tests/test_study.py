@@ -3,6 +3,7 @@ import pytest
 
 from fusionkit.errors import ConfigError
 from fusionkit.profiles import PROFILES, profile_settings, study_config
+from fusionkit.fusion import STRATEGIES
 from fusionkit.study import Arm, StudyConfig, arm_knobs, planned_runs, run_study
 
 
@@ -84,14 +85,22 @@ def test_per_source_labels_name_the_source(toy_task, toy_source):
 
 def test_shared_knobs_apply_only_where_the_strategy_has_them():
     study = config([], train_knobs={"epochs": 3, "batch_size": 8}, expert_knobs={"expert_epochs": 1})
-    assert arm_knobs(Arm("p", "linear_probe"), study) == {}
-    assert arm_knobs(Arm("f", "finetune"), study) == {"epochs": 3, "batch_size": 8}
-    assert arm_knobs(Arm("s", "sequential"), study) == {"epochs": 3, "batch_size": 8, "expert_epochs": 1}
+    probe, finetune = arm_knobs(Arm("p", "linear_probe"), study), arm_knobs(Arm("f", "finetune"), study)
+    sequential = arm_knobs(Arm("s", "sequential"), study)
+    assert "epochs" not in probe and "expert_epochs" not in finetune
+    assert (finetune["epochs"], finetune["batch_size"]) == (3, 8)
+    assert (sequential["epochs"], sequential["batch_size"], sequential["expert_epochs"]) == (3, 8, 1)
+
+
+def test_arm_knobs_spell_out_defaults_so_a_changed_default_changes_the_run_key():
+    knobs = arm_knobs(Arm("l", "lora"), config([]))
+    assert knobs["lr"] == STRATEGIES["lora"].Knobs().lr and "progress" not in knobs
 
 
 def test_arm_knobs_win_over_shared_knobs():
     study = config([], train_knobs={"epochs": 3, "batch_size": 8})
-    assert arm_knobs(Arm("s", "scratch", knobs={"epochs": 1}), study) == {"epochs": 1, "batch_size": 8}
+    knobs = arm_knobs(Arm("s", "scratch", knobs={"epochs": 1}), study)
+    assert (knobs["epochs"], knobs["batch_size"]) == (1, 8)
 
 
 # ---------------------------------------------------------------- end to end (tiny encoder, real data)
