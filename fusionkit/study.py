@@ -100,8 +100,10 @@ def planned_runs(config: StudyConfig, target: Task, sources: list[Task]) -> list
     """Every run of the study as a plain config dict (the results store's key is computed from it).
 
     A train size of None stands for the whole training split and is recorded as its length, so learning
-    curves have a number to plot.
+    curves have a number to plot. ``data`` holds the content fingerprints of the (capped) tasks: a run
+    stored under other caps or other files is not mistaken for this one.
     """
+    data = {"target": target.fingerprint(), "sources": {s.name: s.fingerprint() for s in sources}}
     runs = []
     for arm in config.arms:
         needs = STRATEGIES[arm.strategy].needs_sources
@@ -116,7 +118,7 @@ def planned_runs(config: StudyConfig, target: Task, sources: list[Task]) -> list
                                  "strategy": arm.strategy, "label": arm.label + (
                                      f" ({chosen[0].name})" if arm.per_source else ""),
                                  "knobs": arm_knobs(arm, config), "seed": seed, "train_size": size,
-                                 "encoder": config.encoder, "max_length": config.max_length})
+                                 "encoder": config.encoder, "max_length": config.max_length, "data": data})
     return runs
 
 

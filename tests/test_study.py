@@ -156,3 +156,13 @@ def test_a_second_study_call_reuses_stored_runs(small_study, monkeypatch):
     monkeypatch.setattr(fusionkit.study, "run_one", no_training)
     again = run_study(study, progress=False)
     assert again[["run_id", "created_at", "accuracy"]].equals(first[["run_id", "created_at", "accuracy"]])
+
+
+def test_a_run_key_changes_with_the_data_caps(toy_task, toy_source):
+    from fusionkit.results import run_key
+    from fusionkit.study import _capped
+
+    study = config([Arm("f", "finetune", train_sizes=[20])], seeds=[0])
+    capped = _capped(toy_task, "validation", 5)
+    keys = {run_key(run) for task in (toy_task, capped) for run in planned_runs(study, task, [toy_source])}
+    assert len(keys) == 2
