@@ -5,6 +5,8 @@ so scoring them here trains nothing that notebook 04 would train again.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -61,11 +63,15 @@ def expert_table(experts: dict[str, FittedModel]) -> pd.DataFrame:
 
 
 def study_transferability(config: StudyConfig, n_examples: int) -> pd.DataFrame:
-    """The study's transferability table, computed once and kept as CSV in its work folder."""
-    path = Path(config.workdir) / f"transferability-{config.target}-n{n_examples}.csv"
+    """The study's transferability table, computed once and kept as CSV in its work folder (named by
+    everything it depends on: encoder, expert knobs, the tasks' content and the sample size)."""
+    target, sources = load_study_tasks(config)
+    identity = [config.encoder, config.max_length, config.expert_knobs, target.fingerprint(),
+                [s.fingerprint() for s in sources], n_examples]
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    path = Path(config.workdir) / f"transferability-{config.target}-n{n_examples}-{digest}.csv"
     if path.is_file():
         return pd.read_csv(path)
-    target, sources = load_study_tasks(config)
     base = load_encoder(config.encoder, max_length=config.max_length)
     table = transferability_table(target, source_experts(config, sources, base), base, n_examples)
     path.parent.mkdir(parents=True, exist_ok=True)
