@@ -140,10 +140,12 @@ def cka_heatmap(matrix, labels_a: Sequence[str], labels_b: Sequence[str]) -> Fig
     return _heatmap(matrix, labels_a, labels_b, "Linear CKA", vmin=0.0, vmax=1.0)
 
 
-def attention_weights_heatmap(weights, source_names: Sequence[str]) -> Figure:
-    """Fusion attention weights [n_layers, n_sources]: which source each layer draws on."""
+def attention_weights_heatmap(weights, source_names: Sequence[str], layers: Sequence[int] | None = None) -> Figure:
+    """Fusion attention weights [n_layers, n_sources]: which source each layer draws on. ``layers`` names the
+    encoder layer of each row (0 = embeddings); by default rows are numbered from 1."""
     values = as_checked_array(weights, "weights", ndim=2)
-    return _heatmap(values, [f"layer {index}" for index in range(len(values))], source_names,
+    layers = list(layers) if layers is not None else list(range(1, len(values) + 1))
+    return _heatmap(values, [f"layer {index}" for index in layers], source_names,
                     "Attention weight per source", vmin=0.0)
 
 

@@ -41,6 +41,13 @@ def results_table(results: pd.DataFrame, metric: str = "accuracy", confidence: f
                                                               ascending=[True, True, False], ignore_index=True)
 
 
+def curve_runs(results: pd.DataFrame) -> pd.DataFrame:
+    """The runs of the systems trained at 2 or more train sizes: those that have a learning curve."""
+    check_columns(results, ["label", "train_size"])
+    sizes = results.groupby("label")["train_size"].nunique()
+    return results[results["label"].isin(sizes[sizes >= 2].index)].reset_index(drop=True)
+
+
 def aulc_table(results: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
     """Normalised area under the learning curve (log2 train size) of every system run at 2 or more sizes."""
     curve = learning_curve(results, metric, by=("target", "label"))
@@ -79,13 +86,15 @@ def cka_matrix(results: pd.DataFrame, label: str) -> np.ndarray:
     return np.mean(np.asarray(matrices, dtype=np.float64), axis=0)
 
 
-def attention_weights(results: pd.DataFrame) -> tuple[np.ndarray, list[str], str]:
-    """Mean attention-fusion weights [layers, candidates] over the attention runs, candidate names, and the label."""
+def attention_weights(results: pd.DataFrame) -> tuple[np.ndarray, list[str], list[int], str]:
+    """Mean attention-fusion weights [layers, candidates] over the attention runs, the candidate names, the
+    encoder layer of each row (0 = embeddings), and the system's label."""
     for label, group in results.groupby("label"):
         found = [d["arch"] for d in _details(group) if "attention_weights" in d.get("arch", {})]
         if found:
             weights = np.mean([np.asarray(arch["attention_weights"]) for arch in found], axis=0)
-            return weights, found[0]["attention_sources"], label
+            layers = found[0].get("layers", list(range(1, len(weights) + 1)))
+            return weights, found[0]["attention_sources"], layers, label
     raise InputError("no run of representation fusion with mode='attention' in these results")
 
 

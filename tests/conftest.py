@@ -41,6 +41,12 @@ def write_toy_csv(path: Path, n: int, seed: int) -> Path:
 
 
 @pytest.fixture(scope="session")
+def toy_csv():
+    """write_toy_csv for tests that build their own files (a fixture: notebooks/conftest.py is also "conftest")."""
+    return write_toy_csv
+
+
+@pytest.fixture(scope="session")
 def toy_task(tmp_path_factory):
     """A small user task (CSV, string labels) loaded through the public loader."""
     from fusionkit import load_task_from_files

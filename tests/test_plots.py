@@ -71,7 +71,9 @@ def test_heatmaps_label_their_rows_and_columns():
     assert len(heatmap.texts) == 6
     figure = plots.attention_weights_heatmap(np.full((4, 3), 1 / 3), ["mr", "subj", "trec"])
     assert [label.get_text() for label in figure.axes[0].get_xticklabels()] == ["mr", "subj", "trec"]
-    assert figure.axes[0].get_yticklabels()[0].get_text() == "layer 0"
+    assert figure.axes[0].get_yticklabels()[0].get_text() == "layer 1"
+    figure = plots.attention_weights_heatmap(np.full((2, 3), 1 / 3), ["mr", "subj", "trec"], layers=[5, 6])
+    assert [label.get_text() for label in figure.axes[0].get_yticklabels()] == ["layer 5", "layer 6"]
     with pytest.raises(InputError, match="matrix has shape \\(3, 2\\) but there are 2 row labels"):
         plots.cka_heatmap(np.ones((3, 2)), ["a0", "a1"], ["b0", "b1"])
 

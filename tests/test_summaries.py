@@ -27,7 +27,8 @@ def details(label, seed):
         cka = None
     arch = {"kind": label}
     if label == "representation attention":
-        arch.update(attention_weights=[[0.2 + 0.1 * seed, 0.8 - 0.1 * seed]], attention_sources=["mr", "subj"])
+        arch.update(attention_weights=[[0.2 + 0.1 * seed, 0.8 - 0.1 * seed]], attention_sources=["mr", "subj"],
+                    layers=[6])
     return json.dumps({"cka_base_vs_adapted": cka, "arch": arch})
 
 
@@ -102,8 +103,8 @@ def test_cka_matrix_averages_runs_and_refuses_a_system_without_one(results):
 
 
 def test_attention_weights_are_the_mean_over_attention_runs(results):
-    weights, names, label = summaries.attention_weights(results)
-    assert label == "representation attention" and names == ["mr", "subj"]
+    weights, names, layers, label = summaries.attention_weights(results)
+    assert label == "representation attention" and names == ["mr", "subj"] and layers == [6]
     assert weights == pytest.approx(np.array([[0.3, 0.7]]))
 
 
@@ -141,11 +142,10 @@ def test_text_length_table_has_one_row_per_text(toy_task):
     assert len(summaries.text_length_table([toy_task], split="test")) == len(toy_task.test)
 
 
-def test_task_overview_and_dropped_rows(tmp_path, toy_task):
-    from conftest import write_toy_csv
+def test_task_overview_and_dropped_rows(tmp_path, toy_task, toy_csv):
     from fusionkit import load_task_from_files
 
-    path = write_toy_csv(tmp_path / "messy.csv", 40, seed=2)
+    path = toy_csv(tmp_path / "messy.csv", 40, seed=2)
     path.write_text(path.read_text() + ",pos\nno label here,\n")  # file lines 42 and 43
     messy = load_task_from_files(path, name="messy")
     overview = summaries.task_overview([toy_task, messy]).set_index("task")
@@ -191,3 +191,10 @@ def test_predictions_by_label_refuses_runs_on_different_test_sets(tmp_path):
     store, frame = stored(tmp_path, [("a", 0, np.array([0, 1, 1])), ("b", 0, np.array([1, 1, 0]))])
     with pytest.raises(InputError, match="different test set"):
         summaries.predictions_by_label(store, frame, seed=0)
+
+
+def test_curve_runs_keeps_only_systems_run_at_several_sizes(results):
+    kept = summaries.curve_runs(results)
+    assert set(kept["label"]) == {label for label, sizes in results.groupby("label")["train_size"].nunique().items()
+                                  if sizes >= 2}
+    assert kept["train_size"].nunique() >= 2
