@@ -151,6 +151,9 @@ def run_report(out: str | Path, profile: str = DEFAULT_PROFILE, target: str = "c
                   "overrides": run.overrides}
     (out / "notebooks").mkdir(parents=True, exist_ok=True)
     notebooks = _notebooks(Path(notebooks_dir))
+    # How much of the study this run trained, and how much it found stored (a resumed report is fast).
+    records = run.workdir / "results"
+    stored_before = len(list(records.glob("*.json"))) if records.is_dir() else 0
     timings, start = {}, time.perf_counter()
     for index, notebook in enumerate(notebooks, start=1):
         print(f"[{index}/{len(notebooks)}] {notebook.name} ...", flush=True)
@@ -162,6 +165,8 @@ def run_report(out: str | Path, profile: str = DEFAULT_PROFILE, target: str = "c
         print(f"[{index}/{len(notebooks)}] {notebook.name} done in {timings[notebook.stem]:.0f} s", flush=True)
     record = provenance(run.profile, {**parameters, "settings": run.settings}, timings,
                         round(time.perf_counter() - start, 1))
+    record["runs_found_stored"] = stored_before
+    record["runs_trained"] = len(list(records.glob("*.json"))) - stored_before
     (out / "provenance.json").write_text(json.dumps(record, indent=1, default=str))
     index = write_index(out, notebooks, record)
     print(f"report written to {index} in {record['total_seconds']:.0f} s", flush=True)

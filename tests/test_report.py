@@ -146,6 +146,7 @@ def test_provenance_records_code_versions_hardware_and_profile(report):
     assert record["profile"] == "smoke"
     assert record["parameters"]["sources"] == ["mr"] and record["parameters"]["data_dir"] == "/data/x"
     assert set(record["notebook_seconds"]) == {"01_figure", "02_verdicts"}
+    assert (record["runs_found_stored"], record["runs_trained"]) == (0, 0)  # these notebooks run no study
 
 
 def test_a_failing_notebook_names_its_file_and_cell_and_keeps_the_partial_run(tmp_path):
