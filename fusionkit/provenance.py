@@ -24,12 +24,16 @@ def versions() -> dict[str, str]:
 
 
 def git_commit(folder: Path | None = None) -> str:
-    """The commit of the code, with "+dirty" when tracked files differ from it; "unknown" outside git."""
+    """The commit of the code, with "+dirty" when tracked files differ from it; "unknown" outside git.
+
+    Files under reports/ do not count: they are outputs, and regenerating a committed report rewrites them.
+    """
     folder = folder or Path(__file__).resolve().parents[1]
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True,
                                 check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=folder,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)reports"], cwd=folder,
                                capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

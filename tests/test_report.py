@@ -1,6 +1,7 @@
 """Reports: notebook parameters, figure saving, papermill execution into index.html, provenance, the CLI."""
 import json
 import re
+import subprocess
 from pathlib import Path
 
 import nbformat
@@ -173,6 +174,23 @@ def test_a_folder_without_numbered_notebooks_is_a_config_error(tmp_path):
 def test_git_commit_inside_the_repository_and_outside_git(tmp_path):
     assert COMMIT.fullmatch(provenance.git_commit())
     assert provenance.git_commit(tmp_path) == "unknown"
+
+
+def test_a_rewritten_report_does_not_make_the_code_dirty(tmp_path):
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "index.html").write_text("old")
+    (tmp_path / "code.py").write_text("x = 1")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-q", "-m", "start")
+    (tmp_path / "reports" / "index.html").write_text("regenerated")
+    assert not provenance.git_commit(tmp_path).endswith("+dirty")
+    (tmp_path / "code.py").write_text("x = 2")
+    assert provenance.git_commit(tmp_path).endswith("+dirty")
 
 
 # ---------------------------------------------------------------- cli
