@@ -122,11 +122,15 @@ def planned_runs(config: StudyConfig, target: Task, sources: list[Task]) -> list
     return runs
 
 
-def encoder_cka(fitted, base: Encoder, texts: list[str], base_layers: np.ndarray | None = None
-                ) -> list[list[float]] | None:
+def cka_texts(target: Task, config: StudyConfig) -> list[str]:
+    """The target test texts on which every run's encoder is compared with the base encoder."""
+    return list(target.test["text"])[:config.cka_examples]
+
+
+def encoder_cka(fitted, base: Encoder, texts: list[str], base_layers: np.ndarray) -> list[list[float]] | None:
     """Linear CKA of every (base layer, adapted layer) pair on the same texts; None when the model has no
     encoder of its own (representation fusion keeps the base frozen). ``base_layers``: the base encoder's
-    per-layer features of ``texts`` when already computed (they are the same for every run of a study)."""
+    per-layer features of ``texts``, computed once per study since they are the same for every run."""
     backbone = getattr(fitted.module, "backbone", None)
     if backbone is None:
         return None
@@ -135,14 +139,12 @@ def encoder_cka(fitted, base: Encoder, texts: list[str], base_layers: np.ndarray
 
         backbone = copy.deepcopy(backbone).merge_and_unload()
     adapted = Encoder(backbone, base.tokenizer, "adapted", base.pooling, base.max_length)
-    layers = list(range(base.num_layers + 1))
-    before = base.encode(texts, layers=layers) if base_layers is None else base_layers
-    after = adapted.encode(texts, layers=layers)
-    return layerwise_cka(before, after).round(6).tolist()
+    after = adapted.encode(texts, layers=list(range(base.num_layers + 1)))
+    return layerwise_cka(base_layers, after).round(6).tolist()
 
 
 def run_one(run: dict, target: Task, sources: list[Task], config: StudyConfig, store: ResultsStore,
-            base: Encoder, base_layers: np.ndarray | None = None) -> None:
+            base: Encoder, base_layers: np.ndarray) -> None:
     by_name = {s.name: s for s in sources}
     strategy = get_strategy(run["strategy"], run["knobs"], encoder=config.encoder, workdir=config.workdir,
                             max_length=config.max_length)
@@ -156,7 +158,7 @@ def run_one(run: dict, target: Task, sources: list[Task], config: StudyConfig, s
     cost = {"trainable_params": fitted.num_trainable_params, "train_seconds": fitted.train_seconds,
             "infer_ms_per_example": infer_ms}
     details = {"arch": fitted.spec["arch"], "history": fitted.history.to_dict(),
-               "cka_base_vs_adapted": encoder_cka(fitted, base, texts[:config.cka_examples], base_layers)}
+               "cka_base_vs_adapted": encoder_cka(fitted, base, cka_texts(target, config), base_layers)}
     store.put(run_key(run), {**run, "details": details}, score_all(labels, probs), cost, labels, probs)
 
 
@@ -169,8 +171,7 @@ def run_study(config: StudyConfig, progress: bool = True):
     base = load_encoder(config.encoder, max_length=config.max_length)
     runs = planned_runs(config, target, sources)
     todo = [r for r in runs if not store.has(run_key(r))]
-    cka_texts = list(target.test["text"])[:config.cka_examples]
-    base_layers = base.encode(cka_texts, layers=list(range(base.num_layers + 1))) if todo else None
+    base_layers = base.encode(cka_texts(target, config), layers=list(range(base.num_layers + 1))) if todo else None
     for run in tqdm(todo, disable=not progress, desc=f"study {config.target}"):
         torch.manual_seed(run["seed"])
         run_one(run, target, sources, config, store, base, base_layers)
