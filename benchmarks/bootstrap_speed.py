@@ -3,7 +3,7 @@ import time
 
 import numpy as np
 
-from fusionkit.stats import bootstrap_ci
+from fusionkit.evaluation.stats import bootstrap_ci
 
 N_EXAMPLES, N_RESAMPLES = 2000, 10_000
 

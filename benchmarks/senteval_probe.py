@@ -15,7 +15,7 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 
 import fusionkit as fk
 from fusionkit.errors import DataError
-from fusionkit.features import FeatureCache
+from fusionkit.modeling.features import FeatureCache
 
 C_GRID = (0.1, 1.0, 10.0, 100.0)
 CROSS_VALIDATED = ("mr", "cr", "subj", "mpqa")

@@ -15,10 +15,10 @@ import time
 import torch
 
 import fusionkit as fk
-from fusionkit.encoders import minilm_path
-from fusionkit.fusion.finetune import cross_entropy_loss
-from fusionkit.models import TextClassifier, TextCollator
-from fusionkit.train import TrainConfig, train_loop
+from fusionkit.modeling.encoders import minilm_path
+from fusionkit.strategies.finetune import cross_entropy_loss
+from fusionkit.modeling.heads import TextClassifier, TextCollator
+from fusionkit.modeling.training import TrainKnobs, train_loop
 
 BATCH, MAX_LENGTH, LR = 32, 128, 5e-5
 
@@ -28,7 +28,7 @@ def fusionkit_epoch(texts, labels) -> float:
     torch.manual_seed(0)
     module = TextClassifier(encoder.model, 2)
     collate = TextCollator(encoder.tokenizer, MAX_LENGTH)
-    config = TrainConfig(epochs=1, batch_size=BATCH, lr=LR, progress=False)
+    config = TrainKnobs(epochs=1, batch_size=BATCH, lr=LR, progress=False)
     start = time.perf_counter()
     train_loop(module, list(zip(texts, labels)), collate, cross_entropy_loss, None, config,
                lengths=collate.lengths(texts))

@@ -30,7 +30,7 @@ def parse_parameters(pairs: list[str]) -> dict:
 
 @app.command()
 def report(
-    profile: str = typer.Option("quick", help="smoke, quick or full (see fusionkit.profiles)"),
+    profile: str = typer.Option("quick", help="smoke, quick or full (see fusionkit.study.profiles)"),
     target: str = typer.Option("cr", help="target task"),
     sources: str = typer.Option("mr,subj,trec", help="comma-separated source tasks"),
     out: Path = typer.Option(..., help="report folder, e.g. reports/quick-cr"),
@@ -52,14 +52,14 @@ def report(
 @app.command()
 def tasks(data_dir: Optional[str] = typer.Option(None, help="folder to look in (default: FUSIONKIT_DATA)")) -> None:
     """List the registered tasks and where each would be loaded from."""
-    from fusionkit.tasks import TASKS
+    from fusionkit.data import TASKS
 
     folder = data_dir or os.environ.get("FUSIONKIT_DATA")
     typer.echo(f"data folder: {folder or '(none: tasks come from the Hugging Face Hub)'}")
-    for spec in TASKS.values():
-        files = list(spec.files.values())
+    for definition in TASKS.values():
+        files = list(definition.files.values())
         if folder and all((Path(folder) / name).is_file() for name in files):
             where = f"local: {', '.join(files)}"
         else:
-            where = f"hub: {spec.hub.dataset_id}" + (f" (local files {', '.join(files)} not found)" if folder else "")
-        typer.echo(f"{spec.name:6} {len(spec.label_names)} labels  {spec.description}\n       {where}")
+            where = f"hub: {definition.hub.dataset_id}" + (f" (local files {', '.join(files)} not found)" if folder else "")
+        typer.echo(f"{definition.name:6} {len(definition.label_names)} labels  {definition.description}\n       {where}")

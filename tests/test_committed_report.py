@@ -8,8 +8,8 @@ import nbformat
 import pandas as pd
 import pytest
 
-from fusionkit import summaries
-from fusionkit.interpret import compare_to_baseline, verdict_sentences
+from fusionkit.report import tables as summaries
+from fusionkit.evaluation.verdicts import compare_to_baseline, verdict_sentences
 
 REPORTS = Path(__file__).resolve().parent.parent / "reports"
 FOLDERS = sorted(path.parent for path in REPORTS.glob("*/index.html"))
@@ -64,3 +64,21 @@ def test_provenance_says_how_the_report_was_made(report):
     assert re.fullmatch(r"[0-9a-f]{40}(\+dirty)?", record["git_commit"])
     assert {"torch", "transformers", "fusionkit"} <= set(record["versions"])
     assert record["profile"] in ("smoke", "quick", "full") and record["hardware"]
+
+
+@pytest.mark.slow
+def test_the_code_plans_exactly_the_runs_of_the_committed_report(report, data_dir):
+    """The committed report is what the code would run: the run ids its study plans today are the ids in its
+    results.csv, so regenerating it from its stored runs trains nothing and gives the same numbers."""
+    from fusionkit.report import notebook_run
+    from fusionkit.study import load_study_tasks, planned_runs, run_key
+
+    parameters = json.loads((report / "provenance.json").read_text())["parameters"]
+    run = notebook_run(parameters["profile"], parameters["target"], parameters["sources"], workdir="unused",
+                       out_dir=str(report), data_dir=str(data_dir), overrides=parameters["overrides"])
+    planned = set()
+    for part in ("baselines", "fusion"):
+        config = run.study(part)
+        planned |= {run_key(r) for r in planned_runs(config, *load_study_tasks(config))}
+    committed = set(pd.read_csv(report / "results.csv")["run_id"])
+    assert planned == committed

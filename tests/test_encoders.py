@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from fusionkit import load_encoder
-from fusionkit.encoders import minilm_path, pool
+from fusionkit.modeling.encoders import minilm_path, pool
 from fusionkit.errors import ConfigError
 
 SHORT, LONG = "a fine phone", "the battery of this phone lasted for days and the screen was bright and sharp"

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from fusionkit.encoders import load_encoder
-from fusionkit.features import FeatureCache
+from fusionkit.modeling.encoders import load_encoder
+from fusionkit.modeling.features import FeatureCache
 
 TEXTS = ["a short one", "a somewhat longer sentence than the first", "third"]
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as sk
 
-from fusionkit import metrics
+from fusionkit.evaluation import metrics
 from fusionkit.errors import InputError
 
 

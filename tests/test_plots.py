@@ -5,9 +5,9 @@ import pytest
 from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 
-from fusionkit import plots
+from fusionkit.report import plots
 from fusionkit.errors import InputError
-from fusionkit.interpret import compare_to_baseline
+from fusionkit.evaluation.verdicts import compare_to_baseline
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 import pytest
 
 from fusionkit.errors import DataError, FusionkitError
-from fusionkit.readers import read_label_text_file, read_table_file
+from fusionkit.data.readers import read_label_text_file, read_table_file
 
 # (file, line) -> (label, exact decoded text): real rows with 'é', 'ñ', 'ð' and '…' (byte 0x85 in Windows-1252).
 REAL_ROWS = {

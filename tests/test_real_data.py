@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from fusionkit import get_strategy, load_task
-from fusionkit.fusion import STRATEGIES
+from fusionkit.strategies import STRATEGIES
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ import pytest
 from matplotlib.figure import Figure
 from typer.testing import CliRunner
 
-from fusionkit import provenance
+from fusionkit.report import provenance
 from fusionkit.cli import app, parse_parameters
 from fusionkit.errors import ConfigError
 from fusionkit.report import ReportError, notebook_run, run_report
@@ -79,7 +79,7 @@ def test_save_writes_png_and_svg_and_records_captions(no_env, tmp_path):
 
 PARAMETERS = ('profile = None\ntarget = "cr"\nsources = ["mr", "subj", "trec"]\nworkdir = None\nout_dir = None\n'
               'data_dir = None\noverrides = {}')
-SETUP = ("from matplotlib.figure import Figure\nfrom fusionkit.report import notebook_run, write_verdicts\n"
+SETUP = ("from matplotlib.figure import Figure\nfrom fusionkit.report import notebook_run\nfrom fusionkit.report.build import write_verdicts\n"
          "run = notebook_run(profile, target, sources, workdir, out_dir, data_dir, overrides)\n"
          "assert run.profile == 'smoke' and run.sources == ['mr'], (run.profile, run.sources)\n"
          "figure = Figure(figsize=(2, 2))\nfigure.subplots().plot([0, 1], [1, 0])\n")
@@ -106,7 +106,7 @@ def report(tmp_path_factory):
     (folder / "notes.ipynb").write_text("not a numbered notebook: ignored")
     out, work = tmp_path_factory.mktemp("report"), tmp_path_factory.mktemp("work")
     index = run_report(out, profile="smoke", target="cr", sources="mr", workdir=str(work), data_dir="/data/x",
-                       notebooks_dir=folder, progress=False)
+                       notebooks_folder=folder, progress=False)
     return out, index
 
 
@@ -155,7 +155,7 @@ def test_a_failing_notebook_names_its_file_and_cell_and_keeps_the_partial_run(tm
     folder.mkdir()
     write_notebook(folder / "01_broken.ipynb", "x = 1", "raise ValueError('boom')", "y = 2")
     with pytest.raises(ReportError, match=r"01_broken\.ipynb failed in cell (\d+) \(ValueError: boom\)") as error:
-        run_report(tmp_path / "out", profile="smoke", workdir=str(tmp_path / "work"), notebooks_dir=folder,
+        run_report(tmp_path / "out", profile="smoke", workdir=str(tmp_path / "work"), notebooks_folder=folder,
                    progress=False)
     cell = int(re.search(r"cell (\d+)", str(error.value)).group(1))
     partial = nbformat.read(tmp_path / "out" / "notebooks" / "01_broken.ipynb", as_version=4)
@@ -166,7 +166,7 @@ def test_a_failing_notebook_names_its_file_and_cell_and_keeps_the_partial_run(tm
 
 def test_a_folder_without_numbered_notebooks_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="no numbered notebooks"):
-        run_report(tmp_path / "out", profile="smoke", workdir=str(tmp_path), notebooks_dir=tmp_path, progress=False)
+        run_report(tmp_path / "out", profile="smoke", workdir=str(tmp_path), notebooks_folder=tmp_path, progress=False)
 
 
 # ---------------------------------------------------------------- provenance

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from fusionkit.errors import InputError
-from fusionkit.similarity import layerwise_cka, linear_cka
+from fusionkit.evaluation.similarity import layerwise_cka, linear_cka
 
 
 @pytest.fixture

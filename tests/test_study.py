@@ -2,9 +2,9 @@
 import pytest
 
 from fusionkit.errors import ConfigError
-from fusionkit.profiles import PROFILES, profile_settings, study_config
-from fusionkit.fusion import STRATEGIES
-from fusionkit.study import Arm, StudyConfig, arm_knobs, planned_runs, run_study
+from fusionkit.study.profiles import PROFILES, profile_parameters, study_config
+from fusionkit.strategies import STRATEGIES
+from fusionkit.study.runner import Arm, StudyConfig, arm_knobs, planned_runs, run_study
 
 
 def config(arms, **settings):
@@ -15,16 +15,16 @@ def config(arms, **settings):
 
 def test_unknown_profile_lists_the_known_profiles():
     with pytest.raises(ConfigError, match="unknown profile 'nosuch'.*smoke, quick, full"):
-        profile_settings("nosuch")
+        profile_parameters("nosuch")
 
 
 def test_unknown_override_lists_the_known_parameters():
     with pytest.raises(ConfigError, match="unknown study parameter 'sedes'.*fusion_size.*seeds"):
-        profile_settings("smoke", {"sedes": [0]})
+        profile_parameters("smoke", {"sedes": [0]})
 
 
 def test_overrides_replace_profile_values_and_leave_the_profile_intact():
-    settings = profile_settings("smoke", {"seeds": [7], "encoder": "minilm"})
+    settings = profile_parameters("smoke", {"seeds": [7], "encoder": "minilm"})
     assert settings["seeds"] == [7] and settings["encoder"] == "minilm"
     assert settings["max_length"] == PROFILES["smoke"]["max_length"]
     assert PROFILES["smoke"]["seeds"] == [0, 1]
@@ -33,17 +33,24 @@ def test_overrides_replace_profile_values_and_leave_the_profile_intact():
 def test_baselines_part_has_the_profile_baseline_arms():
     study = study_config("smoke", "baselines", "cr", ["mr"], "w")
     expected = PROFILES["smoke"]["baseline_arms"]
-    assert [(a.label, a.strategy, a.train_sizes) for a in study.arms] == [
-        (a["label"], a["strategy"], a["train_sizes"]) for a in expected]
+    assert [(a.system, a.strategy, a.train_sizes) for a in study.arms] == [
+        (a["system"], a["strategy"], a["train_sizes"]) for a in expected]
     assert study.seeds == PROFILES["smoke"]["seeds"] and study.encoder == "tiny"
 
 
-def test_fusion_part_uses_fusion_size_and_multitask_knobs():
+def test_fusion_part_uses_fusion_size_and_the_profiles_arm_knobs():
     study = study_config("smoke", "fusion", "cr", ["mr", "subj"], "w", overrides={"fusion_size": 40})
     assert study.sources == ["mr", "subj"]
     assert all(arm.train_sizes == [40] for arm in study.arms)
-    multitask = [arm for arm in study.arms if arm.strategy == "multitask"]
-    assert len(multitask) == 1 and multitask[0].knobs == PROFILES["smoke"]["multitask_knobs"]
+    multitask = [arm for arm in study.arms if arm.system == "multitask"]
+    assert len(multitask) == 1 and multitask[0].knobs == PROFILES["smoke"]["arm_knobs"]["multitask"]
+    lora = study_config("smoke", "baselines", "cr", [], "w", overrides={"arm_knobs": {"lora": {"r": 4}}})
+    assert [arm.knobs for arm in lora.arms if arm.system == "lora"] == [{"r": 4}]
+
+
+def test_arm_knobs_for_a_system_the_profile_does_not_run_is_named():
+    with pytest.raises(ConfigError, match=r"arm_knobs names system\(s\) \['lorra'\].*lora"):
+        study_config("smoke", "baselines", "cr", [], "w", overrides={"arm_knobs": {"lorra": {"r": 4}}})
 
 
 def test_bad_part_is_a_config_error():
@@ -53,7 +60,7 @@ def test_bad_part_is_a_config_error():
 
 def test_unknown_strategy_in_an_arm_is_a_config_error():
     with pytest.raises(ConfigError, match="arm 'x': unknown strategy 'magic'.*finetune"):
-        config([{"label": "x", "strategy": "magic"}])
+        config([{"system": "x", "strategy": "magic"}])
 
 
 # ---------------------------------------------------------------- planned runs and knobs
@@ -67,8 +74,8 @@ def test_planned_run_count_is_sizes_times_seeds_times_sources(toy_task, toy_sour
     study = StudyConfig("toy", ["toysrc", "other"], arms, seeds=[0, 1], train_sizes=[30])
     runs = planned_runs(study, toy_task, [toy_source, other])
     assert len(runs) == 3 * 2 + 1 * 2 * 2 + 1 * 2
-    assert len({tuple(sorted(r["sources"])) + (r["label"], r["seed"], r["train_size"]) for r in runs}) == len(runs)
-    assert {tuple(r["sources"]) for r in runs if r["label"] == "multi"} == {("toysrc", "other")}
+    assert len({tuple(sorted(r["sources"])) + (r["system"], r["seed"], r["train_size"]) for r in runs}) == len(runs)
+    assert {tuple(r["sources"]) for r in runs if r["system"] == "multi"} == {("toysrc", "other")}
     assert all(r["sources"] == [] for r in runs if r["strategy"] == "linear_probe")
 
 
@@ -79,7 +86,7 @@ def test_train_size_none_becomes_the_train_split_length(toy_task):
 
 def test_per_source_labels_name_the_source(toy_task, toy_source):
     runs = planned_runs(config([Arm("sequential", "sequential", per_source=True)], seeds=[0]), toy_task, [toy_source])
-    assert [r["label"] for r in runs] == ["sequential (toysrc)"]
+    assert [r["system"] for r in runs] == ["sequential (toysrc)"]
     assert runs[0]["sources"] == ["toysrc"]
 
 
@@ -94,7 +101,7 @@ def test_shared_knobs_apply_only_where_the_strategy_has_them():
 
 def test_arm_knobs_spell_out_defaults_so_a_changed_default_changes_the_run_key():
     knobs = arm_knobs(Arm("l", "lora"), config([]))
-    assert knobs["lr"] == STRATEGIES["lora"].Knobs().lr and "progress" not in knobs
+    assert knobs["lr"] == STRATEGIES["lora"].Knobs().to_dict()["lr"] and "progress" not in knobs
 
 
 def test_arm_knobs_win_over_shared_knobs():
@@ -107,9 +114,9 @@ def test_arm_knobs_win_over_shared_knobs():
 
 SMALL = {"seeds": [0, 1], "task_train_cap": 60, "validation_cap": 20, "test_cap": 30, "cka_examples": 8,
          "train_knobs": {"epochs": 1, "batch_size": 16, "progress": False},
-         "baseline_arms": [{"label": "linear_probe", "strategy": "linear_probe", "train_sizes": [30, None],
+         "baseline_arms": [{"system": "linear_probe", "strategy": "linear_probe", "train_sizes": [30, None],
                             "knobs": {"c_grid": [1.0]}},
-                           {"label": "finetune", "strategy": "finetune", "train_sizes": [30]}]}
+                           {"system": "finetune", "strategy": "finetune", "train_sizes": [30]}]}
 
 
 @pytest.fixture(scope="module")
@@ -123,12 +130,12 @@ def test_study_returns_one_scored_row_per_planned_run(small_study):
     study, results = small_study
     assert len(results) == 3 * 2 and results["run_id"].is_unique
     assert sorted(results["train_size"].unique()) == [30, 60]
-    assert set(results["label"]) == {"linear_probe", "finetune"}
+    assert set(results["system"]) == {"linear_probe", "finetune"}
     for column in ("accuracy", "ece", "nll", "trainable_params", "train_seconds", "infer_ms_per_example"):
         assert results[column].notna().all(), column
     assert results["accuracy"].between(0, 1).all()
     # the probe keeps the encoder frozen: fewer trainable parameters than full fine-tuning
-    params = results.groupby("label")["trainable_params"].first()
+    params = results.groupby("system")["trainable_params"].first()
     assert params["linear_probe"] < params["finetune"]
 
 
@@ -139,30 +146,44 @@ def test_cka_shows_the_probe_encoder_unchanged_and_finetuning_as_a_layer_matrix(
 
     _, results = small_study
     cka = {label: np.asarray(json.loads(d)["cka_base_vs_adapted"])
-           for label, d in zip(results["label"], results["details"])}
+           for label, d in zip(results["system"], results["details"])}
     assert np.allclose(np.diag(cka["linear_probe"]), 1.0)  # frozen encoder: every layer equals itself
     assert cka["finetune"].shape == cka["linear_probe"].shape == (3, 3)  # tiny: embeddings + 2 layers
     assert ((cka["finetune"] >= 0) & (cka["finetune"] <= 1 + 1e-6)).all()
 
 
 def test_a_second_study_call_reuses_stored_runs(small_study, monkeypatch):
-    import fusionkit.study
+    import fusionkit.study.runner
 
     study, first = small_study
 
     def no_training(*args, **kwargs):
-        raise AssertionError("run_one called although every run is stored")
+        raise AssertionError("a run was fitted although every run is stored")
 
-    monkeypatch.setattr(fusionkit.study, "run_one", no_training)
+    monkeypatch.setattr(fusionkit.study.runner.StudyRunner, "run", no_training)
     again = run_study(study, progress=False)
     assert again[["run_id", "created_at", "accuracy"]].equals(first[["run_id", "created_at", "accuracy"]])
 
 
 def test_a_run_key_changes_with_the_data_caps(toy_task, toy_source):
-    from fusionkit.results import run_key
-    from fusionkit.study import _capped
+    from fusionkit.study.store import run_key
+    from fusionkit.study.runner import _capped
 
     study = config([Arm("f", "finetune", train_sizes=[20])], seeds=[0])
     capped = _capped(toy_task, "validation", 5)
     keys = {run_key(run) for task in (toy_task, capped) for run in planned_runs(study, task, [toy_source])}
     assert len(keys) == 2
+
+
+def test_a_run_that_another_run_needs_is_trained_once(data_dir, tmp_path):
+    """distill's teachers are the study's own sequential runs (same knobs, data and seed): one fit serves both,
+    and the study never names a strategy to know it."""
+    arms = [{"system": "sequential", "strategy": "sequential", "per_source": True},
+            {"system": "distill", "strategy": "distill"}]
+    study = study_config("smoke", "fusion", "cr", ["mr"], str(tmp_path), str(data_dir),
+                         overrides={**SMALL, "fusion_arms": arms, "task_train_cap": 60, "fusion_size": 30})
+    results = run_study(study, progress=False)
+    assert sorted(results["system"]) == ["distill", "distill", "sequential (mr)", "sequential (mr)"]
+    teachers = sorted(p.name for p in (tmp_path / "models").iterdir())
+    assert len(teachers) == 2 and all(name.startswith("sequential-cr-mr-s") for name in teachers)
+    assert len(list((tmp_path / "experts").iterdir())) == 1  # expert_seed 0: one expert for both seeds

@@ -8,7 +8,7 @@ import pytest
 
 from fusionkit import TASKS, load_task, load_task_from_files
 from fusionkit.errors import ConfigError, DataError, FusionkitError
-from fusionkit.readers import read_label_text_file
+from fusionkit.data.readers import read_label_text_file
 
 REPO = Path(__file__).resolve().parent.parent
 # (train, validation, test) sizes and content hash of each built-in task on the real files.

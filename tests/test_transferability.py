@@ -5,7 +5,7 @@ import scipy.optimize
 import scipy.stats
 
 from fusionkit.errors import InputError
-from fusionkit.transferability import hscore, leep, logme, nce, rank_correlation
+from fusionkit.evaluation.transferability import hscore, leep, logme, nce, rank_correlation
 
 
 def separable_features(rng, n=200, d=8, classes=3):

@@ -1,0 +1,115 @@
+"""Writing files so that a killed process never leaves half of one, and naming content by its digest.
+
+Every artefact fusionkit keeps on disk (run records, cached features, fitted models, tables) is written
+through ``atomic_write`` or ``atomic_folder``, and every cache name that stands for content comes from
+``digest`` or ``stream_digest``: one way to do each, so a fix or a format change happens in one place.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, BinaryIO, Callable, Iterable, Iterator
+
+import numpy as np
+
+from fusionkit.errors import InputError
+
+DIGEST_LENGTH = 20  # hex digits: 80 bits, no collision among the runs of any study
+
+
+def _json_default(value: Any) -> Any:
+    # numpy scalars and arrays turn up in configs and scores; keep them as plain JSON numbers and lists.
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} value {value!r} is not JSON-serialisable")
+
+
+def to_json(payload: Any, name: str, indent: int | None = None) -> str:
+    """``payload`` as JSON with sorted keys (compact unless ``indent``); what cannot be JSON is an InputError."""
+    try:
+        return json.dumps(payload, sort_keys=True, indent=indent, default=_json_default,
+                          separators=None if indent else (",", ":"))
+    except TypeError as error:
+        raise InputError(f"{name} cannot be stored as JSON: {error}") from None
+
+
+def digest(payload: Any, length: int = DIGEST_LENGTH, name: str = "payload") -> str:
+    """Stable hex digest of a JSON-able payload: dict key order does not matter, any changed value does."""
+    return hashlib.sha256(to_json(payload, name).encode("utf-8")).hexdigest()[:length]
+
+
+def stream_digest(chunks: Iterable[str], length: int = 16) -> str:
+    """Hex digest of a sequence of strings fed one by one (texts of a split, rows of a task) without joining them."""
+    hasher = hashlib.sha256()
+    for chunk in chunks:
+        hasher.update(chunk.encode("utf-8"))
+    return hasher.hexdigest()[:length]
+
+
+def _fsync_folder(folder: Path) -> None:
+    # Makes the rename itself durable, not just the file's contents.
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def atomic_write(path: str | Path, content: bytes | str | Callable[[BinaryIO], None]) -> Path:
+    """Write ``content`` (bytes, text, or a function that writes to a binary handle) to ``path`` atomically.
+
+    The data goes to a hidden ``.<name>.*.tmp`` file in the same folder, is fsynced, then renamed onto
+    ``path`` (``os.replace`` is atomic): a reader sees the old file or the new one, never half of one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            if callable(content):
+                content(handle)
+            else:
+                handle.write(content.encode("utf-8") if isinstance(content, str) else content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temp_name, 0o666 & ~_umask())
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    _fsync_folder(path.parent)
+    return path
+
+
+@contextmanager
+def atomic_folder(path: str | Path) -> Iterator[Path]:
+    """``with atomic_folder(p) as tmp:`` fill ``tmp``; on success it replaces ``p`` whole, on error it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        yield temp
+        os.chmod(temp, 0o777 & ~_umask())
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(temp, path)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    _fsync_folder(path.parent)
+
+
+def _umask() -> int:
+    # mkstemp and mkdtemp create private (600/700) files; what we keep should follow the user's umask.
+    current = os.umask(0)
+    os.umask(current)
+    return current

@@ -1,0 +1,126 @@
+"""Score a source for a target before fusing (LogME, LEEP, H-score, NCE) and check scores against real gains."""
+from __future__ import annotations
+
+import numpy as np
+import scipy.stats
+
+from fusionkit.errors import InputError
+from fusionkit.evaluation.metrics import as_checked_array, as_labels, as_probs, check_lengths
+
+_LOGME_MAX_ITERATIONS = 100
+# Relative change of lambda = alpha / beta at which the fixed point counts as reached (You et al. use 1e-2).
+_LOGME_TOLERANCE = 1e-3
+# Keeps alpha and beta finite when a class is fit exactly (n <= d) or carries no signal at all.
+_LOGME_FLOOR = 1e-12
+
+
+def _features_and_labels(features, labels) -> tuple[np.ndarray, np.ndarray]:
+    matrix = as_checked_array(features, "features", ndim=2).astype(np.float64)
+    classes = as_labels(labels, "labels")
+    check_lengths(features=matrix, labels=classes)
+    return matrix, classes
+
+
+def _posterior_terms(alpha: float, beta: float, singular: np.ndarray, projected: np.ndarray,
+                     target_sq: float) -> tuple[float, float]:
+    """||m||^2 and ||y - F m||^2 for the posterior mean m of Bayesian linear regression, in the SVD basis."""
+    coefficients = beta * singular * projected / (alpha + beta * singular ** 2)
+    residual = target_sq - (projected ** 2).sum() + ((projected - singular * coefficients) ** 2).sum()
+    return max((coefficients ** 2).sum(), _LOGME_FLOOR), max(residual, _LOGME_FLOOR)
+
+
+def _max_log_evidence(singular: np.ndarray, projected: np.ndarray, target_sq: float, n: int, d: int) -> float:
+    """Log evidence per example of y = F w + noise, maximised over alpha (prior) and beta (noise precision)."""
+    eigenvalues = singular ** 2
+    alpha, beta = 1.0, 1.0
+    for _ in range(_LOGME_MAX_ITERATIONS):
+        weight_sq, residual_sq = _posterior_terms(alpha, beta, singular, projected, target_sq)
+        gamma = (beta * eigenvalues / (alpha + beta * eigenvalues)).sum()
+        new_alpha, new_beta = gamma / weight_sq, (n - gamma) / residual_sq
+        converged = abs(new_alpha / new_beta - alpha / beta) <= _LOGME_TOLERANCE * alpha / beta
+        alpha, beta = new_alpha, new_beta
+        if converged:
+            break
+    weight_sq, residual_sq = _posterior_terms(alpha, beta, singular, projected, target_sq)
+    # Directions outside the features' span have eigenvalue 0 and contribute log(alpha) each.
+    log_det = np.log(alpha + beta * eigenvalues).sum() + (d - len(singular)) * np.log(alpha)
+    evidence = (d * np.log(alpha) + n * np.log(beta) - log_det - beta * residual_sq - alpha * weight_sq
+                - n * np.log(2 * np.pi))
+    return float(evidence / (2 * n))
+
+
+def logme(features, labels) -> float:
+    """LogME (You et al. 2021): mean over classes of the maximised log evidence per example of a linear
+    model from `features` [n, d] to the class indicator. Higher means the features suit the labels better.
+    """
+    matrix, classes = _features_and_labels(features, labels)
+    n, d = matrix.shape
+    left, singular, _ = np.linalg.svd(matrix, full_matrices=False)
+    evidences = []
+    for label in np.unique(classes):
+        indicator = (classes == label).astype(np.float64)
+        evidences.append(_max_log_evidence(singular, left.T @ indicator, indicator @ indicator, n, d))
+    return float(np.mean(evidences))
+
+
+def leep(source_probs, target_labels) -> float:
+    """LEEP (Nguyen et al. 2020): mean log of the expected empirical prediction for each target label.
+
+    source_probs [n, k_source] are the source model's probabilities on the target examples.
+    """
+    theta = as_probs(source_probs, "source_probs")
+    labels = as_labels(target_labels, "target_labels")
+    n = check_lengths(source_probs=theta, target_labels=labels)
+    joint = np.eye(labels.max() + 1)[labels].T @ theta / n  # P(y, z): [k_target, k_source]
+    source_marginal = joint.sum(axis=0)
+    conditional = np.divide(joint, source_marginal, out=np.zeros_like(joint), where=source_marginal > 0)
+    return float(np.log((theta * conditional[labels]).sum(axis=1)).mean())
+
+
+def hscore(features, labels, shrinkage: bool | None = None) -> float:
+    """H-score (Bao et al. 2019): tr(cov(f)^+ cov(E[f | y])), how much of the feature variance separates classes.
+
+    With fewer examples than feature dimensions the sample covariance is singular and the plain score
+    collapses to (number of classes - 1) for any features. ``shrinkage`` then uses the Ledoit-Wolf shrunk
+    covariance instead (the regularised H-score of Ibrahim et al. 2022); None chooses it exactly when
+    n <= dimensions.
+    """
+    matrix, classes = _features_and_labels(features, labels)
+    _, class_index = np.unique(classes, return_inverse=True)
+    sums = np.zeros((class_index.max() + 1, matrix.shape[1]))
+    np.add.at(sums, class_index, matrix)
+    class_means = (sums / np.bincount(class_index)[:, None])[class_index]
+    if shrinkage is None:
+        shrinkage = len(matrix) <= matrix.shape[1]
+    if shrinkage:
+        from sklearn.covariance import ledoit_wolf
+
+        feature_cov = ledoit_wolf(matrix)[0]
+    else:
+        feature_cov = np.atleast_2d(np.cov(matrix, rowvar=False))
+    between_cov = np.atleast_2d(np.cov(class_means, rowvar=False))
+    return float(np.trace(np.linalg.pinv(feature_cov, hermitian=True) @ between_cov))
+
+
+def nce(source_labels, target_labels) -> float:
+    """NCE (Tran et al. 2019): -H(Y_target | Y_source) from the empirical joint of the two label vectors."""
+    source, target = as_labels(source_labels, "source_labels"), as_labels(target_labels, "target_labels")
+    n = check_lengths(source_labels=source, target_labels=target)
+    n_target = target.max() + 1
+    joint = np.bincount(source * n_target + target, minlength=(source.max() + 1) * n_target)
+    joint = joint.reshape(-1, n_target) / n  # P(z, y)
+    conditional = np.divide(joint, joint.sum(axis=1, keepdims=True), out=np.ones_like(joint), where=joint > 0)
+    return float((joint * np.log(conditional)).sum())
+
+
+def rank_correlation(predicted, observed) -> dict[str, float]:
+    """Kendall's tau and Spearman's rho (with p-values) between transferability scores and observed gains."""
+    predicted = as_checked_array(predicted, "predicted", ndim=1)
+    observed = as_checked_array(observed, "observed", ndim=1)
+    n = check_lengths("pairs", predicted=predicted, observed=observed)
+    if n < 3:
+        raise InputError(f"a rank correlation needs at least 3 (predicted, observed) pairs, got {n}")
+    kendall = scipy.stats.kendalltau(predicted, observed)
+    spearman = scipy.stats.spearmanr(predicted, observed)
+    return {"kendall_tau": float(kendall.statistic), "kendall_p": float(kendall.pvalue),
+            "spearman_rho": float(spearman.statistic), "spearman_p": float(spearman.pvalue)}

@@ -1,0 +1,191 @@
+"""Plain-language findings from a results table: each strategy against a baseline, with its numbers and test."""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from fusionkit.errors import InputError
+from fusionkit.evaluation.metrics import LOWER_IS_BETTER, check_columns
+from fusionkit.evaluation.stats import PAIRED_T_TEST
+from fusionkit.evaluation.gains import EXAMPLE_TEST, HELPS, HURTS, Gain, example_gain, judge_gains, transfer_gain
+
+# Reported in points (x100), as papers do: "+2.1 accuracy points".
+POINT_METRICS = ("accuracy", "macro_f1", "mcc")
+SYSTEM_COLUMNS = ("strategy", "sources")
+UNTESTED = "not tested (fewer than 2 seeds)"
+NO_SPREAD = "not tested (the same difference on every seed: a t-test is undefined)"
+# A target-only baseline that beats or trails finetune is not transfer: its verdict says better or worse.
+BASELINE_VERDICTS = {HELPS: "better", HURTS: "worse"}
+_OUTPUT_COLUMNS = ("baseline", "metric", "gain", "ci_low", "ci_high", "p_value", "p_holm", "verdict", "sentence",
+                   "system", "test", "n_fused", "n_baseline", "confidence", "alpha", "min_effect")
+
+
+def _describe(columns: Sequence[str], values: Sequence) -> str:
+    return ", ".join(f"{column}={value}" for column, value in zip(columns, values))
+
+
+def _by_seed(runs: pd.DataFrame, metric: str, what: str) -> pd.Series:
+    repeated = runs["seed"][runs["seed"].duplicated()]
+    if len(repeated):
+        raise InputError(f"the runs of {what} include several with seed {repeated.iloc[0]}; filter results, or name "
+                         f"the column that tells them apart in match_on (e.g. encoder) or distinguish_by (e.g. system)")
+    return runs.set_index("seed")[metric]
+
+
+def _seed_gain(fused: pd.Series, baseline: pd.Series, confidence: float) -> Gain:
+    """Paired over shared seeds when there are 2 or more, else Welch over all seeds, else untested."""
+    shared = fused.index.intersection(baseline.index)
+    if len(shared) >= 2 and np.ptp(fused[shared].to_numpy() - baseline[shared].to_numpy()) == 0:
+        # Zero spread makes t infinite and p zero: that is no evidence, e.g. two systems that differ on the
+        # same two test examples whatever the seed.
+        return Gain(float(fused.mean() - baseline.mean()), np.nan, np.nan, np.nan, np.nan, np.nan, np.nan,
+                    NO_SPREAD, "none", confidence, len(shared), len(shared))
+    if len(shared) >= 2:
+        return transfer_gain(fused[shared].to_numpy(), baseline[shared].to_numpy(), paired=True, confidence=confidence)
+    if len(fused) >= 2 and len(baseline) >= 2:
+        return transfer_gain(fused.to_numpy(), baseline.to_numpy(), paired=False, confidence=confidence)
+    return Gain(float(fused.mean() - baseline.mean()), np.nan, np.nan, np.nan, np.nan, np.nan, np.nan,
+                UNTESTED, "none", confidence, len(fused), len(baseline))
+
+
+def _example_gain(runs: pd.DataFrame, baseline_runs: pd.DataFrame, predictions, metric: str, confidence: float,
+                  scale: float) -> Gain:
+    ids, baseline_ids = runs.set_index("seed")["run_id"], baseline_runs.set_index("seed")["run_id"]
+    shared = sorted(set(ids.index) & set(baseline_ids.index))
+    if not shared:
+        raise InputError(f"no seed is shared by {sorted(ids.index)} and the baseline's {sorted(baseline_ids.index)}")
+    labels = [predictions(ids[seed])[0] for seed in shared]
+    if any(not np.array_equal(labels[0], other) for other in labels[1:] + [predictions(baseline_ids[s])[0]
+                                                                         for s in shared]):
+        raise InputError("the runs compared were scored on different test sets")
+    gain = example_gain(labels[0], [predictions(ids[s])[1] for s in shared],
+                        [predictions(baseline_ids[s])[1] for s in shared], metric, confidence)
+    return replace(gain, absolute=gain.absolute * scale, ci_low=gain.ci_low * scale, ci_high=gain.ci_high * scale)
+
+
+def _where(row: pd.Series, match_on: Sequence[str]) -> str:
+    words = {"target": "on {}", "train_size": "at n={}"}
+    return " ".join(words.get(column, column + "={}").format(row[column]) for column in match_on)
+
+
+def _number(value: float, metric: str, signed: bool = False) -> str:
+    return f"{value:{'+' if signed else ''}.{1 if metric in POINT_METRICS else 3}f}"
+
+
+def metric_unit(metric: str) -> str:
+    """How a gain in `metric` is expressed, e.g. "accuracy points" or "nll (lower is better)"."""
+    unit = f"{metric} points" if metric in POINT_METRICS else metric
+    return f"{unit} (lower is better)" if metric in LOWER_IS_BETTER else unit
+
+
+def system_name(strategy: str, sources) -> str:
+    """A strategy and its sources as one name, e.g. "attention (sources mr,subj)"; no sources, no brackets."""
+    return f"{strategy} (sources {sources})" if isinstance(sources, str) and sources else str(strategy)
+
+
+def _sentence(row: pd.Series, match_on: Sequence[str]) -> str:
+    metric = row["metric"]
+    change = f"{_number(row['gain'], metric, signed=True)} {metric_unit(metric)}"
+    head = f"{row['system']} vs {row['baseline']} {_where(row, match_on)}: {change}"
+    if row["test"] == EXAMPLE_TEST:
+        seeds = f"each example averaged over {row['n_fused']} shared seeds"
+    elif row["test"] == PAIRED_T_TEST:
+        seeds = f"{row['n_fused']} paired seeds"
+    else:
+        seeds = f"{row['n_fused']} vs {row['n_baseline']} seeds"
+    if np.isnan(row["p_holm"]):
+        return f"{head}, {row['test']} ({seeds}): {row['verdict']}"
+    p_value = "p<0.001" if row["p_holm"] < 0.001 else f"p={row['p_holm']:.2g}"
+    interval = f"[{row['confidence']:.0%} CI {_number(row['ci_low'], metric)}, {_number(row['ci_high'], metric)}]"
+    return f"{head} {interval}, {p_value} after Holm ({row['test']}, {seeds}): {row['verdict']}"
+
+
+def compare_to_baseline(results: pd.DataFrame, baseline: str, metric: str = "accuracy", alpha: float = 0.05,
+                        min_effect: float = 0.0, confidence: float = 0.95,
+                        match_on: Sequence[str] = ("target", "train_size"),
+                        distinguish_by: Sequence[str] = (), name_column: str | None = None,
+                        predictions: Callable[[str], tuple] | None = None) -> pd.DataFrame:
+    """Each system (strategy, sources, *distinguish_by) against the `baseline` strategy at the same match_on values.
+
+    results has one row per run with columns match_on, strategy, sources, distinguish_by, seed and
+    `metric`; distinguish_by names columns (e.g. "system" or "knobs") that split one strategy into
+    several systems. The gain is mean(system) - mean(baseline), in points (x100) for POINT_METRICS.
+    Seeds run by both sides are paired: with 2 or more shared seeds the paired t-test and its t-interval
+    over those seeds; otherwise Welch's t-test over all seeds; with fewer than 2 seeds on a side, no
+    test ("inconclusive"). P-values are Holm-adjusted across every tested row of the returned table.
+    Verdict: "helps" or "hurts (negative transfer)" when p_holm < alpha and |gain| >= min_effect (in
+    the gain's units). One row per system and match_on values, with a display name in `system`: the value
+    of `name_column` (one of distinguish_by, e.g. a study's system name) when given, else built from the columns.
+
+    With `predictions` (run_id -> (y_true, probs), e.g. ResultsStore.predictions) the test is per example
+    instead (transfer.example_gain over the seeds both sides ran: bootstrap interval and paired permutation
+    test over the test examples); results then needs a run_id column and `metric` must be per-example.
+    """
+    match_on, system = list(match_on), [*SYSTEM_COLUMNS, *distinguish_by]
+    if name_column is not None and name_column not in distinguish_by:
+        raise InputError(f"name_column {name_column!r} must be one of distinguish_by {list(distinguish_by)}")
+    check_columns(results, [*match_on, *system, "seed", metric])
+    is_baseline = results["strategy"] == baseline
+    if not is_baseline.any():
+        present = sorted(results["strategy"].unique())
+        raise InputError(f"baseline {baseline!r} has no runs; strategies present: {present}")
+    scale = 100.0 if metric in POINT_METRICS else 1.0
+    baselines = dict(list(results[is_baseline].groupby(match_on, dropna=False)))
+    keys, gains = [], []
+    for key, runs in results[~is_baseline].groupby([*match_on, *system], dropna=False):
+        where = _describe(match_on, key)
+        if key[:len(match_on)] not in baselines:
+            raise InputError(f"no {baseline!r} runs at {where} to compare "
+                             f"{_describe(system, key[len(match_on):])} with")
+        fused = _by_seed(runs, metric, _describe([*match_on, *system], key)) * scale
+        reference = _by_seed(baselines[key[:len(match_on)]], metric, f"baseline {baseline!r} at {where}") * scale
+        keys.append(key)
+        if predictions is None:
+            gains.append(_seed_gain(fused, reference, confidence))
+        else:
+            gains.append(_example_gain(runs, baselines[key[:len(match_on)]], predictions, metric, confidence, scale))
+    table = judge_gains(gains, alpha, min_effect, higher_is_better=metric not in LOWER_IS_BETTER)
+    table = pd.concat([pd.DataFrame(keys, columns=[*match_on, *system]), table], axis=1)
+    no_sources = table["sources"].fillna("").astype(str) == ""
+    table.loc[no_sources, "verdict"] = table.loc[no_sources, "verdict"].replace(BASELINE_VERDICTS)
+    if name_column:
+        table["system"] = table[name_column].astype(str)
+    else:
+        table["system"] = [system_name(row["strategy"], row["sources"]) + "".join(
+            f", {column}={row[column]}" for column in distinguish_by) for _, row in table.iterrows()]
+    table["baseline"], table["metric"] = baseline, metric
+    table["sentence"] = [_sentence(row, match_on) for _, row in table.iterrows()]
+    return table[[*match_on, *system, *(column for column in _OUTPUT_COLUMNS if column not in system)]]
+
+
+def verdict_sentences(comparisons: pd.DataFrame) -> list[str]:
+    """The plain-language finding of every comparison, in table order."""
+    check_columns(comparisons, ["sentence"], "comparisons")
+    return comparisons["sentence"].tolist()
+
+
+def methods_header(comparisons: pd.DataFrame) -> str:
+    """One paragraph stating the test, the correction and the thresholds behind a compare_to_baseline table."""
+    check_columns(comparisons, ["baseline", "metric", "alpha", "min_effect", "confidence", "p_holm", "test"],
+                  "comparisons")
+    if comparisons.empty:
+        raise InputError("comparisons is empty; there is nothing to describe")
+    first = comparisons.iloc[0]
+    unit = metric_unit(first["metric"])
+    if (comparisons["test"] == EXAMPLE_TEST).all():
+        how = (f"Gain = the strategy minus the baseline, in {unit}, per test example averaged over the seeds both "
+               f"ran, with its {first['confidence']:.0%} percentile bootstrap interval over test examples; test: "
+               f"paired permutation test over test examples (the two systems swapped per example). This measures "
+               f"the test set's sampling noise, not the spread between training seeds (see the seed-level table)")
+    else:
+        how = (f"Gain = mean over seeds of the strategy minus the baseline, in {unit}, with its "
+               f"{first['confidence']:.0%} t-interval; test: paired t-test over shared seeds (Welch's t-test when "
+               f"fewer than 2 seeds are shared)")
+    return (f"Each strategy is compared with {first['baseline']!r} on {first['metric']} at the same target and "
+            f"train size. {how}. P-values are Holm-Bonferroni adjusted across all "
+            f"{int(comparisons['p_holm'].notna().sum())} tested comparisons. Verdict: 'helps' or 'hurts (negative "
+            f"transfer)' ('better' or 'worse' for a target-only baseline) when adjusted p < {first['alpha']:g} and "
+            f"|gain| >= {first['min_effect']:g} {unit}; otherwise 'inconclusive'.")

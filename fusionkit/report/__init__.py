@@ -1,0 +1,12 @@
+"""Report: what the notebooks share, and the report folder they build (papermill -> index.html).
+
+Owns the notebooks' one-call setup (``setup_notebook``), the tables and figures they show, the findings
+written first on the page (``findings``), provenance, and ``run_report``, which executes the numbered
+notebooks shipped in ``fusionkit.notebooks``.
+May import every other subpackage; nothing imports it but the command line.
+"""
+from fusionkit.report.build import ReportError, run_report, write_index
+from fusionkit.report.notebook import NotebookRun, notebook_run, notebooks_dir, setup_notebook
+
+__all__ = ["ReportError", "notebooks_dir", "run_report", "write_index", "NotebookRun", "notebook_run",
+           "setup_notebook"]

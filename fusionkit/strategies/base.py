@@ -1,0 +1,238 @@
+"""The interface every strategy shares: ``Strategy.fit(...) -> FittedModel``, and the artefacts strategies need.
+
+A fitted model is a torch module mapping token ids to logits plus the JSON spec needed to rebuild it, so
+``predict_proba``, ``save`` and ``load`` are written once for all strategies. Each strategy builds its module
+in one place, ``build_module(spec, backbones)``: from pretrained backbones when it fits, from blank ones
+(``blank_encoder(spec)``) when a saved model is loaded.
+
+An *artefact* is a fitted model that a strategy needs before it can fit (a source expert, a distillation
+teacher). A strategy declares them (``requirements``); whoever runs it provides them (``Artefact.provide``:
+trained once per work folder, loaded from disk after that). No strategy knows another by its name.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Mapping, Sequence
+
+import numpy as np
+import scipy.special
+import torch
+
+from fusionkit._io import atomic_folder, digest
+from fusionkit.data.tasks import Task
+from fusionkit.errors import ConfigError, DataError
+from fusionkit.modeling.encoders import Encoder, load_encoder, load_tokenizer
+from fusionkit.modeling.heads import count_trainable, predict_logits
+from fusionkit.modeling.training import History, Knobs, Timer
+
+WEIGHTS_FILE, SPEC_FILE = "model.safetensors", "config.json"
+
+
+def _texts(texts_or_dataset) -> list[str]:
+    if hasattr(texts_or_dataset, "column_names"):
+        return list(texts_or_dataset["text"])
+    if isinstance(texts_or_dataset, str):
+        raise ConfigError("predict_proba takes a list of texts or a dataset, not a single string")
+    return list(texts_or_dataset)
+
+
+@dataclass
+class FittedModel:
+    """What ``fit`` returns: a module (token ids -> logits) and everything needed to rebuild it."""
+
+    module: torch.nn.Module
+    tokenizer: object
+    spec: dict  # strategy, encoder, num_labels, label_names, knobs, arch, base_fingerprint, max_length...
+    history: History
+    train_seconds: float
+    num_trainable_params: int
+
+    @property
+    def label_names(self) -> list[str]:
+        return self.spec["label_names"]
+
+    def predict_proba(self, texts_or_dataset, batch_size: int = 64) -> np.ndarray:
+        logits = predict_logits(self.module, self.tokenizer, _texts(texts_or_dataset),
+                                self.spec["max_length"], batch_size)
+        return scipy.special.softmax(logits.astype(np.float64), axis=1)
+
+    def predict(self, texts_or_dataset, batch_size: int = 64) -> np.ndarray:
+        return self.predict_proba(texts_or_dataset, batch_size).argmax(axis=1)
+
+    def save(self, path: str | Path) -> Path:
+        """safetensors weights + JSON spec, written to a temporary folder that then replaces ``path`` whole."""
+        from safetensors.torch import save_model
+
+        record = {**self.spec, "history": self.history.to_dict(), "train_seconds": self.train_seconds,
+                  "num_trainable_params": self.num_trainable_params}
+        with atomic_folder(path) as folder:
+            save_model(self.module, str(folder / WEIGHTS_FILE))
+            (folder / SPEC_FILE).write_text(json.dumps(record, indent=2, default=str))
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | None = None) -> "FittedModel":
+        from safetensors.torch import load_model
+
+        path = Path(path)
+        if not (path / SPEC_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
+            raise DataError(f"'{path}' is not a saved fusionkit model (needs {SPEC_FILE} and {WEIGHTS_FILE})")
+        try:
+            record = json.loads((path / SPEC_FILE).read_text())
+        except json.JSONDecodeError as err:
+            raise DataError(f"file '{path / SPEC_FILE}' is not valid JSON: {err}") from None
+        history = History(**record.pop("history"))
+        train_seconds = record.pop("train_seconds")
+        trainable = record.pop("num_trainable_params")
+        strategy = Strategy.registry.get(record.get("strategy"))
+        if strategy is None:
+            raise DataError(f"'{path / SPEC_FILE}': unknown strategy {record.get('strategy')!r}")
+        module = strategy.build_module(record)
+        load_model(module, str(path / WEIGHTS_FILE), strict=True, device=device or "cpu")
+        module.eval()
+        tokenizer = load_tokenizer(record["encoder"])
+        return cls(module, tokenizer, record, history, train_seconds, trainable)
+
+
+class Strategy:
+    """Base class: subclasses set ``name`` and ``Knobs``, implement ``_fit`` and ``build_module``, and declare
+    what they need fitted first in ``requirements``. Defining a subclass with a ``name`` registers it."""
+
+    name: ClassVar[str]
+    Knobs: ClassVar[type[Knobs]]
+    needs_sources: ClassVar[bool] = False
+    registry: ClassVar[dict[str, type["Strategy"]]] = {}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            if cls.name in Strategy.registry:
+                raise ConfigError(f"two strategies are named {cls.name!r}: {Strategy.registry[cls.name]} and {cls}")
+            Strategy.registry[cls.name] = cls
+
+    def __init__(self, knobs: dict | None = None, encoder: str = "minilm", workdir: str | Path = "runs",
+                 device: str | None = None, max_length: int = 128, pooling: str = "mean",
+                 progress: bool = False):
+        knobs = dict(knobs or {})
+        if "progress" in self.Knobs.knob_names():
+            knobs.setdefault("progress", progress)
+        try:
+            self.knobs = self.Knobs.from_knobs(knobs)
+        except ConfigError as err:
+            raise ConfigError(f"strategy '{self.name}': {err}") from None
+        self.encoder_name = encoder
+        self.workdir = Path(workdir)
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.max_length = max_length
+        self.pooling = pooling
+
+    @property
+    def settings(self) -> dict:
+        """Where and on what this strategy runs: what an artefact it needs is trained with too."""
+        return {"encoder": self.encoder_name, "workdir": self.workdir, "device": self.device,
+                "max_length": self.max_length, "pooling": self.pooling}
+
+    def load_base(self, from_scratch: bool = False, seed: int = 0) -> Encoder:
+        """The base encoder on this strategy's device, fingerprinted as loaded (training may change its weights
+        in place; the fitted model's spec records the weights it started from).
+
+        The seed only matters for random weights (``from_scratch``): "tiny" is one fixed base for every seed.
+        """
+        encoder = load_encoder(self.encoder_name, from_scratch=from_scratch, pooling=self.pooling,
+                               max_length=self.max_length, seed=seed if from_scratch else 0)
+        encoder.fingerprint()
+        encoder.model.to(self.device)
+        return encoder
+
+    def requirements(self, target: Task, sources: list, seed: int) -> list["Artefact | FittedModel"]:
+        """What must be fitted before this strategy can fit on ``target`` (its training subsample):
+        artefacts to provide, or fitted models the caller passed in. Most strategies need nothing."""
+        return []
+
+    def fit(self, target: Task, sources: Sequence = (), seed: int = 0, train_size: int | None = None,
+            artefacts: Mapping[str, "FittedModel"] | None = None) -> FittedModel:
+        """Train on ``target`` (its first ``train_size`` stratified examples) with knowledge from ``sources``.
+
+        ``artefacts`` (artefact key -> fitted model) are the requirements a caller has already provided;
+        any other requirement is provided here (loaded from the work folder, or trained and saved there).
+        """
+        sources = list(sources)
+        if self.needs_sources and not sources:
+            raise ConfigError(f"strategy '{self.name}' fuses knowledge from source tasks: pass sources=[...]")
+        if not self.needs_sources and sources:
+            raise ConfigError(f"strategy '{self.name}' uses the target only; it takes no sources")
+        train_task = target.subsample(train_size, seed) if train_size else target
+        provided = dict(artefacts or {})
+        needed = [need if isinstance(need, FittedModel) else provided.get(need.key) or need.provide()
+                  for need in self.requirements(train_task, sources, seed)]
+        spec = {"strategy": self.name, "encoder": self.encoder_name, "pooling": self.pooling,
+                "max_length": self.max_length, "num_labels": target.num_labels,
+                "label_names": target.label_names, "knobs": self.knobs.to_dict(),
+                "target": target.name, "sources": [s.name if isinstance(s, Task) else s.spec.get("target")
+                                                   for s in sources],
+                "seed": seed, "train_size": len(train_task.train)}
+        with Timer() as timer:
+            module, base, history, arch = self._fit(train_task, sources, seed, needed, spec)
+        spec.update(arch=arch, base_fingerprint=base.fingerprint())
+        return FittedModel(module, base.tokenizer, spec, history, timer.seconds, count_trainable(module))
+
+    def _fit(self, target: Task, sources: list, seed: int, artefacts: list[FittedModel], spec: dict):
+        """Return (module, base encoder, history, arch): ``arch`` is what ``build_module`` needs beyond the spec
+        given here; ``artefacts`` are the fitted requirements, in the order ``requirements`` listed them."""
+        raise NotImplementedError
+
+    @classmethod
+    def build_module(cls, spec: dict, backbones: list[torch.nn.Module] | None = None) -> torch.nn.Module:
+        """The module a spec describes, on ``backbones`` (pretrained ones when fitting) or on blank encoders
+        built from the spec (when loading saved weights)."""
+        raise NotImplementedError
+
+
+def _source_identity(source) -> str:
+    """A source is a task (identified by its content) or an already fitted expert (by its spec)."""
+    if isinstance(source, Task):
+        return source.fingerprint()
+    return json.dumps(source.spec, sort_keys=True, default=str)
+
+
+@dataclass
+class Artefact:
+    """``trainer`` fitted on ``target`` (its stratified ``train_size`` subsample) with ``sources`` and ``seed``,
+    kept under ``<workdir>/<folder>/``: trained once per work folder, loaded by every later ``provide``."""
+
+    trainer: Strategy
+    target: Task
+    sources: tuple = ()
+    seed: int = 0
+    train_size: int | None = None
+    folder: str = "models"
+
+    def _train_task(self) -> Task:
+        return self.target.subsample(self.train_size, self.seed) if self.train_size else self.target
+
+    @property
+    def key(self) -> str:
+        """Same strategy, knobs, encoder, data (content fingerprints) and seed: the same key, wherever it is asked."""
+        trainer = self.trainer
+        identity = {"strategy": trainer.name,
+                    "knobs": {k: v for k, v in trainer.knobs.to_dict().items() if k != "progress"},
+                    "encoder": trainer.encoder_name, "max_length": trainer.max_length, "pooling": trainer.pooling,
+                    "target": self._train_task().fingerprint(),
+                    "sources": [_source_identity(s) for s in self.sources], "seed": self.seed}
+        return digest(identity)
+
+    @property
+    def path(self) -> Path:
+        names = "+".join(s.name if isinstance(s, Task) else str(s.spec.get("target")) for s in self.sources)
+        stem = f"{self.trainer.name}-{self.target.name}{'-' + names if names else ''}-s{self.seed}"
+        return self.trainer.workdir / self.folder / f"{stem}-{self.key}"
+
+    def provide(self) -> FittedModel:
+        path = self.path
+        if path.is_dir():
+            return FittedModel.load(path, device=self.trainer.device)
+        fitted = self.trainer.fit(self.target, list(self.sources), seed=self.seed, train_size=self.train_size)
+        fitted.save(path)
+        return fitted

@@ -1,0 +1,80 @@
+"""Source experts: the base encoder adapted to one source task, trained once and reused by every strategy.
+
+An expert is a fitted ``finetune`` (kind "full") or ``lora`` (kind "lora") model on the source task, an
+``Artefact`` kept under ``<workdir>/experts/``, keyed by (encoder, source content, kind, seed, train size,
+knobs). A strategy that fuses sources carries ``ExpertKnobs`` as a knob group and asks ``expert_artefacts``
+for its experts; the study asks the same function with the study's expert knobs, so both get the same ones.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from fusionkit.data.tasks import Task
+from fusionkit.errors import ConfigError
+from fusionkit.modeling.heads import dense_backbone, is_lora
+from fusionkit.modeling.training import Knobs
+from fusionkit.strategies import task_vectors
+from fusionkit.strategies.base import Artefact, FittedModel
+from fusionkit.strategies.finetune import Finetune, Lora
+
+EXPERT_TRAINERS = {"full": Finetune, "lora": Lora}
+
+
+@dataclass
+class ExpertKnobs(Knobs):
+    """How source experts are trained; every strategy that uses sources carries these knobs."""
+
+    expert_kind: str = "full"
+    expert_train_size: int | None = 2000  # stratified subsample of the source's training split
+    expert_epochs: int = 2
+    expert_lr: float | None = None  # None: the default of the expert's strategy
+    expert_seed: int | None = None  # None: the run's seed; a fixed value shares one expert across seeds
+    expert_knobs: dict = field(default_factory=dict)
+
+
+def expert_artefacts(knobs: ExpertKnobs, settings: dict, sources: list, seed: int) -> list[Artefact | FittedModel]:
+    """The expert of each source, trained as ``knobs`` say with the strategy ``settings`` (encoder, work folder...).
+    A fitted model passed as a source is already an expert and is used as it is."""
+    if knobs.expert_kind not in EXPERT_TRAINERS:
+        raise ConfigError(f"expert_kind must be one of {sorted(EXPERT_TRAINERS)}, got {knobs.expert_kind!r}")
+    train_knobs = {"epochs": knobs.expert_epochs, "progress": False, **knobs.expert_knobs}
+    if knobs.expert_lr is not None:
+        train_knobs["lr"] = knobs.expert_lr
+    trainer = EXPERT_TRAINERS[knobs.expert_kind](train_knobs, **settings)
+    expert_seed = seed if knobs.expert_seed is None else knobs.expert_seed
+    return [source if isinstance(source, FittedModel) else
+            Artefact(trainer, source, (), expert_seed, _train_size(knobs, source), folder="experts")
+            for source in sources]
+
+
+def _train_size(knobs: ExpertKnobs, source: Task) -> int | None:
+    size = knobs.expert_train_size
+    return size if size and size < len(source.train) else None
+
+
+def check_same_base(expert: FittedModel, base_fingerprint: str) -> None:
+    theirs = expert.spec.get("base_fingerprint")
+    if theirs != base_fingerprint:
+        raise ConfigError(
+            f"expert {expert.spec.get('target')!r} was trained on base encoder '{expert.spec.get('encoder')}' "
+            f"(fingerprint {theirs}), but this run's base encoder has fingerprint {base_fingerprint}: "
+            f"experts must share the base encoder they are fused into"
+        )
+
+
+def expert_backbone(expert: FittedModel) -> torch.nn.Module:
+    """The expert's encoder as a frozen plain transformers model (a LoRA expert is merged into dense weights)."""
+    return dense_backbone(expert.module.backbone)
+
+
+def expert_task_vector(expert: FittedModel, base_state: dict) -> dict:
+    """finetuned - pretrained; a LoRA expert's vector comes straight from its low-rank factors."""
+    backbone = expert.module.backbone
+    if is_lora(backbone):
+        from peft import get_peft_model_state_dict
+
+        config = backbone.peft_config["default"]
+        return task_vectors.lora_delta(get_peft_model_state_dict(backbone), config.lora_alpha / config.r)
+    return task_vectors.task_vector(expert_backbone(expert).state_dict(), base_state)

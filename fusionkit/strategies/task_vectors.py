@@ -1,0 +1,171 @@
+"""Model merging as arithmetic on state dicts (``dict[str, torch.Tensor]``).
+
+A task vector is ``finetuned - pretrained`` (Ilharco et al. 2023); the merges combine task vectors
+key by key and add the result back onto the pretrained weights: task arithmetic (sum), TIES
+(Yadav et al. 2023: trim, elect sign, disjoint mean) and DARE (Yu et al. 2024: drop and rescale).
+Task arithmetic and DARE call peft's ``merge_utils`` for the per-tensor arithmetic; TIES keeps its own,
+since its trimming convention differs from peft's (see ``ties``).
+``lora_delta`` turns a peft LoRA adapter into a dense task vector so it merges like any other.
+
+Bad state dicts (empty lists, missing keys, shape mismatches) raise ``InputError``; bad knobs
+(density, drop_rate, weights, combine) raise ``ConfigError``. Both name the key or argument at fault.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from peft.utils import merge_utils
+
+from fusionkit.errors import ConfigError, InputError
+
+StateDict = dict[str, torch.Tensor]
+
+LORA_PREFIX = "base_model.model."  # how peft's get_peft_model_state_dict prefixes the base model's names
+
+
+def task_vector(finetuned: StateDict, pretrained: StateDict) -> StateDict:
+    """``finetuned - pretrained`` on every floating-point key; integer buffers (position_ids) are not weights."""
+    _check_same_keys(pretrained, finetuned, "pretrained", "finetuned")
+    return {key: finetuned[key] - p for key, p in pretrained.items() if p.is_floating_point()}
+
+
+def apply_task_vector(pretrained: StateDict, vector: StateDict, scale: float = 1.0) -> StateDict:
+    """``pretrained + scale * vector``; keys the vector lacks (integer buffers, untouched layers) are kept."""
+    _check_subset(pretrained, vector, "pretrained", "vector")
+    return {key: p + scale * vector[key] if key in vector else p for key, p in pretrained.items()}
+
+
+def average(state_dicts: Sequence[StateDict], weights: Sequence[float] | None = None) -> StateDict:
+    """Parameter average of full state dicts (a model soup): ``sum(w_i * theta_i) / sum(w_i)``."""
+    if weights is None:
+        weights = [1.0] * len(state_dicts)
+    elif len(weights) != len(state_dicts):
+        raise ConfigError(f"weights has {len(weights)} entries but state_dicts has {len(state_dicts)}")
+    elif any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise ConfigError(f"weights must be non-negative and not all zero, got {list(weights)}")
+    total = sum(weights)
+    return _map_keys(state_dicts, lambda ts: sum(w * t for w, t in zip(weights, ts)) / total, "state_dicts")
+
+
+def _weighted_sum(tensors: list[torch.Tensor], weight: float = 1.0) -> torch.Tensor:
+    return merge_utils.task_arithmetic(tensors, torch.full((len(tensors),), weight, dtype=tensors[0].dtype))
+
+
+def task_arithmetic(pretrained: StateDict, vectors: Sequence[StateDict], scale: float) -> StateDict:
+    """``pretrained + scale * sum(vectors)`` (peft's ``task_arithmetic`` merge, key by key); no default scale:
+    the paper tunes it on validation data."""
+    return apply_task_vector(pretrained, _map_keys(vectors, _weighted_sum, "vectors"), scale)
+
+
+def ties(pretrained: StateDict, vectors: Sequence[StateDict], density: float = 0.2,
+         scale: float = 1.0) -> StateDict:
+    """TIES-merging: ``pretrained + scale * disjoint_mean(elect(trim(vectors, density)))``.
+
+    Trimming keeps the top ``density`` fraction of each tensor, as peft does (the paper's code ranks each task's
+    whole flattened vector at once); unlike peft, at least one entry of every tensor survives.
+    """
+    if not 0 < density <= 1:
+        raise ConfigError(f"density must be in (0, 1], got {density!r}")
+    return apply_task_vector(pretrained, _map_keys(vectors, lambda ts: _ties_merge(ts, density), "vectors"), scale)
+
+
+# How dare() combines the dropped-and-rescaled vectors: the weight of each in peft's weighted sum.
+COMBINE: dict[str, Callable[[int], float]] = {
+    "sum": lambda count: 1.0,
+    "mean": lambda count: 1.0 / count,
+}
+
+
+def dare(pretrained: StateDict, vectors: Sequence[StateDict], drop_rate: float = 0.9, scale: float = 1.0,
+         seed: int = 0, combine: str = "sum") -> StateDict:
+    """DARE: drop each delta entry with probability ``drop_rate``, rescale survivors by ``1 / (1 - drop_rate)``,
+    then combine the vectors (``"sum"``: task arithmetic, as in the paper and peft's dare_linear; or ``"mean"``)
+    and add ``scale *`` the result to ``pretrained``. The masks are peft's ``dare_linear`` draws from torch's
+    generator seeded with ``seed`` (forked, so the caller's random state is left as it was): the same seed
+    gives the same masks."""
+    if not 0 <= drop_rate < 1:
+        raise ConfigError(f"drop_rate must be in [0, 1), got {drop_rate!r}")
+    if combine not in COMBINE:
+        raise ConfigError(f"unknown combine {combine!r}; choose one of {tuple(COMBINE)}")
+
+    def drop_and_combine(tensors: list[torch.Tensor]) -> torch.Tensor:
+        weight = COMBINE[combine](len(tensors))
+        if drop_rate == 0:  # nothing to drop (peft would warn that it prunes nothing)
+            return _weighted_sum(tensors, weight)
+        weights = torch.full((len(tensors),), weight, dtype=tensors[0].dtype)
+        return merge_utils.dare_linear(tensors, weights, density=1 - drop_rate)
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        merged = _map_keys(vectors, drop_and_combine, "vectors")
+    return apply_task_vector(pretrained, merged, scale)
+
+
+def lora_delta(lora_state: StateDict, scaling: float) -> StateDict:
+    """Dense task vector of a peft LoRA adapter: ``delta W = B @ A * scaling`` for each adapted module.
+
+    ``lora_state`` is what ``peft.get_peft_model_state_dict`` returns (keys
+    ``base_model.model.<module>.lora_A.weight`` / ``...lora_B.weight``); the result is keyed by the base
+    model's ``<module>.weight``. ``scaling`` is ``lora_alpha / r`` (``lora_alpha / sqrt(r)`` with rsLoRA).
+    Only linear layers without fan_in_fan_out: embedding LoRA and GPT-2 Conv1D store their factors differently.
+    """
+    factors: dict[str, dict[str, torch.Tensor]] = {}
+    for key, tensor in lora_state.items():
+        module, _, factor = key.rpartition(".lora_")
+        if not module.startswith(LORA_PREFIX) or factor not in ("A.weight", "B.weight"):
+            raise InputError(f"lora_state key {key!r} is not '{LORA_PREFIX}<module>.lora_A.weight' or "
+                             "'...lora_B.weight' as get_peft_model_state_dict writes them")
+        factors.setdefault(module.removeprefix(LORA_PREFIX), {})[factor[0]] = tensor
+    delta = {}
+    for module, ab in factors.items():
+        if set(ab) != {"A", "B"}:
+            raise InputError(f"lora_state has only lora_{''.join(ab)} for module {module!r}; need lora_A and lora_B")
+        if ab["B"].shape[1] != ab["A"].shape[0]:
+            raise InputError(f"lora_state module {module!r}: lora_B {tuple(ab['B'].shape)} and lora_A "
+                             f"{tuple(ab['A'].shape)} have different ranks")
+        delta[f"{module}.weight"] = ab["B"] @ ab["A"] * scaling
+    return delta
+
+
+def _trim(delta: torch.Tensor, density: float) -> torch.Tensor:
+    """Keep the top ``density`` fraction of entries by magnitude, zero the rest."""
+    # At least one entry survives: int(density * numel) is 0 for tiny tensors, which would silently drop them.
+    k = max(1, int(density * delta.numel()))
+    flat = delta.flatten()
+    top = flat.abs().topk(k).indices
+    return torch.zeros_like(flat).index_copy_(0, top, flat[top]).view_as(delta)
+
+
+def _ties_merge(deltas: list[torch.Tensor], density: float) -> torch.Tensor:
+    trimmed = torch.stack([_trim(d, density) for d in deltas])
+    elected = torch.where(trimmed.sum(0) >= 0, 1.0, -1.0)  # sign of the larger total mass; a tie goes to +
+    agrees = trimmed.sign() == elected  # trimmed entries have sign 0, so they never count towards the mean
+    return (trimmed * agrees).sum(0) / agrees.sum(0).clamp(min=1)
+
+
+def _map_keys(state_dicts: Sequence[StateDict], op: Callable[[list[torch.Tensor]], torch.Tensor],
+              name: str) -> StateDict:
+    """``op`` over the tensors the state dicts hold under each floating-point key; integer buffers are
+    copied from the first. The state dicts must hold the same keys with the same shapes."""
+    if not state_dicts:
+        raise InputError(f"{name} is empty: need at least one state dict")
+    first = state_dicts[0]
+    for i, other in enumerate(state_dicts[1:], start=1):
+        _check_same_keys(first, other, f"{name}[0]", f"{name}[{i}]")
+    return {key: op([sd[key] for sd in state_dicts]) if t.is_floating_point() else t for key, t in first.items()}
+
+
+def _check_same_keys(a: StateDict, b: StateDict, a_name: str, b_name: str) -> None:
+    _check_subset(a, b, a_name, b_name)
+    _check_subset(b, a, b_name, a_name)
+
+
+def _check_subset(reference: StateDict, other: StateDict, ref_name: str, other_name: str) -> None:
+    """Every key of ``other`` is in ``reference`` with the same shape."""
+    for key, tensor in other.items():
+        if key not in reference:
+            raise InputError(f"{other_name} has key {key!r} that {ref_name} lacks")
+        if tensor.shape != reference[key].shape:
+            raise InputError(f"key {key!r}: {other_name} has shape {tuple(tensor.shape)} but {ref_name} has "
+                             f"{tuple(reference[key].shape)}")

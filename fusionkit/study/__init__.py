@@ -1,0 +1,14 @@
+"""Study: a grid of runs (strategies x sources x seeds x train sizes) on a target, each stored once.
+
+Owns the study config and its runner (``run_study``: resumable, every run fitted at most once per work
+folder), the named profiles, the results store (one atomic record per run) and the source scores
+(experts and their transferability before fusion).
+May import: ``fusionkit.errors``, ``fusionkit._io``, ``data``, ``modeling``, ``strategies``, ``evaluation``.
+"""
+from fusionkit.study import source_scores
+from fusionkit.study.profiles import PROFILES, profile_parameters, study_config
+from fusionkit.study.runner import Arm, StudyConfig, load_study_tasks, planned_runs, run_study
+from fusionkit.study.store import ResultsStore, run_key
+
+__all__ = ["source_scores", "PROFILES", "profile_parameters", "study_config", "Arm", "StudyConfig", "load_study_tasks", "planned_runs",
+           "run_study", "ResultsStore", "run_key"]

@@ -1,0 +1,209 @@
+"""A study: strategies x seeds x train sizes on one target, every run stored once (resumable).
+
+``run_study`` is what notebooks 02 and 04 call. A run already in the results store is not redone,
+so a killed study picks up where it stopped; experts, fitted teachers and features are reused from
+the same work folder.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fusionkit.data.tasks import Task, load_task, stratified_sample
+from fusionkit.errors import ConfigError
+from fusionkit.evaluation.gains import Cost
+from fusionkit.evaluation.metrics import score_all
+from fusionkit.evaluation.similarity import layerwise_cka
+from fusionkit.modeling.encoders import Encoder, load_encoder
+from fusionkit.modeling.heads import dense_backbone
+from fusionkit.strategies import STRATEGIES, Artefact, get_strategy
+from fusionkit.study.store import ResultsStore, run_key
+
+
+@dataclass
+class Arm:
+    """One line of a study: a system (the name tables and figures show), a strategy and its knobs.
+    ``per_source`` runs it once per source; ``train_sizes`` (if set) replaces the study's sizes for this arm."""
+
+    system: str
+    strategy: str
+    knobs: dict = field(default_factory=dict)
+    per_source: bool = False
+    train_sizes: list | None = None
+
+
+@dataclass
+class StudyConfig:
+    target: str
+    sources: list[str]
+    arms: list[Arm]
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    train_sizes: list = field(default_factory=lambda: [256])
+    encoder: str = "minilm"
+    max_length: int = 64
+    workdir: str = "runs/default"
+    data_dir: str | None = None
+    task_train_cap: int | None = None  # cap every task's train split (smoke runs)
+    validation_cap: int | None = None  # cap the target's validation split: early stopping evaluates it often
+    test_cap: int | None = None
+    train_knobs: dict = field(default_factory=dict)  # given to every arm that trains with the loop
+    expert_knobs: dict = field(default_factory=dict)  # given to every arm that uses sources
+    cka_examples: int = 256  # target test texts on which base and adapted encoders are compared
+
+    def __post_init__(self):
+        self.arms = [a if isinstance(a, Arm) else Arm(**a) for a in self.arms]
+        for arm in self.arms:
+            if arm.strategy not in STRATEGIES:
+                raise ConfigError(f"arm '{arm.system}': unknown strategy '{arm.strategy}'; "
+                                  f"known strategies: {', '.join(STRATEGIES)}")
+
+
+def _capped(task: Task, split: str, cap: int | None) -> Task:
+    data = getattr(task, split)
+    if not cap or cap >= len(data):
+        return task
+    indices = stratified_sample(np.asarray(data["label"]), cap, seed=0)
+    capped = Task(**{**task.__dict__, split: data.select(indices)})
+    capped.notes = task.notes + [f"{split} capped to {cap} examples (stratified, seed 0)"]
+    return capped
+
+
+def load_study_tasks(config: StudyConfig) -> tuple[Task, list[Task]]:
+    """The target and the sources, with the study's caps applied (fixed seed: every run sees the same data)."""
+    target = load_task(config.target, data_dir=config.data_dir)
+    sources = [load_task(name, data_dir=config.data_dir) for name in config.sources]
+    target = _capped(_capped(_capped(target, "train", config.task_train_cap), "validation", config.validation_cap),
+                     "test", config.test_cap)
+    sources = [_capped(s, "train", config.task_train_cap) for s in sources]
+    return target, sources
+
+
+def arm_knobs(arm: Arm, config: StudyConfig) -> dict:
+    """Every knob of the arm's strategy, resolved: the arm's own over the study's shared training and expert
+    knobs (only those the strategy has) over the strategy's defaults.
+
+    Defaults are spelled out so that a run's key changes when a default does: a stored run is reused
+    only if it was trained with the same settings. ``progress`` is left out: it changes no result.
+    """
+    knobs_class = STRATEGIES[arm.strategy].Knobs
+    known = knobs_class.knob_names()
+    shared = {**config.train_knobs, **config.expert_knobs}
+    given = {**{k: v for k, v in shared.items() if k in known}, **arm.knobs}
+    resolved = knobs_class.from_knobs(given).to_dict()
+    resolved.pop("progress", None)
+    return resolved
+
+
+def planned_runs(config: StudyConfig, target: Task, sources: list[Task]) -> list[dict]:
+    """Every run of the study as a plain config dict (the results store's key is computed from it).
+
+    A train size of None stands for the whole training split and is recorded as its length, so learning
+    curves have a number to plot. ``data`` holds the content fingerprints of the (capped) tasks: a run
+    stored under other caps or other files is not mistaken for this one.
+    """
+    data = {"target": target.fingerprint(), "sources": {s.name: s.fingerprint() for s in sources}}
+    runs = []
+    for arm in config.arms:
+        needs = STRATEGIES[arm.strategy].needs_sources
+        source_sets = [[s] for s in sources] if arm.per_source else [sources if needs else []]
+        # None and sizes beyond the split all mean the whole split: plan (and train) that size once.
+        sizes = dict.fromkeys(min(size or len(target.train), len(target.train))
+                              for size in arm.train_sizes or config.train_sizes)
+        for size in sizes:
+            for seed in config.seeds:
+                for chosen in source_sets:
+                    runs.append({"target": config.target, "sources": [s.name for s in chosen],
+                                 "strategy": arm.strategy, "system": arm.system + (
+                                     f" ({chosen[0].name})" if arm.per_source else ""),
+                                 "knobs": arm_knobs(arm, config), "seed": seed, "train_size": size,
+                                 "encoder": config.encoder, "max_length": config.max_length, "data": data})
+    return runs
+
+
+def strategy_settings(config: StudyConfig) -> dict:
+    """What every strategy of the study (and every expert it trains) runs with."""
+    return {"encoder": config.encoder, "workdir": config.workdir, "max_length": config.max_length}
+
+
+def cka_texts(target: Task, config: StudyConfig) -> list[str]:
+    """The target test texts on which every run's encoder is compared with the base encoder."""
+    return list(target.test["text"])[:config.cka_examples]
+
+
+def encoder_cka(fitted, base: Encoder, texts: list[str], base_layers: np.ndarray) -> list[list[float]] | None:
+    """Linear CKA of every (base layer, adapted layer) pair on the same texts; None when the model has no
+    encoder of its own (representation fusion keeps the base frozen). ``base_layers``: the base encoder's
+    per-layer features of ``texts``, computed once per study since they are the same for every run."""
+    backbone = getattr(fitted.module, "backbone", None)
+    if backbone is None:
+        return None
+    adapted = Encoder(dense_backbone(backbone), base.tokenizer, "adapted", base.pooling, base.max_length)
+    after = adapted.encode(texts, layers=list(range(base.num_layers + 1)))
+    return layerwise_cka(base_layers, after).round(6).tolist()
+
+
+class StudyRunner:
+    """Fits the runs of one study. A run that another run needs fitted first (a ``sequential`` run that
+    ``distill`` uses as a teacher) is fitted through the artefact cache, so it is trained only once."""
+
+    def __init__(self, config: StudyConfig, target: Task, sources: list[Task], store: ResultsStore):
+        self.config, self.target, self.store = config, target, store
+        self.by_name = {s.name: s for s in sources}
+        self.base = load_encoder(config.encoder, max_length=config.max_length)
+        self.base_layers = self.base.encode(cka_texts(target, config), layers=list(range(self.base.num_layers + 1)))
+
+    def _parts(self, run: dict):
+        strategy = get_strategy(run["strategy"], run["knobs"], **strategy_settings(self.config))
+        train_size = run["train_size"] if run["train_size"] < len(self.target.train) else None
+        return strategy, [self.by_name[n] for n in run["sources"]], train_size
+
+    def required_artefacts(self, runs: list[dict]) -> set[str]:
+        """Keys of every artefact the runs need fitted first."""
+        keys = set()
+        for run in runs:
+            strategy, sources, train_size = self._parts(run)
+            train_task = self.target.subsample(train_size, run["seed"]) if train_size else self.target
+            keys |= {need.key for need in strategy.requirements(train_task, sources, run["seed"])
+                     if isinstance(need, Artefact)}
+        return keys
+
+    def run(self, run: dict, required: set[str]) -> None:
+        strategy, sources, train_size = self._parts(run)
+        as_artefact = Artefact(strategy, self.target, tuple(sources), run["seed"], train_size)
+        if as_artefact.key in required:
+            fitted = as_artefact.provide()
+        else:
+            fitted = strategy.fit(self.target, sources, seed=run["seed"], train_size=train_size)
+        texts, labels = list(self.target.test["text"]), np.asarray(self.target.test["label"])
+        start = time.perf_counter()
+        probs = fitted.predict_proba(texts)
+        cost = Cost(fitted.num_trainable_params, fitted.train_seconds,
+                    1000 * (time.perf_counter() - start) / len(texts))
+        details = {"arch": fitted.spec["arch"], "history": fitted.history.to_dict(),
+                   "cka_base_vs_adapted": encoder_cka(fitted, self.base, cka_texts(self.target, self.config),
+                                                      self.base_layers)}
+        self.store.put(run_key(run), {**run, "details": details}, score_all(labels, probs), cost.as_dict(),
+                       labels, probs)
+
+
+def run_study(config: StudyConfig, progress: bool = True):
+    """Run every planned run not yet stored; returns the results table of this study's runs."""
+    from tqdm.auto import tqdm
+
+    target, sources = load_study_tasks(config)
+    store = ResultsStore(Path(config.workdir) / "results")
+    runs = planned_runs(config, target, sources)
+    todo = [r for r in runs if not store.has(run_key(r))]
+    if todo:
+        runner = StudyRunner(config, target, sources, store)
+        required = runner.required_artefacts(todo)
+        for run in tqdm(todo, disable=not progress, desc=f"study {config.target}"):
+            torch.manual_seed(run["seed"])
+            runner.run(run, required)
+    keys = {run_key(r) for r in runs}
+    frame = store.to_frame()
+    return frame[frame["run_id"].isin(keys)].reset_index(drop=True)

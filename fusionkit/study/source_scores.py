@@ -1,0 +1,81 @@
+"""A study's source experts, and how transferable each source looks for the target before any fusion.
+
+The experts are trained with the study's expert knobs through the same cache the fusion strategies use,
+so scoring them here trains nothing that notebook 04 would train again.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fusionkit._io import atomic_write, digest
+from fusionkit.data.tasks import Task
+from fusionkit.evaluation.transferability import hscore, leep, logme, nce
+from fusionkit.modeling.encoders import Encoder, load_encoder
+from fusionkit.strategies.base import FittedModel
+from fusionkit.strategies.experts import ExpertKnobs, check_same_base, expert_artefacts, expert_backbone
+from fusionkit.study.runner import StudyConfig, load_study_tasks, strategy_settings
+
+
+def source_experts(config: StudyConfig, sources: list[Task], base: Encoder, seed: int = 0) -> dict[str, FittedModel]:
+    """One expert per source, trained (or loaded) exactly as the study's fusion arms will ask for it."""
+    needs = expert_artefacts(ExpertKnobs.from_knobs(config.expert_knobs), strategy_settings(config), sources, seed)
+    experts = {source.name: need.provide() for source, need in zip(sources, needs)}
+    for expert in experts.values():
+        check_same_base(expert, base.fingerprint())
+    return experts
+
+
+def study_experts(config: StudyConfig, seed: int = 0) -> dict[str, FittedModel]:
+    """The study's source experts, on its (capped) source tasks."""
+    _, sources = load_study_tasks(config)
+    return source_experts(config, sources, load_encoder(config.encoder, max_length=config.max_length), seed)
+
+
+def transferability_table(target: Task, experts: dict[str, FittedModel], base: Encoder, n_examples: int,
+                          seed: int = 0) -> pd.DataFrame:
+    """LogME, H-score, LEEP and NCE of each source expert on a stratified sample of the target's train split.
+
+    LogME and H-score read the expert's pooled features; LEEP its source-label probabilities; NCE its hard
+    source labels. The base encoder's LogME and H-score are given as the row "none (base)": a source whose
+    features score below it is not expected to help. The sample is the one a low-resource user would have.
+    """
+    sample = target.subsample(n_examples, seed) if n_examples < len(target.train) else target
+    texts, labels = list(sample.train["text"]), np.asarray(sample.train["label"])
+    base_features = base.encode(texts)
+    rows = [{"source": "none (base)", "logme": logme(base_features, labels), "hscore": hscore(base_features, labels),
+             "leep": np.nan, "nce": np.nan}]
+    for name, expert in experts.items():
+        encoder = Encoder(expert_backbone(expert), expert.tokenizer, f"expert-{name}", base.pooling, base.max_length)
+        features = encoder.encode(texts)
+        source_probs = expert.predict_proba(texts)
+        rows.append({"source": name, "logme": logme(features, labels), "hscore": hscore(features, labels),
+                     "leep": leep(source_probs, labels), "nce": nce(source_probs.argmax(1), labels)})
+    table = pd.DataFrame(rows)
+    table.attrs["n_examples"] = len(labels)
+    return table
+
+
+def expert_table(experts: dict[str, FittedModel]) -> pd.DataFrame:
+    """What each expert is: its source, training size, best validation accuracy on the source, cost."""
+    return pd.DataFrame([{"source": name, "kind": expert.spec["strategy"], "train_size": expert.spec["train_size"],
+                          "source_val_accuracy": max(expert.history.val_metric),
+                          "epochs_run": len(expert.history.val_metric), "train_seconds": expert.train_seconds,
+                          "trainable_params": expert.num_trainable_params} for name, expert in experts.items()])
+
+
+def study_transferability(config: StudyConfig, n_examples: int) -> pd.DataFrame:
+    """The study's transferability table, computed once and kept as CSV in its work folder (named by
+    everything it depends on: encoder, expert knobs, the tasks' content and the sample size)."""
+    target, sources = load_study_tasks(config)
+    identity = [config.encoder, config.max_length, config.expert_knobs, target.fingerprint(),
+                [s.fingerprint() for s in sources], n_examples]
+    path = Path(config.workdir) / f"transferability-{config.target}-n{n_examples}-{digest(identity)}.csv"
+    if path.is_file():
+        return pd.read_csv(path)
+    base = load_encoder(config.encoder, max_length=config.max_length)
+    table = transferability_table(target, source_experts(config, sources, base), base, n_examples)
+    atomic_write(path, table.to_csv(index=False))  # a killed run leaves no half table to be read as finished
+    return table

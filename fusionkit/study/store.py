@@ -1,0 +1,135 @@
+"""The results store: one complete record per run (config, scores, cost, test predictions), written atomically.
+
+Format, all in the store's root folder, for run id ``<id>`` (``run_key(config)``, 20 hex digits):
+
+* ``<id>.npz``: ``y_true`` [n] int64 and ``probs`` [n, k] float64, written by ``np.savez``; read back
+  with ``allow_pickle=False``, so a store never unpickles anything.
+* ``<id>.json``: ``{"format_version": 1, "run_id", "created_at" (UTC, ISO 8601), "config", "scores",
+  "cost", "predictions": "<id>.npz"}``.
+
+Each file is written to a hidden ``.<name>.*.tmp`` file in the same folder, fsynced, then renamed onto
+its name (``os.replace`` is atomic; ``fusionkit._io.atomic_write``). The JSON goes last, so a record exists exactly when its JSON does:
+a run killed at any moment leaves a whole record or none, plus at most a stray .tmp or .npz that is ignored.
+Putting a key again replaces its record.
+"""
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fusionkit._io import atomic_write, digest, to_json
+from fusionkit.errors import DataError, InputError
+from fusionkit.evaluation.metrics import labels_and_probs
+
+FORMAT_VERSION = 1
+RUN_KEY_LENGTH = 20
+_KEY_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
+_RESERVED_COLUMNS = ("run_id", "created_at")
+# Config fields renamed since runs were first stored: new name -> the name their keys and old records use.
+LEGACY_FIELDS = {"system": "label"}
+_RENAMED = {old: new for new, old in LEGACY_FIELDS.items()}
+
+
+def _as_dict(value: Any, name: str) -> dict:
+    if not isinstance(value, dict):
+        raise InputError(f"{name} must be a dict, got {type(value).__name__}: {value!r}")
+    return value
+
+
+def run_key(config: dict) -> str:
+    """Stable id of a run config: dict key order does not matter, any changed value (or list order) does.
+
+    The key is computed with the system's name under "label", its field name when the first runs were
+    stored: a run keeps its id across the rename (see ``LEGACY_FIELDS``).
+    """
+    config = _as_dict(config, "config")
+    return digest({LEGACY_FIELDS.get(name, name): value for name, value in config.items()}, RUN_KEY_LENGTH, "config")
+
+
+def _cell(value: Any) -> Any:
+    """One table cell from a config value: lists comma-joined, dicts as sorted JSON."""
+    if isinstance(value, dict):
+        return to_json(value, "config value")
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(item) for item in value)
+    return value
+
+
+def _check_no_clashes(config: dict, scores: dict, cost: dict) -> None:
+    # to_frame puts all three side by side; a shared name would silently overwrite a column.
+    seen = {name: "reserved" for name in _RESERVED_COLUMNS}
+    for part, mapping in (("config", config), ("scores", scores), ("cost", cost)):
+        for name in mapping:
+            if name in seen:
+                raise InputError(f"{part} key {name!r} clashes with a {seen[name]} column of the results table")
+            seen[name] = part
+
+
+class ResultsStore:
+    """Run records under one folder (created if missing); see the module docstring for the format."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str, suffix: str) -> Path:
+        if not isinstance(key, str) or not _KEY_PATTERN.fullmatch(key):
+            raise InputError(f"run key must be letters, digits, '-' or '_' (as run_key makes), got {key!r}")
+        return self.root / f"{key}{suffix}"
+
+    def _record(self, path: Path) -> dict:
+        if not path.is_file():
+            raise DataError(f"no complete record {path.name} in results store {self.root}")
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise DataError(f"results record {path} is corrupt: {error}") from None
+        if not isinstance(record, dict) or not {"run_id", "created_at", "config", "scores", "cost"} <= set(record):
+            raise DataError(f"results record {path} lacks run_id, created_at, config, scores or cost")
+        return record
+
+    def has(self, key: str) -> bool:
+        return self._path(key, ".json").is_file()
+
+    def put(self, key: str, config: dict, scores: dict, cost: dict, y_true, probs) -> None:
+        """Store one run; the predictions go first and the JSON record last, each atomically."""
+        labels, matrix = labels_and_probs(y_true, probs)
+        config, scores, cost = _as_dict(config, "config"), _as_dict(scores, "scores"), _as_dict(cost, "cost")
+        _check_no_clashes(config, scores, cost)
+        npz_path, json_path = self._path(key, ".npz"), self._path(key, ".json")
+        record = {"format_version": FORMAT_VERSION, "run_id": key,
+                  "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                  "config": config, "scores": scores, "cost": cost, "predictions": npz_path.name}
+        text = to_json(record, f"record of run {key}", indent=1)
+        atomic_write(npz_path, lambda handle: np.savez(handle, y_true=labels, probs=matrix))
+        atomic_write(json_path, text)
+
+    def predictions(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        """(y_true, probs) of a complete run."""
+        self._record(self._path(key, ".json"))
+        path = self._path(key, ".npz")
+        try:
+            with np.load(path, allow_pickle=False) as arrays:
+                return arrays["y_true"], arrays["probs"]
+        except (OSError, ValueError, KeyError) as error:
+            raise DataError(f"predictions file {path} of run {key} is unreadable: {error}") from None
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per complete run: run_id, created_at, config (lists comma-joined, dicts as JSON), scores, cost."""
+        rows = []
+        for path in sorted(self.root.glob("*.json")):
+            record = self._record(path)
+            row = {"run_id": record["run_id"], "created_at": record["created_at"]}
+            row.update({_RENAMED.get(name, name): _cell(value) for name, value in record["config"].items()})
+            row.update(record["scores"])
+            row.update(record["cost"])
+            rows.append(row)
+        if not rows:
+            return pd.DataFrame(columns=list(_RESERVED_COLUMNS))
+        return pd.DataFrame(rows).sort_values(["created_at", "run_id"], ignore_index=True)

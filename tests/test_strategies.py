@@ -1,0 +1,126 @@
+"""Every strategy behind the one interface, on the tiny encoder: shapes, save/load, fusion maths, errors."""
+import numpy as np
+import pytest
+import torch
+
+from fusionkit.errors import ConfigError
+from fusionkit.strategies import STRATEGIES, FittedModel, get_strategy
+from fusionkit.strategies.representation import FusionLayer, fitted_attention_weights
+
+FAST = {"epochs": 1, "batch_size": 16}
+EXPERT = {"expert_train_size": 40, "expert_epochs": 1}
+KNOBS = {
+    "scratch": FAST, "finetune": FAST, "lora": FAST, "linear_probe": {"c_grid": [1.0]},
+    "sequential": {**FAST, **EXPERT}, "multitask": {**FAST, "source_train_size": 40},
+    "representation": {**EXPERT, "epochs": 2, "layers": "all"}, "merge": {**EXPERT, "method": "ties"},
+    "distill": {**FAST, **EXPERT},
+}
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("runs")
+
+
+def fit(name, task, sources, workdir, knobs=None, **fit_args):
+    strategy = get_strategy(name, KNOBS[name] if knobs is None else knobs, encoder="tiny", workdir=workdir,
+                            max_length=16)
+    return strategy.fit(task, sources if strategy.needs_sources else [], **fit_args)
+
+
+def test_registry_holds_every_family():
+    assert set(STRATEGIES) == {"scratch", "linear_probe", "finetune", "lora", "sequential", "multitask",
+                               "representation", "merge", "distill"}
+
+
+@pytest.mark.parametrize("name", sorted(KNOBS))
+def test_strategy_fits_predicts_and_round_trips(name, toy_task, toy_source, workdir, tmp_path):
+    model = fit(name, toy_task, [toy_source], workdir, seed=0, train_size=60)
+    probs = model.predict_proba(toy_task.test)
+    assert probs.shape == (len(toy_task.test), toy_task.num_labels)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-6)
+    assert model.num_trainable_params > 0 and model.train_seconds > 0
+    assert model.history.train_loss and model.spec["train_size"] == 60
+    reloaded = FittedModel.load(model.save(tmp_path / name))
+    np.testing.assert_array_equal(reloaded.predict_proba(toy_task.test), probs)
+    assert reloaded.num_trainable_params == model.num_trainable_params
+
+
+def test_same_seed_gives_identical_predictions_on_cpu(toy_task, workdir):
+    first, second = (fit("finetune", toy_task, [], workdir, seed=7, train_size=40) for _ in range(2))
+    np.testing.assert_array_equal(first.predict_proba(toy_task.test), second.predict_proba(toy_task.test))
+
+
+def test_frozen_strategies_train_only_the_head(toy_task, toy_source, workdir):
+    probe = fit("linear_probe", toy_task, [], workdir)
+    full = fit("finetune", toy_task, [], workdir, train_size=40)
+    lora = fit("lora", toy_task, [], workdir, train_size=40)
+    assert probe.num_trainable_params == 32 * 2 + 2
+    assert probe.num_trainable_params < lora.num_trainable_params < full.num_trainable_params
+
+
+def test_sum_fusion_is_elementwise_addition():
+    layer = FusionLayer("sum", num_sources=3, dim=5, num_labels=2)
+    base, experts = torch.randn(4, 2, 5), torch.randn(4, 3, 2, 5)
+    torch.testing.assert_close(layer.fuse(base, experts), base + experts[:, 0] + experts[:, 1] + experts[:, 2])
+
+
+def test_attention_weights_are_a_distribution_over_base_and_sources():
+    layer = FusionLayer("attention", num_sources=3, dim=5, num_labels=2)
+    torch.nn.init.normal_(layer.query.weight)
+    layer.fuse(torch.randn(4, 2, 5), torch.randn(4, 3, 2, 5))
+    weights = layer.last_attention
+    assert weights.shape == (4, 2, 4)
+    assert (weights >= 0).all()
+    torch.testing.assert_close(weights.sum(-1), torch.ones(4, 2))
+
+
+def test_attention_fusion_reports_weights_per_layer_and_source(toy_task, toy_source, workdir):
+    model = fit("representation", toy_task, [toy_source], workdir, {**KNOBS["representation"], "mode": "attention"})
+    weights, names, layers = fitted_attention_weights(model)
+    assert names == ["base", "toysrc"] and layers == [1, 2]
+    assert weights.shape == (2, 2)
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_experts_are_trained_once_and_reused(toy_task, toy_source, workdir):
+    fit("sequential", toy_task, [toy_source], workdir)
+    saved = sorted(p.name for p in (workdir / "experts").iterdir())
+    fit("merge", toy_task, [toy_source], workdir, {**KNOBS["merge"], "method": "average"})
+    assert sorted(p.name for p in (workdir / "experts").iterdir()) == saved
+
+
+def test_unknown_strategy_lists_the_known_ones():
+    with pytest.raises(ConfigError, match="unknown strategy 'fusion'; known strategies: .*linear_probe"):
+        get_strategy("fusion")
+
+
+def test_unknown_knob_is_named_with_the_strategy():
+    with pytest.raises(ConfigError, match=r"strategy 'lora': unknown knob\(s\) \['rank'\]"):
+        get_strategy("lora", {"rank": 4})
+
+
+def test_source_strategy_without_sources_says_so(toy_task, workdir):
+    with pytest.raises(ConfigError, match="strategy 'merge' fuses knowledge from source tasks: pass sources"):
+        get_strategy("merge", encoder="tiny", workdir=workdir).fit(toy_task, [])
+
+
+def test_train_size_larger_than_the_data_is_refused(toy_task, workdir):
+    with pytest.raises(ConfigError, match=r"n=5000 is larger than the \d+ training examples of task 'toy'"):
+        fit("finetune", toy_task, [], workdir, train_size=5000)
+
+
+def test_expert_from_another_base_encoder_is_refused(toy_task, toy_source, workdir):
+    expert = fit("finetune", toy_source, [], workdir)
+    expert.spec["base_fingerprint"] = "0123456789abcdef"  # as if trained on another encoder
+    with pytest.raises(ConfigError, match="was trained on base encoder 'tiny' \\(fingerprint 0123456789abcdef\\)"):
+        fit("sequential", toy_task, [expert], workdir)
+
+
+def test_bad_fusion_settings_are_named(toy_task, toy_source, workdir):
+    with pytest.raises(ConfigError, match="unknown mode 'max'"):
+        fit("representation", toy_task, [toy_source], workdir, {**EXPERT, "mode": "max"})
+    with pytest.raises(ConfigError, match="unknown method 'slerp'"):
+        fit("merge", toy_task, [toy_source], workdir, {**EXPERT, "method": "slerp"})
+    with pytest.raises(ConfigError, match="exactly one source"):
+        fit("sequential", toy_task, [toy_source, toy_source], workdir)
