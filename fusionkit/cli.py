@@ -40,7 +40,7 @@ def report(
     data_dir: Optional[str] = typer.Option(None, help="SentEval folder (default: FUSIONKIT_DATA, then the Hub)"),
 ) -> None:
     """Execute the notebooks in order with papermill and write OUT/index.html."""
-    from fusionkit.report import run_report
+    from fusionkit.report import run_report  # here, not at the top: `fusionkit --help` need not load torch
 
     try:
         run_report(out, profile, target, sources, parse_parameters(param), workdir, data_dir)

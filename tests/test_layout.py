@@ -38,6 +38,26 @@ def test_every_subpackage_says_what_it_owns_and_may_import():
         assert docstring and "May import" in docstring, name
 
 
+# What each subpackage may import (besides itself), as its docstring says: the pipeline's order.
+MAY_IMPORT = {
+    "data": {"errors", "_io"},
+    "modeling": {"errors", "_io"},
+    "evaluation": {"errors"},
+    "strategies": {"errors", "_io", "data", "modeling"},
+    "study": {"errors", "_io", "data", "modeling", "strategies", "evaluation"},
+    "report": {"errors", "_io", "data", "modeling", "strategies", "evaluation", "study"},
+}
+
+
+def test_each_subpackage_imports_only_what_comes_before_it_in_the_pipeline():
+    for name, path in MODULES.items():
+        parts = name.split(".")
+        if len(parts) < 2 or parts[1] not in MAY_IMPORT:
+            continue
+        reached = {module.split(".")[1] for module in imported_modules(path) if module != "fusionkit"}
+        assert reached <= MAY_IMPORT[parts[1]] | {parts[1]}, f"{name} imports {sorted(reached)}"
+
+
 def test_the_import_graph_has_no_cycle():
     graph = {name: imported_modules(path) for name, path in MODULES.items()}
     state: dict[str, str] = {}

@@ -178,7 +178,7 @@ def save_figure(figure: Figure, folder: str | Path, name: str) -> tuple[Path, Pa
 
 
 def label_balance(counts: pd.DataFrame) -> Figure:
-    """Share of each label per task and split (a summaries.label_counts table), one panel per task."""
+    """Share of each label per task and split (a tables.label_counts table), one panel per task."""
     check_columns(counts, ["task", "split", "label", "share"], "counts")
     tasks = list(dict.fromkeys(counts["task"]))
     figure = Figure(figsize=(3.2 * len(tasks), 3.2), layout="constrained")
@@ -196,7 +196,7 @@ def label_balance(counts: pd.DataFrame) -> Figure:
 
 
 def text_lengths(lengths: pd.DataFrame, clip: int = 80) -> Figure:
-    """Distribution of text length in words per task (a summaries.text_length_table), clipped at `clip`."""
+    """Distribution of text length in words per task (a tables.text_length_table), clipped at `clip`."""
     check_columns(lengths, ["task", "words"], "lengths")
     figure = Figure(figsize=(6, 4), layout="constrained")
     axes = figure.add_subplot()

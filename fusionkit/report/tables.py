@@ -1,7 +1,7 @@
 """Tables for the evaluation notebook, from the results table of a study (``ResultsStore.to_frame()``).
 
 Each function takes the runs as a DataFrame and returns a small DataFrame (or arrays) ready to show or
-plot; the statistics themselves live in ``stats``, ``transfer`` and ``interpret``.
+plot; the statistics themselves live in ``evaluation`` (``stats``, ``gains``, ``verdicts``).
 """
 from __future__ import annotations
 
