@@ -24,3 +24,7 @@ class InputError(FusionkitError, ValueError):
 
 class TrainingError(FusionkitError, RuntimeError):
     """Training diverged (NaN or inf loss) or cannot continue."""
+
+
+class FusionkitWarning(UserWarning):
+    """Something fusionkit did on the user's behalf, or a risk it was told to keep (e.g. ``dedup=False``)."""

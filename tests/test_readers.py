@@ -154,3 +154,20 @@ def test_table_rows_without_text_or_label_are_dropped_with_their_line(tmp_path):
     (tmp_path / "t.csv").write_text("text,label\na,0\n,1\nb,\nc,1\n")
     rows = read_table_file(tmp_path / "t.csv")
     assert rows.texts == ["a", "c"] and rows.dropped == [(3, "missing text"), (4, "missing label")]
+
+
+def test_jsonl_errors_name_the_line_not_a_byte_offset(tmp_path):
+    (tmp_path / "t.jsonl").write_text('{"text": "a", "label": 0}\n\n{"text": "b", "label": 1}\n{"text": "c", label: 1}\n')
+    with pytest.raises(DataError, match=r"file '.*t\.jsonl', line 4: not valid JSON \(.* at column 15\)"):
+        read_table_file(tmp_path / "t.jsonl")
+    (tmp_path / "ok.jsonl").write_text('{"text": "a", "label": 0}\n\n{"text": "b", "label": null}\n')
+    assert read_table_file(tmp_path / "ok.jsonl").dropped == [(3, "missing label")]  # line 3, past a blank line
+
+
+def test_a_list_valued_label_is_named_with_its_line(tmp_path):
+    import pandas as pd
+
+    pd.DataFrame({"text": ["a", "b"], "label": [[0], [1, 0]]}).to_parquet(tmp_path / "t.parquet")
+    with pytest.raises(DataError, match=r"file '.*t\.parquet', line 0: label .* in column 'label' is not a single "
+                                        r"value"):
+        read_table_file(tmp_path / "t.parquet")

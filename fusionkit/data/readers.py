@@ -123,8 +123,10 @@ def _read_table(path: Path, encoding: str):
             return pd.read_csv(path, encoding=enc, keep_default_na=False), 2, enc
         if suffix in (".tsv", ".tsv.gz"):
             return pd.read_csv(path, sep="\t", encoding=enc, keep_default_na=False), 2, enc
-        if suffix in (".jsonl", ".jsonl.gz", ".json"):
-            return pd.read_json(path, lines=suffix != ".json", encoding=enc), 1, enc
+        if suffix in (".jsonl", ".jsonl.gz"):
+            return _read_jsonl(path, enc), 1, enc
+        if suffix == ".json":
+            return pd.read_json(path, encoding=enc), 0, enc
         if suffix == ".parquet":
             return pd.read_parquet(path), 0, "parquet"
     except UnicodeDecodeError:
@@ -139,13 +141,49 @@ def _read_table(path: Path, encoding: str):
     raise DataError(f"file '{path}': unsupported format '{suffix}' (use .csv, .tsv, .jsonl or .parquet)")
 
 
+def _read_jsonl(path: Path, encoding: str):
+    """One JSON object per line, read line by line so an error names its line (pandas names a byte offset)."""
+    import gzip
+
+    import pandas as pd
+
+    opener = gzip.open if path.suffix == ".gz" else open
+    records, lines = [], []
+    with opener(path, "rt", encoding=encoding) as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"file '{path}', line {line_no}: not valid JSON ({err.msg} at column {err.colno})") from None
+            if not isinstance(record, dict):
+                raise DataError(f"file '{path}', line {line_no}: a JSON object is needed, got {type(record).__name__}")
+            records.append(record)
+            lines.append(line_no)
+    frame = pd.DataFrame.from_records(records)
+    frame.attrs["lines"] = lines  # blank lines are skipped: row i came from line lines[i]
+    return frame
+
+
+# Cells that mean "no label" in the files people export from pandas, R, spreadsheets and databases.
+MISSING_LABELS = frozenset({"", "nan", "na", "none", "null"})
+
+
+def _is_missing(label) -> bool:
+    if label is None or (isinstance(label, float) and label != label):
+        return True
+    return isinstance(label, str) and label.strip().lower() in MISSING_LABELS
+
+
 def read_table_file(
     path: str | Path, text_column: str = "text", label_column: str = "label", encoding: str = "auto"
 ) -> RawRows:
     """Read a CSV, TSV, JSONL or parquet file with a text and a label column.
 
-    Rows with an empty text or a missing label are dropped and recorded; labels stay
-    as read (ints or strings) so the caller can map them consistently across splits.
+    Rows with an empty text or a missing label (blank, NaN, NA, None, null in any case) are dropped and
+    recorded; labels stay as read (numbers or strings) so the caller can map them consistently across splits.
+    A label that is not a single value (a list in a parquet cell) is a DataError naming its line.
     """
     path = Path(path)
     _require_file(path)
@@ -155,8 +193,14 @@ def read_table_file(
             raise DataError(f"file '{path}': no column '{column}'; its columns are {list(frame.columns)}")
     rows = RawRows(path=path, texts=[], labels=[], line_numbers=[], encoding=used)
     for index, (text, label) in enumerate(zip(frame[text_column], frame[label_column])):
-        line_no = index + first_line if first_line else index
-        if label is None or (isinstance(label, float) and label != label) or str(label).strip() == "":
+        line_no = frame.attrs["lines"][index] if "lines" in frame.attrs else index + first_line
+        if not isinstance(label, (str, int, float, bool)) and not hasattr(label, "dtype"):
+            raise DataError(f"file '{path}', line {line_no}: label {label!r} in column '{label_column}' is not a "
+                            f"single value (a {type(label).__name__})")
+        if getattr(label, "ndim", 0):
+            raise DataError(f"file '{path}', line {line_no}: label {label!r} in column '{label_column}' is not a "
+                            f"single value (an array)")
+        if _is_missing(label):
             rows.dropped.append((line_no, "missing label"))
             continue
         if not isinstance(text, str) or not text.strip():

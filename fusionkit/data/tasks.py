@@ -6,13 +6,15 @@ the ``FUSIONKIT_DATA`` environment variable, then the Hugging Face Hub.
 from __future__ import annotations
 
 import os
+import re
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from fusionkit._io import stream_digest
-from fusionkit.errors import ConfigError, DataError
+from fusionkit.errors import ConfigError, DataError, FusionkitWarning
 from fusionkit.data.readers import RawRows, read_label_text_file, read_table_file
 
 # Ratios for tasks without an official split (MR, CR, SUBJ, MPQA, user files given as one file).
@@ -179,8 +181,78 @@ def _check_test_labels_seen(split_rows: dict[str, RawRows], train_labels: set) -
                 )
 
 
-def _assemble(name: str, split_rows: dict[str, RawRows], label_names: list[str], origin: str) -> Task:
-    """Turn per-file rows into three splits, carving missing splits from train with a fixed seed."""
+def normalised(text: str) -> str:
+    """The form two texts share when they are the same sentence: whitespace collapsed, case folded."""
+    return " ".join(text.split()).casefold()
+
+
+@dataclass
+class _Split:
+    """The rows of one split, each with the file and line it came from."""
+
+    texts: np.ndarray
+    labels: np.ndarray
+    files: np.ndarray
+    lines: np.ndarray
+
+    def keep(self, mask: np.ndarray) -> "_Split":
+        return _Split(self.texts[mask], self.labels[mask], self.files[mask], self.lines[mask])
+
+
+def _split_of(rows: RawRows, index: np.ndarray | None = None) -> _Split:
+    texts, labels = np.array(rows.texts, dtype=object), np.array(rows.labels, dtype=np.int64)
+    lines = np.array(rows.line_numbers, dtype=np.int64)
+    index = np.arange(len(texts)) if index is None else index
+    return _Split(texts[index], labels[index], np.full(len(index), rows.path.name, dtype=object), lines[index])
+
+
+def _leaks(splits: dict[str, _Split]) -> dict[str, np.ndarray]:
+    """Per split, which rows repeat (normalised) a text of a later split: train vs validation and test,
+    validation vs test. Such a row lets a model see a test example while training."""
+    order = ("train", "validation", "test")
+    later: set[str] = set()
+    leaking = {}
+    for split in reversed(order):
+        normal = [normalised(t) for t in splits[split].texts]
+        leaking[split] = np.array([text in later for text in normal], dtype=bool)
+        later |= set(normal)
+    return leaking
+
+
+def _remove_leaks(name: str, splits: dict[str, _Split], dedup: bool, notes: list, dropped: list) -> dict:
+    leaking = _leaks(splits)
+    counts = {split: int(leaking[split].sum()) for split in ("train", "validation") if leaking[split].any()}
+    if not counts:
+        return splits
+    described = ", ".join(f"{count} {split}" for split, count in counts.items())
+    if not dedup:
+        warnings.warn(f"task '{name}': {described} rows repeat a text of a later split (train/validation/test "
+                      f"leakage); kept because dedup=False, so scores on it may be inflated", FusionkitWarning,
+                      stacklevel=3)
+        notes.append(f"kept {described} rows that repeat a text of a later split (dedup=False)")
+        return splits
+    for split, mask in leaking.items():
+        rows = splits[split]
+        dropped += [(file, int(line), f"{split} text also in a later split (leakage)")
+                    for file, line in zip(rows.files[mask], rows.lines[mask])]
+    notes.append(f"dropped {described} rows whose text (whitespace collapsed, case folded) also appears in a "
+                 f"later split")
+    return {split: rows.keep(~leaking[split]) for split, rows in splits.items()}
+
+
+def _check_two_classes(name: str, train: _Split, label_names: list[str]) -> None:
+    present = np.unique(train.labels)
+    if len(present) < 2:
+        files = ", ".join(sorted(set(train.files))) or "(no file)"
+        only = label_names[present[0]] if len(present) else "none"
+        raise DataError(f"task '{name}', file '{files}': every usable training row has label {only!r}; a "
+                        f"classifier needs at least two classes")
+
+
+def _assemble(name: str, split_rows: dict[str, RawRows], label_names: list[str], origin: str,
+              dedup: bool = True) -> Task:
+    """Turn per-file rows into three splits, carving missing splits from train with a fixed seed, and drop
+    (``dedup``) the rows that repeat a text of a later split."""
     notes, dropped = [], []
     for split_name, rows in split_rows.items():
         notes.append(f"{split_name}: read {len(rows.texts)} rows from {rows.path.name} ({rows.encoding})")
@@ -192,15 +264,15 @@ def _assemble(name: str, split_rows: dict[str, RawRows], label_names: list[str],
 
     pool_name = "all" if "all" in split_rows else "train"
     pool = split_rows[pool_name]
-    texts, labels = np.array(pool.texts, dtype=object), np.array(pool.labels, dtype=np.int64)
+    labels = np.array(pool.labels, dtype=np.int64)
     _check_test_labels_seen(split_rows, set(pool.labels))
-    out = {}
+    splits = {}
     if pool_name == "all":
         train_share, val_share, test_share = SPLIT_RATIOS
         rest, test_idx = _split_off(labels, test_share, SPLIT_SEED, pool.path)
         train_idx, val_idx = _split_off(labels[rest], val_share / (train_share + val_share), SPLIT_SEED, pool.path)
         train_idx, val_idx = rest[train_idx], rest[val_idx]
-        out["test"] = (texts[test_idx], labels[test_idx])
+        splits["test"] = _split_of(pool, test_idx)
         notes.append(f"no official split: stratified {train_share:.0%}/{val_share:.0%}/{test_share:.0%} "
                      f"train/validation/test with seed {SPLIT_SEED}")
     else:
@@ -211,14 +283,15 @@ def _assemble(name: str, split_rows: dict[str, RawRows], label_names: list[str],
                          f"with seed {SPLIT_SEED}")
         for split_name in ("validation", "test"):
             if split_name in split_rows:
-                rows = split_rows[split_name]
-                out[split_name] = (rows.texts, rows.labels)
+                splits[split_name] = _split_of(split_rows[split_name])
         if "test" not in split_rows:
             raise DataError(f"task '{name}': no test split was given")
-    out["train"] = (texts[train_idx], labels[train_idx])
-    if "validation" not in out:
-        out["validation"] = (texts[val_idx], labels[val_idx])
-    datasets = {k: _to_dataset(t, l, label_names) for k, (t, l) in out.items()}
+    splits["train"] = _split_of(pool, train_idx)
+    if "validation" not in splits:
+        splits["validation"] = _split_of(pool, val_idx)
+    splits = _remove_leaks(name, splits, dedup, notes, dropped)
+    _check_two_classes(name, splits["train"], label_names)
+    datasets = {k: _to_dataset(rows.texts, rows.labels, label_names) for k, rows in splits.items()}
     return Task(name=name, label_names=list(label_names), origin=origin, notes=notes,
                 dropped_rows=dropped, **datasets)
 
@@ -234,7 +307,7 @@ def _resolve_data_dir(data_dir: str | Path | None) -> Path | None:
     return folder
 
 
-def _load_registered(definition: TaskDefinition, folder: Path, encoding: str) -> Task:
+def _load_registered(definition: TaskDefinition, folder: Path, encoding: str, dedup: bool) -> Task:
     split_rows = {}
     for split_name, file_name in definition.files.items():
         path = folder / file_name
@@ -243,10 +316,10 @@ def _load_registered(definition: TaskDefinition, folder: Path, encoding: str) ->
         rows = read_label_text_file(path, encoding=encoding)
         _check_label_range(rows, len(definition.label_names), definition.name)
         split_rows[split_name] = rows
-    return _assemble(definition.name, split_rows, list(definition.label_names), str(folder))
+    return _assemble(definition.name, split_rows, list(definition.label_names), str(folder), dedup)
 
 
-def _load_from_hub(definition: TaskDefinition) -> Task:
+def _load_from_hub(definition: TaskDefinition, dedup: bool) -> Task:
     """Download the same task from the Hub; missing splits are carved from train like local files."""
     import datasets
 
@@ -285,18 +358,21 @@ def _load_from_hub(definition: TaskDefinition) -> Task:
         split_rows[our_split] = rows
     if "test" not in split_rows:
         split_rows = {"all": split_rows["train"]}
-    return _assemble(definition.name, split_rows, list(definition.label_names), f"hub:{definition.hub.dataset_id}")
+    return _assemble(definition.name, split_rows, list(definition.label_names), f"hub:{definition.hub.dataset_id}",
+                     dedup)
 
 
-def load_task(name: str, data_dir: str | Path | None = None, encoding: str = "auto") -> Task:
+def load_task(name: str, data_dir: str | Path | None = None, encoding: str = "auto", dedup: bool = True) -> Task:
     """Load a registered task by name (``fusionkit.TASKS`` lists them) or a user file by path.
 
-    A path to a CSV/TSV/JSONL/parquet file is loaded with :func:`load_task_from_files`.
+    A path to a CSV/TSV/JSONL/parquet file is loaded with :func:`load_task_from_files`. Rows whose text also
+    appears in a later split (train vs validation and test, validation vs test) are dropped and recorded in
+    ``task.dropped_rows``; ``dedup=False`` keeps them, with a warning saying how many leak.
     """
     # A table path goes to the file loader even when missing, so the error says "file not found".
     suffix = Path(name).suffix.lower()
     if name.lower() not in TASKS and (suffix in TABLE_SUFFIXES or (suffix and Path(name).exists())):
-        return load_task_from_files(train=name, encoding=encoding)
+        return load_task_from_files(train=name, encoding=encoding, dedup=dedup)
     key = name.lower()
     if key not in TASKS:
         raise ConfigError(f"unknown task '{name}'; known tasks: {', '.join(sorted(TASKS))} "
@@ -304,22 +380,65 @@ def load_task(name: str, data_dir: str | Path | None = None, encoding: str = "au
     definition = TASKS[key]
     folder = _resolve_data_dir(data_dir)
     if folder is None:
-        return _load_from_hub(definition)
-    return _load_registered(definition, folder, encoding)
+        return _load_from_hub(definition, dedup)
+    return _load_registered(definition, folder, encoding, dedup)
 
 
-def _label_mapping(split_rows: dict[str, RawRows]) -> tuple[dict, list[str]]:
-    """Integer labels keep their values; any other labels are sorted and numbered."""
-    unique = sorted({x for rows in split_rows.values() for x in rows.labels}, key=str)
-    if all(isinstance(x, (int, np.integer)) for x in unique):
-        for rows in split_rows.values():
-            for label, line_no in zip(rows.labels, rows.line_numbers):
-                if label < 0:
-                    raise DataError(f"file '{rows.path}', line {line_no}: label {label} is negative; "
-                                    f"integer labels must be 0, 1, 2, ...")
-        top = max(unique)
-        return {i: i for i in range(top + 1)}, [str(i) for i in range(top + 1)]
-    return {label: index for index, label in enumerate(unique)}, [str(x) for x in unique]
+_INTEGER = re.compile(r"[+-]?\d+")
+
+
+def _label_value(label, rows: RawRows, line_no: int) -> tuple[str, object]:
+    """A user label as ("number", int) or ("text", str); a number that is not a whole number is a DataError."""
+    if isinstance(label, (bool, np.bool_)):
+        return "text", str(label)
+    if isinstance(label, (int, np.integer)):
+        return "number", int(label)
+    if isinstance(label, (float, np.floating)):
+        if float(label).is_integer():
+            return "number", int(label)
+        raise DataError(f"file '{rows.path}', line {line_no}: label {label!r} is not a whole number; class labels "
+                        f"are integers or names (pass label_names=[...] to say which values are classes)")
+    text = str(label).strip()
+    if _INTEGER.fullmatch(text):
+        return "number", int(text)
+    try:
+        float(text)
+    except ValueError:
+        return "text", text
+    raise DataError(f"file '{rows.path}', line {line_no}: label {text!r} is not a whole number; class labels are "
+                    f"integers or names (pass label_names=[...] to say which values are classes)")
+
+
+def _label_mapping(split_rows: dict[str, RawRows], label_names: list | None = None) -> tuple[dict, list[str]]:
+    """Labels as read -> class indices, and the class names.
+
+    With ``label_names`` each label must be one of them (compared as text). Otherwise the labels must be all
+    whole numbers (sorted numerically, e.g. {1, 2} -> 2 classes named "1" and "2") or all names (sorted);
+    a column that mixes the two, or holds a fraction, is a DataError naming the file, line and value.
+    """
+    values = [(rows, line_no, label, _label_value(label, rows, line_no) if label_names is None else None)
+              for rows in split_rows.values() for label, line_no in zip(rows.labels, rows.line_numbers)]
+    if label_names is not None:
+        names = [str(name) for name in label_names]
+        index = {name: i for i, name in enumerate(names)}
+        for rows, line_no, label, _ in values:
+            key = str(int(label)) if isinstance(label, (float, np.floating)) and float(label).is_integer() else str(label).strip()
+            if key not in index:
+                raise DataError(f"file '{rows.path}', line {line_no}: label {label!r} is not one of the label_names "
+                                f"{names}")
+        return {label: index[str(int(label)) if isinstance(label, (float, np.floating)) and float(label).is_integer()
+                             else str(label).strip()] for _, _, label, _ in values}, names
+    kinds = [kind for *_, (kind, _) in values]
+    if len(set(kinds)) > 1:
+        minority = min(set(kinds), key=kinds.count)
+        rows, line_no, label, _ = next(v for v in values if v[3][0] == minority)
+        other = next(v for v in values if v[3][0] != minority)
+        raise DataError(f"file '{rows.path}', line {line_no}: label {label!r} is a {minority} while other labels are "
+                        f"{other[3][0]}s (e.g. {other[2]!r} on line {other[1]}); pass label_names=[...] to say which "
+                        f"values are classes")
+    classes = sorted({value for *_, (_, value) in values})
+    position = {value: i for i, value in enumerate(classes)}
+    return {label: position[value] for _, _, label, (_, value) in values}, [str(value) for value in classes]
 
 
 def load_task_from_files(
@@ -330,21 +449,26 @@ def load_task_from_files(
     label_column: str = "label",
     name: str | None = None,
     encoding: str = "auto",
+    label_names: list | None = None,
+    dedup: bool = True,
 ) -> Task:
-    """A task from your own CSV/TSV/JSONL/parquet file(s). String labels are mapped to integers
-    (sorted order); ``task.label_names`` keeps the mapping. Missing splits are carved from train."""
+    """A task from your own CSV/TSV/JSONL/parquet file(s). Labels are mapped to class indices (whole numbers
+    in numeric order, names in sorted order, or the order of ``label_names`` when given); ``task.label_names``
+    keeps the mapping. Missing splits are carved from train. Rows whose text also appears in a later split are
+    dropped and recorded (``dedup=False`` keeps them, with a warning)."""
     if validation is not None and test is None:
         raise ConfigError("load_task_from_files: give a test file with the validation file, or only train")
     given = {"train": train, "validation": validation, "test": test}
     split_rows = {k: read_table_file(v, text_column, label_column, encoding) for k, v in given.items() if v}
     _check_test_labels_seen(split_rows, set(split_rows["train"].labels))
-    mapping, label_names = _label_mapping(split_rows)
+    mapping, names = _label_mapping(split_rows, label_names)
     for rows in split_rows.values():
         rows.labels = [mapping[x] for x in rows.labels]
     if test is None:
         split_rows = {"all": split_rows["train"]}
     task_name = name or Path(train).stem
-    task = _assemble(task_name, split_rows, label_names, str(Path(train).parent))
-    if not all(isinstance(k, int) for k in mapping):
-        task.notes.append("string labels mapped to integers: " + ", ".join(f"{k!r}->{v}" for k, v in mapping.items()))
+    task = _assemble(task_name, split_rows, names, str(Path(train).parent), dedup)
+    if any(str(label) != names[index] or index != label for label, index in mapping.items()):
+        task.notes.append("labels mapped to classes: " + ", ".join(
+            f"{k!r}->{v}" for k, v in sorted(mapping.items(), key=lambda item: item[1])))
     return task
