@@ -95,6 +95,27 @@ def test_bad_input_raises_clear_errors():
         rank_correlation([1, 2], [2, 1])
 
 
+def test_regularised_hscore_matches_a_hand_computed_case():
+    """Ibrahim et al. (2022): tr(cov_alpha(f)^-1 (1 - alpha) cov(E[f|y])), with the Ledoit-Wolf alpha written out."""
+    rng = np.random.default_rng(3)
+    labels = np.repeat([0, 1, 2], 4)
+    features = rng.normal(size=(12, 20)) + labels[:, None] * np.linspace(0, 1, 20)
+    n, d = features.shape
+    centred = features - features.mean(axis=0)
+    sample = centred.T @ centred / n
+    mu = np.trace(sample) / d
+    squared = centred ** 2
+    beta = (np.sum(squared.T @ squared) / n - np.sum(sample ** 2)) / (d * n)
+    delta = np.sum((sample - mu * np.eye(d)) ** 2) / d
+    alpha = min(beta, delta) / delta
+    shrunk = (1 - alpha) * sample + alpha * mu * np.eye(d)
+    means = np.stack([features[labels == k].mean(axis=0) for k in labels])
+    between = np.cov(means, rowvar=False)
+    expected = np.trace(np.linalg.pinv(shrunk) @ ((1 - alpha) * between))
+    assert 0 < alpha < 1
+    assert hscore(features, labels, shrinkage=True) == pytest.approx(expected, rel=1e-9)
+
+
 def test_hscore_with_fewer_examples_than_dimensions_shrinks_instead_of_collapsing():
     rng = np.random.default_rng(0)
     labels = np.repeat([0, 1], 20)

@@ -81,9 +81,11 @@ def hscore(features, labels, shrinkage: bool | None = None) -> float:
     """H-score (Bao et al. 2019): tr(cov(f)^+ cov(E[f | y])), how much of the feature variance separates classes.
 
     With fewer examples than feature dimensions the sample covariance is singular and the plain score
-    collapses to (number of classes - 1) for any features. ``shrinkage`` then uses the Ledoit-Wolf shrunk
-    covariance instead (the regularised H-score of Ibrahim et al. 2022); None chooses it exactly when
-    n <= dimensions.
+    collapses to (number of classes - 1) for any features. ``shrinkage`` then gives the regularised H-score
+    of Ibrahim et al. (2022), tr(cov_alpha(f)^-1 (1 - alpha) cov(E[f | y])), where cov_alpha is the Ledoit-Wolf
+    shrunk covariance and alpha its shrinkage (scikit-learn's ``ledoit_wolf``); None chooses it exactly when
+    n <= dimensions. Since alpha depends on the features, the (1 - alpha) factor can change which source ranks
+    first.
     """
     matrix, classes = _features_and_labels(features, labels)
     _, class_index = np.unique(classes, return_inverse=True)
@@ -92,13 +94,14 @@ def hscore(features, labels, shrinkage: bool | None = None) -> float:
     class_means = (sums / np.bincount(class_index)[:, None])[class_index]
     if shrinkage is None:
         shrinkage = len(matrix) <= matrix.shape[1]
+    between_cov = np.atleast_2d(np.cov(class_means, rowvar=False))
     if shrinkage:
         from sklearn.covariance import ledoit_wolf
 
-        feature_cov = ledoit_wolf(matrix)[0]
+        feature_cov, alpha = ledoit_wolf(matrix)
+        between_cov = (1 - alpha) * between_cov
     else:
         feature_cov = np.atleast_2d(np.cov(matrix, rowvar=False))
-    between_cov = np.atleast_2d(np.cov(class_means, rowvar=False))
     return float(np.trace(np.linalg.pinv(feature_cov, hermitian=True) @ between_cov))
 
 

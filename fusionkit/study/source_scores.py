@@ -19,6 +19,11 @@ from fusionkit.strategies.experts import ExpertKnobs, check_same_base, expert_ar
 from fusionkit.study.runner import StudyConfig, load_study_tasks, strategy_settings
 
 
+# Part of the cached table's name: bumped when a score's definition changes, so no stale table is reused
+# (2: the regularised H-score gained its (1 - alpha) factor).
+SCORES_VERSION = 2
+
+
 def source_experts(config: StudyConfig, sources: list[Task], base: Encoder, seed: int = 0) -> dict[str, FittedModel]:
     """One expert per source, trained (or loaded) exactly as the study's fusion arms will ask for it."""
     needs = expert_artefacts(ExpertKnobs.from_knobs(config.expert_knobs), strategy_settings(config), sources, seed)
@@ -71,7 +76,7 @@ def study_transferability(config: StudyConfig, n_examples: int) -> pd.DataFrame:
     everything it depends on: encoder, expert knobs, the tasks' content and the sample size)."""
     target, sources = load_study_tasks(config)
     identity = [config.encoder, config.max_length, config.expert_knobs, target.fingerprint(),
-                [s.fingerprint() for s in sources], n_examples]
+                [s.fingerprint() for s in sources], n_examples, SCORES_VERSION]
     path = Path(config.workdir) / f"transferability-{config.target}-n{n_examples}-{digest(identity)}.csv"
     if path.is_file():
         return pd.read_csv(path)
