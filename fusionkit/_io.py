@@ -1,4 +1,5 @@
-"""Writing files so that a killed process never leaves half of one, and naming content by its digest.
+"""Files on disk: written so that a killed process never leaves half of one, read so that a damaged one is
+named (and moved aside to be rebuilt), and named by the digest of their content.
 
 Every artefact fusionkit keeps on disk (run records, cached features, fitted models, tables) is written
 through ``atomic_write`` or ``atomic_folder``, and every cache name that stands for content comes from
@@ -11,13 +12,15 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterable, Iterator
 
 import numpy as np
 
-from fusionkit.errors import InputError
+from fusionkit.errors import DataError, FusionkitWarning, InputError
 
 DIGEST_LENGTH = 20  # hex digits: 80 bits, no collision among the runs of any study
 
@@ -106,6 +109,53 @@ def atomic_folder(path: str | Path) -> Iterator[Path]:
         shutil.rmtree(temp, ignore_errors=True)
         raise
     _fsync_folder(path.parent)
+
+
+def file_sha256(path: str | Path) -> str:
+    hasher = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            hasher.update(block)
+    return hasher.hexdigest()
+
+
+def read_arrays(path: str | Path, names: tuple[str, ...] = ()) -> np.ndarray | dict[str, np.ndarray]:
+    """The array of an ``.npy``, or the arrays ``names`` of an ``.npz``, never unpickling: a missing,
+    truncated, garbled or object-holding file is a DataError that says which and why."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"'{path}' is missing")
+    try:
+        if path.suffix != ".npz":
+            return np.load(path, allow_pickle=False)
+        with np.load(path, allow_pickle=False) as loaded:
+            missing = [name for name in names if name not in loaded.files]
+            if missing:
+                raise DataError(f"'{path}' lacks the array(s) {missing}")
+            return {name: loaded[name] for name in names}
+    except DataError:
+        raise
+    except Exception as err:  # zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, ...
+        raise DataError(f"'{path}' is damaged ({_plain(err)})") from None
+
+
+def _plain(error: Exception) -> str:
+    # numpy's refusal to unpickle suggests allow_pickle=True; fusionkit never loads pickles, so it must not.
+    if "pickle" in str(error).lower():
+        return "it holds Python objects (a pickle), which fusionkit never loads"
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
+
+def move_aside(path: str | Path, reason: str) -> Path:
+    """Move a damaged file or folder into a ``damaged/`` folder beside it (kept for inspection, never read
+    again) and warn, naming it and the reason; the caller then rebuilds it."""
+    path = Path(path)
+    folder = path.parent / "damaged"
+    folder.mkdir(exist_ok=True)
+    target = folder / f"{path.name}.{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S%f')}"
+    os.replace(path, target)
+    warnings.warn(f"'{path}' is damaged ({reason}): moved to '{target}' and rebuilt", FusionkitWarning, stacklevel=2)
+    return target
 
 
 def _umask() -> int:

@@ -30,11 +30,15 @@ def write_toy_csv(path: Path, n: int, seed: int) -> Path:
     rng = random.Random(seed)
     good, bad = ["good", "great", "lovely", "fine"], ["bad", "awful", "poor", "broken"]
     filler = ["the", "phone", "screen", "battery", "it", "was", "really", "quite", "very"]
-    rows = ["text,label"]
+    rows, seen = ["text,label"], set()
     for i in range(n):
         label = i % 2
-        words = rng.sample(filler, 4) + [rng.choice(good if label else bad)]
-        rng.shuffle(words)
+        while True:  # every text differs: a repeated one would leak across splits and be dropped
+            words = rng.sample(filler, 4) + [rng.choice(good if label else bad)]
+            rng.shuffle(words)
+            if " ".join(words) not in seen:
+                break
+        seen.add(" ".join(words))
         rows.append(f"{' '.join(words)},{'pos' if label else 'neg'}")
     path.write_text("\n".join(rows) + "\n")
     return path

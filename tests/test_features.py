@@ -57,3 +57,18 @@ def test_per_layer_features_have_a_layer_axis(tiny, tmp_path):
 def test_writes_leave_no_temporary_files(tiny, tmp_path):
     FeatureCache(tmp_path).features(tiny, TEXTS, "toy", "train")
     assert [p.suffix for p in tmp_path.iterdir()] == [".npy"]
+
+
+def test_a_truncated_cache_file_is_moved_aside_and_recomputed(tmp_path):
+    from fusionkit.errors import FusionkitWarning
+
+    encoder = load_encoder("tiny")
+    cache = FeatureCache(tmp_path)
+    texts = ["a good phone", "a bad screen", "fine"]
+    first = cache.features(encoder, texts, "toy", "train")
+    [path] = tmp_path.glob("*.npy")
+    path.write_bytes(path.read_bytes()[:60])
+    with pytest.warns(FusionkitWarning, match=r"is damaged .*moved to"):
+        again = cache.features(encoder, texts, "toy", "train")
+    np.testing.assert_array_equal(first, again)
+    assert cache.misses == 2 and len(list((tmp_path / "damaged").iterdir())) == 1

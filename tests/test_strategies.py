@@ -124,3 +124,20 @@ def test_bad_fusion_settings_are_named(toy_task, toy_source, workdir):
         fit("merge", toy_task, [toy_source], workdir, {**EXPERT, "method": "slerp"})
     with pytest.raises(ConfigError, match="exactly one source"):
         fit("sequential", toy_task, [toy_source, toy_source], workdir)
+
+
+@pytest.mark.parametrize("damage", ["truncate weights", "delete spec"])
+def test_a_damaged_saved_expert_is_moved_aside_and_retrained(toy_task, toy_source, tmp_path, damage):
+    from fusionkit.errors import FusionkitWarning
+
+    fit("sequential", toy_task, [toy_source], tmp_path)
+    [expert] = (tmp_path / "experts").iterdir()
+    if damage == "truncate weights":
+        weights = expert / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    else:
+        (expert / "config.json").unlink()
+    with pytest.warns(FusionkitWarning, match=rf"'{expert}' is damaged .*moved to .*damaged"):
+        fit("sequential", toy_task, [toy_source], tmp_path)
+    assert (expert / "model.safetensors").is_file() and (expert / "config.json").is_file()
+    assert len(list((tmp_path / "experts" / "damaged").iterdir())) == 1

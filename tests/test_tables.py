@@ -11,6 +11,7 @@ from fusionkit.report import tables as summaries
 from fusionkit.errors import InputError
 from fusionkit.study.store import ResultsStore
 from fusionkit.evaluation.gains import aulc
+from fusionkit.evaluation.metrics import score_all
 
 # system -> (strategy, sources, {train_size: accuracies over seeds 0, 1, 2})
 SYSTEMS = {
@@ -174,7 +175,7 @@ def stored(tmp_path, runs):
         probs = np.full((len(y), 2), 0.5)
         probs[:, 0] += 0.01 * i
         probs[:, 1] -= 0.01 * i
-        store.put(f"run{i}", {"system": label, "seed": seed}, {"accuracy": 0.5}, {}, y, probs)
+        store.put(f"run{i}", {"system": label, "seed": seed}, score_all(y, probs), {}, y, probs)
     return store, store.to_frame()
 
 

@@ -2,7 +2,8 @@
 
 Key: (encoder fingerprint, task, split, content hash of the texts, pooling, max length, layer set).
 Any change to one of them is a different file. Files are ``.npy`` (loaded without pickle) and are
-written to a temporary name and renamed, so a killed run leaves no half-written cache entry.
+written to a temporary name and renamed, so a killed run leaves no half-written cache entry; a damaged
+one (truncated, garbled, the wrong number of rows) is moved to ``damaged/`` with a warning and recomputed.
 """
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fusionkit._io import atomic_write, digest, stream_digest
+from fusionkit._io import atomic_write, digest, move_aside, read_arrays, stream_digest
+from fusionkit.errors import DataError
 from fusionkit.modeling.encoders import Encoder
 
 
@@ -42,8 +44,14 @@ class FeatureCache:
         texts = list(texts)
         path = self.root / f"{self.key(encoder, texts, task, split, layers)}.npy"
         if path.is_file():
-            self.hits += 1
-            return np.load(path, allow_pickle=False)
+            try:
+                array = read_arrays(path)
+                if array.shape[:1] != (len(texts),):
+                    raise DataError(f"'{path}' holds {array.shape[0]} rows for {len(texts)} texts")
+                self.hits += 1
+                return array
+            except DataError as error:
+                move_aside(path, str(error))
         self.misses += 1
         array = encoder.encode(texts, batch_size=batch_size, layers=layers)
         atomic_write(path, lambda handle: np.save(handle, array))

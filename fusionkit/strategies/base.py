@@ -20,7 +20,7 @@ import numpy as np
 import scipy.special
 import torch
 
-from fusionkit._io import atomic_folder, digest
+from fusionkit._io import atomic_folder, digest, move_aside
 from fusionkit.data.tasks import Task
 from fusionkit.errors import ConfigError, DataError
 from fusionkit.modeling.encoders import Encoder, load_encoder, load_tokenizer
@@ -83,14 +83,21 @@ class FittedModel:
             record = json.loads((path / SPEC_FILE).read_text())
         except json.JSONDecodeError as err:
             raise DataError(f"file '{path / SPEC_FILE}' is not valid JSON: {err}") from None
-        history = History(**record.pop("history"))
-        train_seconds = record.pop("train_seconds")
-        trainable = record.pop("num_trainable_params")
+        try:
+            history = History(**record.pop("history"))
+            train_seconds = record.pop("train_seconds")
+            trainable = record.pop("num_trainable_params")
+        except (KeyError, TypeError) as err:
+            raise DataError(f"'{path / SPEC_FILE}' is not a whole fusionkit model spec ({err})") from None
         strategy = Strategy.registry.get(record.get("strategy"))
         if strategy is None:
             raise DataError(f"'{path / SPEC_FILE}': unknown strategy {record.get('strategy')!r}")
         module = strategy.build_module(record)
-        load_model(module, str(path / WEIGHTS_FILE), strict=True, device=device or "cpu")
+        try:
+            load_model(module, str(path / WEIGHTS_FILE), strict=True, device=device or "cpu")
+        except Exception as err:  # safetensors' SafetensorError on a truncated file, RuntimeError on a mismatch
+            raise DataError(f"'{path / WEIGHTS_FILE}' cannot be loaded into the {record['strategy']} model its "
+                            f"spec describes ({type(err).__name__}: {err})") from None
         module.eval()
         tokenizer = load_tokenizer(record["encoder"])
         return cls(module, tokenizer, record, history, train_seconds, trainable)
@@ -230,9 +237,14 @@ class Artefact:
         return self.trainer.workdir / self.folder / f"{stem}-{self.key}"
 
     def provide(self) -> FittedModel:
+        """The fitted artefact: loaded when it is saved whole; trained (and saved) when it is not there, or when
+        what is there cannot be loaded (then it is moved to ``damaged/`` with a warning first)."""
         path = self.path
         if path.is_dir():
-            return FittedModel.load(path, device=self.trainer.device)
+            try:
+                return FittedModel.load(path, device=self.trainer.device)
+            except DataError as error:
+                move_aside(path, str(error))
         fitted = self.trainer.fit(self.target, list(self.sources), seed=self.seed, train_size=self.train_size)
         fitted.save(path)
         return fitted
