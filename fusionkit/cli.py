@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -14,15 +15,24 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="fusionkit: fuse source-task knowledge into a pretrained encoder and evaluate it honestly.")
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML as people write numbers: ``1e-3`` is a float (PyYAML's YAML 1.1 needs ``1.0e-3``)."""
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+                              list("-+0123456789."))
+
+
 def parse_parameters(pairs: list[str]) -> dict:
-    """``key=value`` pairs; values are read as YAML, so ``seeds=[0,1]`` is a list and ``encoder=tiny`` a string."""
+    """``key=value`` pairs; values are read as YAML, so ``seeds=[0,1]`` is a list, ``encoder=tiny`` a string and
+    ``lr=1e-3`` a number."""
     parsed = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"parameter {pair!r} is not key=value (e.g. -p seeds=[0,1])")
         try:
-            parsed[key.strip()] = yaml.safe_load(value)
+            parsed[key.strip()] = yaml.load(value, Loader=_Loader)
         except yaml.YAMLError as error:
             raise ConfigError(f"parameter {key.strip()!r}: value {value!r} is not valid YAML ({error})") from None
     return parsed

@@ -1,5 +1,6 @@
 """Reports: notebook parameters, figure saving, papermill execution into index.html, provenance, the CLI."""
 import json
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -145,7 +146,10 @@ def test_provenance_records_code_versions_hardware_and_profile(report):
     assert record["versions"]["torch"] != "not installed" and record["versions"]["transformers"] != "not installed"
     assert "logical CPUs" in record["hardware"]
     assert record["profile"] == "smoke"
-    assert record["parameters"]["sources"] == ["mr"] and record["parameters"]["data_dir"] == "/data/x"
+    assert record["parameters"]["sources"] == ["mr"]
+    # paths relative to the folder the report was made from: no folder of this machine is named
+    assert record["parameters"]["data_dir"] == os.path.relpath("/data/x")
+    assert not any(str(value).startswith("/") for value in record["parameters"].values())
     assert set(record["notebook_seconds"]) == {"01_figure", "02_verdicts"}
     assert (record["runs_found_stored"], record["runs_trained"]) == (0, 0)  # these notebooks run no study
 
@@ -226,3 +230,35 @@ def test_report_command_with_a_malformed_parameter_exits_1(tmp_path):
     result = CliRunner().invoke(app, ["report", "--out", str(tmp_path / "x"), "-p", "novalue"])
     assert result.exit_code == 1 and "'novalue' is not key=value" in result.output
 
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["-p", "seeds=[]"], "parameter seeds: List should have at least 1 item after validation, not 0, got []"),
+    (["-p", "seeds=abc"], "parameter seeds: Input should be a valid list, got 'abc'"),
+    (["-p", "seeds=[-1]"], "parameter seeds.0: Input should be greater than or equal to 0, got -1"),
+    (["-p", "max_length=0"], "parameter max_length: Input should be greater than or equal to 8, got 0"),
+    (["-p", "max_length=4096"], "parameter max_length: encoder 'tiny' reads at most 128 tokens, got 4096"),
+    (["-p", "fusion_size=0"], "parameter fusion_size: Input should be greater than 0, got 0"),
+    (["-p", "validation_cap=ten"], "parameter validation_cap: Input should be a valid integer, got 'ten'"),
+    (["-p", "workdir=elsewhere"], "unknown study parameter 'workdir'"),
+    (["-p", "train_knobs={epochs: 1.5}"], "arm 'finetune' (finetune): knob 'epochs' must be int, got 1.5"),
+    (["--sources", ""], "parameter sources is empty, but the fusion arms"),
+    (["--sources", "mr,sbuj"], "unknown task 'sbuj'"),
+], ids=lambda value: value if isinstance(value, str) and len(value) < 20 else None)
+def test_bad_parameters_fail_in_one_line_before_any_work(tmp_path, no_env, arguments, message):
+    result = CliRunner().invoke(app, ["report", "--profile", "smoke", "--out", str(tmp_path / "x"),
+                                      "--workdir", str(tmp_path / "w"), *arguments])
+    assert result.exit_code == 1
+    assert result.output.startswith("error: ") and result.output.count("\n") == 1, result.output  # one line
+    assert message in result.output, result.output
+    assert not (tmp_path / "w").exists()
+
+
+def test_an_out_that_is_a_file_or_an_unwritable_work_folder_fails_at_once(tmp_path, no_env):
+    (tmp_path / "file").write_text("x")
+    result = CliRunner().invoke(app, ["report", "--profile", "smoke", "--out", str(tmp_path / "file")])
+    assert result.exit_code == 1 and f"--out '{tmp_path / 'file'}' is a file" in result.output
+    result = CliRunner().invoke(app, ["report", "--profile", "smoke", "--out", str(tmp_path / "x"),
+                                      "--workdir", str(tmp_path / "file" / "w")])
+    assert result.exit_code == 1 and f"work folder '{tmp_path / 'file' / 'w'}' cannot be created or written" in \
+        result.output

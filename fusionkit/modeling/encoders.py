@@ -6,6 +6,7 @@ or local folder goes through transformers' Auto classes.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -138,6 +139,21 @@ def _resolve(name: str) -> str:
     if name in ("minilm", "tiny"):  # tiny shares minilm's tokenizer
         return minilm_path()
     return name
+
+
+@functools.lru_cache(maxsize=32)
+def encoder_max_length(name: str) -> int:
+    """The most tokens an encoder reads (its position embeddings), from its config alone: no weights load."""
+    if name == "tiny":
+        return TINY_CONFIG["max_position_embeddings"]
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(_resolve(name))
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"cannot read the config of encoder {name!r} (a short name, local folder or Hub id): "
+                          f"{err}") from None
+    return int(getattr(config, "max_position_embeddings", 512))
 
 
 def load_tokenizer(name: str, trust_remote_code: bool = False):

@@ -7,14 +7,16 @@ A strategy supplies the examples, how to collate them and how to compute the los
 """
 from __future__ import annotations
 
+import copy
 import math
 import random
 import time
-import copy
+import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Callable, Sequence
 
 import numpy as np
+import pydantic
 import torch
 
 from fusionkit.errors import ConfigError, TrainingError
@@ -41,6 +43,8 @@ class Knobs:
 
     @classmethod
     def from_knobs(cls, knobs: dict):
+        """Unknown names are a ConfigError listing the known ones; a value of the wrong type (pydantic's strict
+        check of the field's annotation: no "3" for an int, no 1 for a bool) is one naming the knob."""
         names = cls.knob_names()
         unknown = sorted(set(knobs) - names)
         if unknown:
@@ -48,6 +52,12 @@ class Knobs:
         groups = {name: group.with_knobs({k: v for k, v in knobs.items() if k in type(group).knob_names()})
                   for name, group in cls._groups().items()}
         own = {k: v for k, v in knobs.items() if k in {f.name for f in fields(cls)}}
+        hints = typing.get_type_hints(cls)
+        for name, value in own.items():
+            try:
+                pydantic.TypeAdapter(hints[name]).validate_python(value, strict=True)
+            except pydantic.ValidationError:
+                raise ConfigError(f"knob {name!r} must be {_type_name(hints[name])}, got {value!r}") from None
         return cls(**own, **groups)
 
     def with_knobs(self, knobs: dict):
@@ -60,6 +70,11 @@ class Knobs:
             value = getattr(self, f.name)
             flat.update(value.to_dict() if isinstance(value, Knobs) else {f.name: copy.deepcopy(value)})
         return flat
+
+
+def _type_name(annotation) -> str:
+    return " or ".join("None" if part is type(None) else getattr(part, "__name__", str(part))
+                       for part in typing.get_args(annotation) or (annotation,))
 
 
 def knob_group(group: type[Knobs], **defaults):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import time
 from pathlib import Path
 
@@ -59,7 +60,7 @@ def _execute(notebook: Path, executed: Path, parameters: dict, progress: bool) -
     from papermill.exceptions import PapermillExecutionError
 
     try:
-        papermill.execute_notebook(notebook, executed, parameters=parameters, cwd=str(notebook.parent),
+        papermill.execute_notebook(notebook, executed, parameters=parameters, cwd=os.getcwd(),
                                    kernel_name="python3", progress_bar=progress)
     except PapermillExecutionError as error:
         raise ReportError(f"notebook {notebook.name} failed in cell {error.exec_count} "
@@ -73,10 +74,14 @@ def run_report(out: str | Path, profile: str = DEFAULT_PROFILE, target: str = "c
                progress: bool = True) -> Path:
     """Execute every numbered notebook in order into ``out`` and write ``out/index.html``; return its path."""
     out = Path(out).resolve()
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out '{out}' is a file; the report needs a folder")
     run = notebook_run(profile, target, sources, workdir, str(out), data_dir, overrides)
+    # The notebooks run in the current folder and get paths relative to it: the report (executed notebooks,
+    # provenance) then names no folder of the machine that made it.
     parameters = {"profile": run.profile, "target": run.target, "sources": run.sources,
-                  "workdir": str(run.workdir.resolve()), "out_dir": str(out), "data_dir": data_dir,
-                  "overrides": run.overrides}
+                  "workdir": os.path.relpath(run.workdir), "out_dir": os.path.relpath(out),
+                  "data_dir": data_dir and os.path.relpath(data_dir), "overrides": run.overrides}
     (out / "notebooks").mkdir(parents=True, exist_ok=True)
     notebooks = _notebooks(Path(notebooks_folder) if notebooks_folder else notebooks_dir())
     # How much of the study this run trained, and how much it found stored (a resumed report is fast).

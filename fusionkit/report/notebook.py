@@ -8,9 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fusionkit._io import atomic_write
+from fusionkit.data import TASKS
+from fusionkit.errors import ConfigError
 from fusionkit.report.plots import save_figure
 from fusionkit.study.profiles import profile_parameters, study_config
 from fusionkit.study.store import ResultsStore
+from fusionkit.strategies import STRATEGIES
 
 DEFAULT_PROFILE = "quick"
 
@@ -73,14 +76,43 @@ def notebook_run(profile: str | None = None, target: str = "cr", sources=("mr", 
     """Resolve a notebook's parameters; None falls back to FUSIONKIT_PROFILE / FUSIONKIT_WORKDIR / FUSIONKIT_OUT
     (so nbval can pick the smoke profile) and then to the defaults."""
     profile = profile or os.environ.get("FUSIONKIT_PROFILE") or DEFAULT_PROFILE
-    profile_parameters(profile, overrides)  # an unknown profile or parameter fails here, before any work
+    parameters = profile_parameters(profile, overrides)  # every parameter is checked here, before any work
     if isinstance(sources, str):
         sources = [name.strip() for name in sources.split(",") if name.strip()]
+    _check_tasks(target, sources, parameters)
     root = _default_root()
     workdir = Path(workdir or os.environ.get("FUSIONKIT_WORKDIR") or root / "runs" / f"{profile}-{target}")
     out_dir = Path(out_dir or os.environ.get("FUSIONKIT_OUT") or workdir / "report")
-    (out_dir / "figures").mkdir(parents=True, exist_ok=True)
+    check_writable_folder(workdir, "work folder")
+    check_writable_folder(out_dir / "figures", "report folder")
     return NotebookRun(profile, target, list(sources), workdir, out_dir, data_dir, dict(overrides or {}))
+
+
+def _check_tasks(target: str, sources: list[str], parameters: dict) -> None:
+    for name in [target, *sources]:
+        if name.lower() not in TASKS and not Path(name).suffix:
+            raise ConfigError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))} (or a path to a "
+                              f".csv/.tsv/.jsonl/.parquet file)")
+    fusing = sorted({arm["strategy"] for arm in parameters["fusion_arms"] if STRATEGIES[arm["strategy"]].needs_sources})
+    if fusing and not sources:
+        raise ConfigError(f"parameter sources is empty, but the fusion arms ({', '.join(fusing)}) fuse knowledge from "
+                          f"source tasks: give at least one (e.g. --sources mr,subj)")
+    if target in sources:
+        raise ConfigError(f"the target {target!r} is also among the sources {sources}: a task cannot transfer to itself")
+
+
+def check_writable_folder(folder: Path, what: str) -> None:
+    """Create ``folder`` and write a probe file in it, so a read-only or impossible folder fails in the first
+    second (a ConfigError naming it), not after a run was trained."""
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{what} '{folder}' is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".fusionkit-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError(f"{what} '{folder}' cannot be created or written: {err.strerror or err}") from None
 
 
 

@@ -6,6 +6,8 @@ plot; the statistics themselves live in ``evaluation`` (``stats``, ``gains``, ``
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -139,10 +141,12 @@ def text_length_table(tasks, split: str = "train") -> pd.DataFrame:
 
 
 def task_overview(tasks) -> pd.DataFrame:
-    """One row per task: split sizes, labels, where the data came from, and rows the loader dropped."""
+    """One row per task: split sizes, labels, where the data came from (a folder relative to the current one),
+    and rows the loader dropped."""
     return pd.DataFrame([{"task": task.name, **{split: len(data) for split, data in task.splits.items()},
                           "labels": ", ".join(task.label_names), "dropped_rows": len(task.dropped_rows),
-                          "origin": task.origin} for task in tasks])
+                          "origin": os.path.relpath(task.origin) if Path(task.origin).exists() else task.origin}
+                         for task in tasks])
 
 
 def dropped_rows_table(tasks) -> pd.DataFrame:

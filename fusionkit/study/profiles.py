@@ -10,9 +10,18 @@ from __future__ import annotations
 
 import copy
 from dataclasses import fields
+from typing import Annotated
+
+import pydantic
 
 from fusionkit.errors import ConfigError
+from fusionkit.modeling.encoders import encoder_max_length
+from fusionkit.strategies import STRATEGIES
 from fusionkit.study.runner import StudyConfig
+
+# The parameters that StudyConfig takes as they are; the others (sizes, arms) are turned into its arms.
+STUDY_CONFIG_FIELDS = {f.name for f in fields(StudyConfig)} - {"target", "sources", "arms", "workdir", "data_dir",
+                                                               "train_sizes"}
 
 # Fusion arms shared by every profile; only their sizes and knobs change between profiles.
 FUSION_ARMS = [
@@ -76,20 +85,88 @@ PROFILES: dict[str, dict] = {
     },
 }
 
-_STUDY_FIELDS = {f.name for f in fields(StudyConfig)} - {"target", "sources", "arms"}
-_PROFILE_ONLY = {"fusion_size", "baseline_arms", "fusion_arms", "arm_knobs"}
+PositiveInt = Annotated[int, pydantic.Field(strict=True, gt=0)]
+Seed = Annotated[int, pydantic.Field(strict=True, ge=0)]
+MIN_MAX_LENGTH = 8  # tokens: [CLS], [SEP] and a few words; below it every text is cut to nothing
+
+
+class ArmParameters(pydantic.BaseModel):
+    """One arm as a profile writes it (see ``runner.Arm``)."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+    system: Annotated[str, pydantic.Field(min_length=1)]
+    strategy: str
+    knobs: dict = {}
+    per_source: bool = False
+    train_sizes: Annotated[list[PositiveInt | None], pydantic.Field(min_length=1)] | None = None
+
+    @pydantic.field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, name: str) -> str:
+        if name not in STRATEGIES:
+            raise ValueError(f"unknown strategy {name!r}; known strategies: {', '.join(STRATEGIES)}")
+        return name
+
+
+class StudyParameters(pydantic.BaseModel):
+    """Every parameter a profile sets and ``-p key=value`` may override, with what is allowed."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+    encoder: Annotated[str, pydantic.Field(min_length=1)]
+    seeds: Annotated[list[Seed], pydantic.Field(min_length=1)]
+    max_length: Annotated[int, pydantic.Field(strict=True, ge=MIN_MAX_LENGTH)]
+    task_train_cap: PositiveInt | None = None
+    validation_cap: PositiveInt | None = None
+    test_cap: PositiveInt | None = None
+    cka_examples: PositiveInt = 256
+    train_knobs: dict = {}
+    expert_knobs: dict = {}
+    fusion_size: PositiveInt
+    baseline_arms: list[ArmParameters]
+    fusion_arms: list[ArmParameters]
+    arm_knobs: dict[str, dict] = {}
+
+
+STUDY_PARAMETERS = tuple(StudyParameters.model_fields)
+
+
+def _check(parameters: dict) -> None:
+    """ConfigError naming each parameter that is not allowed, its value, and what is allowed."""
+    try:
+        StudyParameters.model_validate(parameters)
+    except pydantic.ValidationError as error:
+        problems = []
+        for item in error.errors():
+            where = ".".join(str(part) for part in item["loc"])
+            if item["type"] == "extra_forbidden":
+                problems.append(f"unknown study parameter {where!r}; known: {', '.join(sorted(STUDY_PARAMETERS))}")
+            else:
+                problems.append(f"parameter {where}: {item['msg'].replace('Value error, ', '')}, got {item['input']!r}")
+        raise ConfigError("; ".join(problems)) from None
+    limit = encoder_max_length(parameters["encoder"])
+    if parameters["max_length"] > limit:
+        raise ConfigError(f"parameter max_length: encoder {parameters['encoder']!r} reads at most {limit} tokens, "
+                          f"got {parameters['max_length']}")
+    for arm in [*parameters["baseline_arms"], *parameters["fusion_arms"]]:
+        knobs_class = STRATEGIES[arm["strategy"]].Knobs
+        shared = {**parameters["train_knobs"], **parameters["expert_knobs"]}
+        given = {k: v for k, v in shared.items() if k in knobs_class.knob_names()}
+        extra = parameters["arm_knobs"].get(arm["system"], {})
+        try:
+            knobs_class.from_knobs({**given, **extra, **arm.get("knobs", {})})
+        except ConfigError as error:
+            raise ConfigError(f"arm {arm['system']!r} ({arm['strategy']}): {error}") from None
 
 
 def profile_parameters(profile: str, overrides: dict | None = None) -> dict:
-    """The profile's parameters with ``overrides`` on top (unknown keys are an error that lists the known ones)."""
+    """The profile's parameters with ``overrides`` on top, every one checked (``StudyParameters``, the encoder's
+    length limit, each arm's knobs) before any work: a ConfigError names the parameter, value and what is allowed."""
     if profile not in PROFILES:
         raise ConfigError(f"unknown profile {profile!r}; known profiles: {', '.join(PROFILES)}")
     parameters = copy.deepcopy(PROFILES[profile])
     parameters.setdefault("fusion_arms", copy.deepcopy(FUSION_ARMS))
-    for key, value in (overrides or {}).items():
-        if key not in _STUDY_FIELDS | _PROFILE_ONLY:
-            raise ConfigError(f"unknown study parameter {key!r}; known: {', '.join(sorted(_STUDY_FIELDS | _PROFILE_ONLY))}")
-        parameters[key] = value
+    parameters.update(copy.deepcopy(overrides or {}))
+    _check(parameters)
     return parameters
 
 
@@ -113,5 +190,5 @@ def study_config(profile: str, part: str, target: str, sources: list[str], workd
                           f"{', '.join(sorted(systems))}")
     for arm in arms:
         arm["knobs"] = {**extra_knobs.get(arm["system"], {}), **arm.get("knobs", {})}
-    study = {key: value for key, value in parameters.items() if key in _STUDY_FIELDS}
+    study = {key: value for key, value in parameters.items() if key in STUDY_CONFIG_FIELDS}
     return StudyConfig(target=target, sources=list(sources), arms=arms, workdir=workdir, data_dir=data_dir, **study)
