@@ -19,6 +19,7 @@ from fusionkit.modeling.encoders import minilm_path
 from fusionkit.strategies.finetune import cross_entropy_loss
 from fusionkit.modeling.heads import TextClassifier, TextCollator
 from fusionkit.modeling.training import TrainKnobs, train_loop
+from fusionkit.report.provenance import matmul_peak_flops
 
 BATCH, MAX_LENGTH, LR = 32, 128, 5e-5
 
@@ -56,15 +57,6 @@ def trainer_epoch(texts, labels) -> float:
     return time.perf_counter() - start
 
 
-def matmul_gflops(size: int = 2048, repeats: int = 10) -> float:
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    a @ b
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * size ** 3 * repeats / (time.perf_counter() - start) / 1e9
-
-
 def training_gflop(texts) -> float:
     """6 x (non-embedding parameters) x (real tokens): forward + backward of the dense layers, no padding."""
     encoder = fk.load_encoder("minilm", max_length=MAX_LENGTH)
@@ -87,7 +79,7 @@ def main() -> None:
         for arm, run in (("fusionkit", fusionkit_epoch), ("hf_trainer", trainer_epoch)):
             seconds[arm].append(run(texts, labels))
             print(f"round {round_index} {arm:>10}: {args.n / seconds[arm][-1]:6.1f} samples/s", flush=True)
-    peak = matmul_gflops()
+    peak = matmul_peak_flops() / 1e9
     for arm, values in seconds.items():
         best = min(values)
         print(f"{arm:>10}: {args.n / best:6.1f} samples/s (best of {len(values)}), "

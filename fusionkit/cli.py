@@ -48,12 +48,20 @@ def report(
     workdir: Optional[str] = typer.Option(None, help="run folder for experts, features and results "
                                                      "(default runs/<profile>-<target>)"),
     data_dir: Optional[str] = typer.Option(None, help="SentEval folder (default: FUSIONKIT_DATA, then the Hub)"),
+    executor: str = typer.Option("local", help="local (this process) or ray (parallel runs, or a Ray cluster)"),
+    workers: Optional[int] = typer.Option(None, help="ray: runs at once on this machine (default: one per core)"),
+    ray_address: Optional[str] = typer.Option(None, help="ray: a running cluster to use (default: RAY_ADDRESS, "
+                                                         "else a local Ray is started)"),
+    gpu_fraction: float = typer.Option(0.25, help="ray on CUDA: the share of a GPU each run takes"),
 ) -> None:
     """Execute the notebooks in order with papermill and write OUT/index.html."""
     from fusionkit.report import run_report  # here, not at the top: `fusionkit --help` need not load torch
 
+    options = {"kind": executor}
+    if executor == "ray":
+        options.update(workers=workers, address=ray_address, gpu_fraction=gpu_fraction)
     try:
-        run_report(out, profile, target, sources, parse_parameters(param), workdir, data_dir)
+        run_report(out, profile, target, sources, parse_parameters(param), workdir, data_dir, executor=options)
     except FusionkitError as error:
         typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None

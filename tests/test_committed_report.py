@@ -47,7 +47,7 @@ def test_verdicts_are_recomputed_exactly_from_the_results_csv(report):
     results = pd.read_csv(report / "results.csv", keep_default_na=False, na_values=[""])
     results["sources"] = results["sources"].fillna("").astype(str)
     comparisons = compare_to_baseline(summaries.comparable_runs(results, "finetune"), "finetune", metric="accuracy",
-                                      distinguish_by=["label"], name_column="label")
+                                      distinguish_by=["system"], name_column="system")
     sections = {s["title"]: s["sentences"] for s in json.loads((report / "verdicts.json").read_text())["sections"]}
     assert verdict_sentences(comparisons) == sections["Across seeds (retraining noise)"]
     # The per-example test judges the same point estimates (a mean of per-example differences).

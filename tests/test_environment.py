@@ -9,7 +9,7 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 
 REPO = Path(__file__).resolve().parent.parent
-CONDA_NAMES = {"pytorch": "torch"}  # conda-forge name -> PyPI name, where they differ
+CONDA_NAMES = {"pytorch": "torch", "ray-core": "ray"}  # conda-forge name -> PyPI name, where they differ
 NOT_DEPENDENCIES = {"python", "pip"}
 
 

@@ -4,7 +4,8 @@ import pytest
 from fusionkit.errors import ConfigError
 from fusionkit.study.profiles import PROFILES, profile_parameters, study_config
 from fusionkit.strategies import STRATEGIES
-from fusionkit.study.runner import Arm, StudyConfig, arm_knobs, planned_runs, run_study
+from fusionkit.study.executors import run_study
+from fusionkit.study.runner import Arm, StudyConfig, arm_knobs, planned_runs
 
 
 def config(arms, **settings):

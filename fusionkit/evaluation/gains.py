@@ -43,6 +43,7 @@ class Cost:
     trainable_params: int
     train_seconds: float
     infer_ms_per_example: float
+    model_flops: float = 0.0  # training and test-set inference of the run, 6N / 2N per token (see modeling.heads)
 
     def __post_init__(self) -> None:
         for field in fields(self):

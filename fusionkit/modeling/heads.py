@@ -69,6 +69,13 @@ def count_trainable(module: nn.Module) -> int:
     return int(sum(p.numel() for p in module.parameters() if p.requires_grad))
 
 
+def model_flops(module: nn.Module, tokens_trained: int, tokens_inferred: int) -> float:
+    """Model FLOPs (Kaplan et al. 2020): 6 x N x tokens to train (forward and backward), 2 x N x tokens to infer,
+    N the non-embedding parameters (a lookup is not a matmul)."""
+    dense = sum(p.numel() for name, p in module.named_parameters() if "embeddings" not in name)
+    return float(6 * dense * tokens_trained + 2 * dense * tokens_inferred)
+
+
 def is_lora(backbone: nn.Module) -> bool:
     """Whether a backbone carries peft LoRA adapters (its weights are base + low-rank deltas)."""
     return hasattr(backbone, "peft_config")

@@ -107,6 +107,7 @@ class History:
     val_metric: list[float] = field(default_factory=list)
     best_epoch: int = -1
     steps: int = 0
+    tokens: int = 0  # real (unpadded) tokens of the training batches, for the model-FLOPs estimate
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -211,6 +212,8 @@ def train_loop(
         for index, batch_indices in enumerate(batches):
             batch = {k: v.to(device) if torch.is_tensor(v) else v
                      for k, v in collate([examples[i] for i in batch_indices]).items()}
+            if "attention_mask" in batch:
+                history.tokens += int(batch["attention_mask"].sum())
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 loss = loss_fn(model, batch)
             if not torch.isfinite(loss):

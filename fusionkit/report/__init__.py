@@ -5,8 +5,9 @@ written first on the page (``findings``), provenance, and ``run_report``, which 
 notebooks shipped in ``fusionkit.notebooks``.
 May import every other subpackage; nothing imports it but the command line.
 """
+from fusionkit.report import findings, plots, provenance, tables
 from fusionkit.report.build import ReportError, run_report, write_index
 from fusionkit.report.notebook import NotebookRun, notebook_run, notebooks_dir, setup_notebook
 
-__all__ = ["ReportError", "notebooks_dir", "run_report", "write_index", "NotebookRun", "notebook_run",
+__all__ = ["findings", "plots", "provenance", "tables", "ReportError", "notebooks_dir", "run_report", "write_index", "NotebookRun", "notebook_run",
            "setup_notebook"]

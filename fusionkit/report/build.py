@@ -16,12 +16,15 @@ import html
 import json
 import os
 import time
+import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 from fusionkit._io import atomic_write
 from fusionkit.errors import ConfigError, FusionkitError
 from fusionkit.report.notebook import DEFAULT_PROFILE, notebook_run, notebooks_dir
-from fusionkit.report.provenance import provenance
+from fusionkit.report.provenance import matmul_peak_flops, provenance
+from fusionkit.study.store import SESSION_VARIABLE
 
 
 class ReportError(FusionkitError):
@@ -66,44 +69,91 @@ def _execute(notebook: Path, executed: Path, parameters: dict, progress: bool) -
         raise ReportError(f"notebook {notebook.name} failed in cell {error.exec_count} "
                           f"({error.ename}: {error.evalue}); the partial executed notebook is kept at "
                           f"{executed}") from None
+    finally:
+        _relative_paths(notebook, executed)
+
+
+def _relative_paths(notebook: Path, executed: Path) -> None:
+    """papermill records where it read and wrote the notebook; keep those names free of this machine's folders."""
+    import nbformat
+
+    if not executed.is_file():
+        return
+    node = nbformat.read(executed, as_version=4)
+    recorded = node.metadata.get("papermill", {})
+    recorded.update(input_path=f"fusionkit.notebooks/{notebook.name}", output_path=os.path.relpath(executed))
+    nbformat.write(node, executed)
 
 
 def run_report(out: str | Path, profile: str = DEFAULT_PROFILE, target: str = "cr",
                sources=("mr", "subj", "trec"), overrides: dict | None = None, workdir: str | None = None,
                data_dir: str | None = None, notebooks_folder: str | Path | None = None,
-               progress: bool = True) -> Path:
-    """Execute every numbered notebook in order into ``out`` and write ``out/index.html``; return its path."""
+               progress: bool = True, executor: dict | None = None) -> Path:
+    """Execute every numbered notebook in order into ``out`` and write ``out/index.html``; return its path.
+    ``executor``: how the study's runs are carried out, e.g. ``{"kind": "ray", "workers": 2}`` (see
+    ``fusionkit.study.executors.make_executor``); in this process by default."""
     out = Path(out).resolve()
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out '{out}' is a file; the report needs a folder")
-    run = notebook_run(profile, target, sources, workdir, str(out), data_dir, overrides)
+    run = notebook_run(profile, target, sources, workdir, str(out), data_dir, overrides, executor)
     # The notebooks run in the current folder and get paths relative to it: the report (executed notebooks,
     # provenance) then names no folder of the machine that made it.
     parameters = {"profile": run.profile, "target": run.target, "sources": run.sources,
                   "workdir": os.path.relpath(run.workdir), "out_dir": os.path.relpath(out),
-                  "data_dir": data_dir and os.path.relpath(data_dir), "overrides": run.overrides}
+                  "data_dir": data_dir and os.path.relpath(data_dir), "overrides": run.overrides,
+                  "executor": run.executor}
     (out / "notebooks").mkdir(parents=True, exist_ok=True)
     notebooks = _notebooks(Path(notebooks_folder) if notebooks_folder else notebooks_dir())
-    # How much of the study this run trained, and how much it found stored (a resumed report is fast).
-    records = run.workdir / "results"
-    stored_before = len(list(records.glob("*.json"))) if records.is_dir() else 0
+    # The runs this report trains carry its session id, so it counts its own even when another report shares
+    # the work folder (a resumed report finds everything stored and trains nothing).
+    session = uuid.uuid4().hex
     timings, start = {}, time.perf_counter()
-    for index, notebook in enumerate(notebooks, start=1):
-        print(f"[{index}/{len(notebooks)}] {notebook.name} ...", flush=True)
-        began = time.perf_counter()
-        executed = out / "notebooks" / notebook.name
-        _execute(notebook, executed, parameters, progress)
-        _to_html(executed)
-        timings[notebook.stem] = round(time.perf_counter() - began, 1)
-        print(f"[{index}/{len(notebooks)}] {notebook.name} done in {timings[notebook.stem]:.0f} s", flush=True)
+    with _environment(SESSION_VARIABLE, session):
+        for index, notebook in enumerate(notebooks, start=1):
+            print(f"[{index}/{len(notebooks)}] {notebook.name} ...", flush=True)
+            began = time.perf_counter()
+            executed = out / "notebooks" / notebook.name
+            _execute(notebook, executed, parameters, progress)
+            _to_html(executed)
+            timings[notebook.stem] = round(time.perf_counter() - began, 1)
+            print(f"[{index}/{len(notebooks)}] {notebook.name} done in {timings[notebook.stem]:.0f} s", flush=True)
     record = provenance(run.profile, {**parameters, "study_parameters": run.parameters}, timings,
                         round(time.perf_counter() - start, 1))
-    record["runs_found_stored"] = stored_before
-    record["runs_trained"] = len(list(records.glob("*.json"))) - stored_before
+    records = _run_records(run.workdir / "results", out / "results.csv")
+    ours = [r for r in records if r.get("session") == session]
+    record["runs_trained"], record["runs_found_stored"] = len(ours), len(records) - len(ours)
+    # How far the study is from the machine's limit: model FLOPs of what this report trained and scored,
+    # over (wall time x the float32 matmul rate measured now).
+    record["model_flops"] = sum(r["cost"].get("model_flops", 0.0) for r in ours)
+    record["matmul_peak_gflops"] = round(matmul_peak_flops() / 1e9, 1)
+    record["study_compute_efficiency"] = round(
+        record["model_flops"] / (record["total_seconds"] * record["matmul_peak_gflops"] * 1e9), 4)
     atomic_write(out / "provenance.json", json.dumps(record, indent=1, default=str))
     index = write_index(out, notebooks, record)
     print(f"report written to {index} in {record['total_seconds']:.0f} s", flush=True)
     return index
+
+
+@contextmanager
+def _environment(name: str, value: str):
+    previous = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
+
+
+def _run_records(store_root: Path, results_csv: Path) -> list[dict]:
+    """The stored record of each run of the report's results table (its ``session`` says which report made it)."""
+    if not results_csv.is_file():
+        return []
+    import pandas as pd
+
+    return [json.loads((store_root / f"{run_id}.json").read_text()) for run_id in pd.read_csv(results_csv)["run_id"]]
 
 
 def _table(rows: dict) -> str:

@@ -15,7 +15,6 @@ from fusionkit.evaluation.verdicts import compare_to_baseline, methods_header, v
 from fusionkit.report import plots, tables
 from fusionkit.report.build import write_verdicts
 from fusionkit.report.notebook import NotebookRun
-from fusionkit.study.runner import run_study
 from fusionkit.study.source_scores import study_transferability
 
 BASELINE = "finetune"
@@ -27,7 +26,7 @@ MAX_RELIABILITY_SYSTEMS = 6
 def study_results(run: NotebookRun) -> pd.DataFrame:
     """Every run of the report's two parts (baselines and fusion), read from the store (run if missing);
     written to results.csv."""
-    results = pd.concat([run_study(run.study(part), progress=False) for part in ("baselines", "fusion")],
+    results = pd.concat([run.run_study(part, progress=False) for part in ("baselines", "fusion")],
                         ignore_index=True)
     run.write_table(results.drop(columns=["details"]), "results")
     return results
@@ -86,6 +85,15 @@ def reliability_systems(results: pd.DataFrame) -> list[str]:
     return chosen[:MAX_RELIABILITY_SYSTEMS]
 
 
+def save_learning_curves(run: NotebookRun, results: pd.DataFrame, name: str, caption: str):
+    """Learning curves of the systems run at two or more train sizes; None (said why) when there are none."""
+    curves = tables.curve_runs(results)
+    if curves.empty:
+        print("no system was run at two or more train sizes: no learning curve to draw")
+        return None
+    return run.save(plots.learning_curves(tables.by_system(curves), "accuracy"), name, caption)
+
+
 def save_reliability_diagram(run: NotebookRun, results: pd.DataFrame):
     """The reliability diagram of the ``reliability_systems`` on the first seed's test predictions."""
     chosen = results[results["system"].isin(reliability_systems(results))]
@@ -138,9 +146,12 @@ def transferability_against_gain(run: NotebookRun, comparisons: Comparisons) -> 
         run.save(plots.transferability_vs_gain(gains, "logme", "gain", "source"), "05_logme_vs_gain",
                  "observed gain of single-source transfer from each source against its LogME score")
     if len(gains) < 3:
+        print(f"{len(gains)} single-source gain(s): a rank correlation needs at least 3, so none is computed")
         return gains, None
-    return gains, pd.DataFrame({score: rank_correlation(gains[score], gains["gain"])
-                                for score in TRANSFERABILITY_SCORES}).T
+    correlations = pd.DataFrame({score: rank_correlation(gains[score], gains["gain"])
+                                 for score in TRANSFERABILITY_SCORES}).T
+    print("rank correlation of each score with the observed gain:", correlations.round(3), sep="\n")
+    return gains, correlations
 
 
 def write_findings(run: NotebookRun, summary: pd.DataFrame, comparisons: Comparisons,

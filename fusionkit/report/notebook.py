@@ -12,6 +12,7 @@ from fusionkit.data import TASKS
 from fusionkit.errors import ConfigError
 from fusionkit.report.plots import save_figure
 from fusionkit.study.profiles import profile_parameters, study_config
+from fusionkit.study.executors import make_executor, run_study
 from fusionkit.study.store import ResultsStore
 from fusionkit.strategies import STRATEGIES
 
@@ -41,10 +42,15 @@ class NotebookRun:
     out_dir: Path
     data_dir: str | None = None
     overrides: dict = field(default_factory=dict)
+    executor: dict = field(default_factory=lambda: {"kind": "local"})  # make_executor's arguments
 
     @property
     def parameters(self) -> dict:
         return profile_parameters(self.profile, self.overrides)
+
+    def run_study(self, part: str, progress: bool = True):
+        """The results of one part of the study ("baselines" or "fusion"), run on this report's executor."""
+        return run_study(self.study(part), progress=progress, executor=make_executor(**self.executor))
 
     def study(self, part: str):
         return study_config(self.profile, part, self.target, self.sources, str(self.workdir), self.data_dir,
@@ -72,7 +78,7 @@ class NotebookRun:
 
 def notebook_run(profile: str | None = None, target: str = "cr", sources=("mr", "subj", "trec"),
                  workdir: str | None = None, out_dir: str | None = None, data_dir: str | None = None,
-                 overrides: dict | None = None) -> NotebookRun:
+                 overrides: dict | None = None, executor: dict | None = None) -> NotebookRun:
     """Resolve a notebook's parameters; None falls back to FUSIONKIT_PROFILE / FUSIONKIT_WORKDIR / FUSIONKIT_OUT
     (so nbval can pick the smoke profile) and then to the defaults."""
     profile = profile or os.environ.get("FUSIONKIT_PROFILE") or DEFAULT_PROFILE
@@ -85,7 +91,9 @@ def notebook_run(profile: str | None = None, target: str = "cr", sources=("mr", 
     out_dir = Path(out_dir or os.environ.get("FUSIONKIT_OUT") or workdir / "report")
     check_writable_folder(workdir, "work folder")
     check_writable_folder(out_dir / "figures", "report folder")
-    return NotebookRun(profile, target, list(sources), workdir, out_dir, data_dir, dict(overrides or {}))
+    executor = dict(executor or {"kind": "local"})
+    make_executor(**executor)  # an unknown executor or option fails here, before any work
+    return NotebookRun(profile, target, list(sources), workdir, out_dir, data_dir, dict(overrides or {}), executor)
 
 
 def _check_tasks(target: str, sources: list[str], parameters: dict) -> None:
@@ -119,13 +127,17 @@ def check_writable_folder(folder: Path, what: str) -> None:
 
 def setup_notebook(profile: str | None = None, target: str = "cr", sources=("mr", "subj", "trec"),
                    workdir: str | None = None, out_dir: str | None = None, data_dir: str | None = None,
-                   overrides: dict | None = None) -> NotebookRun:
+                   overrides: dict | None = None, executor: dict | None = None) -> NotebookRun:
     """The first call of every notebook: resolve its parameters (see ``notebook_run``), set table display, and
     say what this report studies and where its files go."""
+    import warnings
+
     import pandas as pd
 
     pd.set_option("display.precision", 3)
-    run = notebook_run(profile, target, sources, workdir, out_dir, data_dir, overrides)
-    print(f"profile {run.profile}: target {run.target}, sources {run.sources}\n"
+    # Noise that says nothing about the study and prints this machine's paths into the executed notebook.
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    run = notebook_run(profile, target, sources, workdir, out_dir, data_dir, overrides, executor)
+    print(f"profile {run.profile}: target {run.target}, sources {run.sources}, executor {run.executor['kind']}\n"
           f"work folder {run.workdir}\noutputs {run.out_dir}")
     return run

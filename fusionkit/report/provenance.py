@@ -65,6 +65,20 @@ def provenance(profile: str, parameters: dict, notebook_seconds: dict, total_sec
             "notebook_seconds": notebook_seconds, "versions": versions(), "parameters": parameters}
 
 
+def matmul_peak_flops(size: int = 2048, repeats: int = 10) -> float:
+    """FLOP/s of a float32 matrix product on this machine, measured now: the ceiling model FLOPs are held to."""
+    import time
+
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * size ** 3 * repeats / (time.perf_counter() - start)
+
+
 def version_table():
     """The code and package versions, as a one-column table."""
     import pandas as pd

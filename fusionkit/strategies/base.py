@@ -239,12 +239,18 @@ class Artefact:
     def provide(self) -> FittedModel:
         """The fitted artefact: loaded when it is saved whole; trained (and saved) when it is not there, or when
         what is there cannot be loaded (then it is moved to ``damaged/`` with a warning first)."""
+        from filelock import FileLock
+
         path = self.path
-        if path.is_dir():
-            try:
-                return FittedModel.load(path, device=self.trainer.device)
-            except DataError as error:
-                move_aside(path, str(error))
-        fitted = self.trainer.fit(self.target, list(self.sources), seed=self.seed, train_size=self.train_size)
-        fitted.save(path)
-        return fitted
+        locks = self.trainer.workdir / "locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        # Another process on the same work folder may be training it: wait for it rather than train it twice.
+        with FileLock(locks / f"{self.folder}-{path.name}.lock"):
+            if path.is_dir():
+                try:
+                    return FittedModel.load(path, device=self.trainer.device)
+                except DataError as error:
+                    move_aside(path, str(error))
+            fitted = self.trainer.fit(self.target, list(self.sources), seed=self.seed, train_size=self.train_size)
+            fitted.save(path)
+            return fitted

@@ -7,8 +7,9 @@ May import: ``fusionkit.errors``, ``fusionkit._io``, ``data``, ``modeling``, ``s
 """
 from fusionkit.study import source_scores
 from fusionkit.study.profiles import PROFILES, profile_parameters, study_config
-from fusionkit.study.runner import Arm, StudyConfig, load_study_tasks, planned_runs, run_study
+from fusionkit.study.executors import LocalExecutor, RayExecutor, run_study
+from fusionkit.study.runner import Arm, StudyConfig, load_study_tasks, planned_runs
 from fusionkit.study.store import ResultsStore, run_key
 
 __all__ = ["source_scores", "PROFILES", "profile_parameters", "study_config", "Arm", "StudyConfig", "load_study_tasks", "planned_runs",
-           "run_study", "ResultsStore", "run_key"]
+           "run_study", "LocalExecutor", "RayExecutor", "ResultsStore", "run_key"]

@@ -19,7 +19,7 @@ from fusionkit.evaluation.gains import Cost
 from fusionkit.evaluation.metrics import score_all
 from fusionkit.evaluation.similarity import layerwise_cka
 from fusionkit.modeling.encoders import Encoder, load_encoder
-from fusionkit.modeling.heads import dense_backbone
+from fusionkit.modeling.heads import TextCollator, dense_backbone, model_flops
 from fusionkit.strategies import STRATEGIES, Artefact, get_strategy
 from fusionkit.study.store import ResultsStore, run_key
 
@@ -155,25 +155,23 @@ class StudyRunner:
         self.by_name = {s.name: s for s in sources}
         self.base = load_encoder(config.encoder, max_length=config.max_length)
         self.base_layers = self.base.encode(cka_texts(target, config), layers=list(range(self.base.num_layers + 1)))
+        self.test_tokens = sum(TextCollator(self.base.tokenizer, config.max_length).lengths(target.test["text"]))
 
-    def _parts(self, run: dict):
+    def parts(self, run: dict):
+        """The run's strategy, its source tasks, and its train size (None: the whole training split)."""
         strategy = get_strategy(run["strategy"], run["knobs"], **strategy_settings(self.config))
         train_size = run["train_size"] if run["train_size"] < len(self.target.train) else None
         return strategy, [self.by_name[n] for n in run["sources"]], train_size
 
-    def required_artefacts(self, runs: list[dict]) -> set[str]:
-        """Keys of every artefact the runs need fitted first."""
-        keys = set()
-        for run in runs:
-            strategy, sources, train_size = self._parts(run)
-            train_task = self.target.subsample(train_size, run["seed"]) if train_size else self.target
-            keys |= {need.key for need in strategy.requirements(train_task, sources, run["seed"])
-                     if isinstance(need, Artefact)}
-        return keys
+    def as_artefact(self, run: dict) -> Artefact:
+        """The run's fitted model as an artefact: what another run needing it (a teacher) asks for."""
+        strategy, sources, train_size = self.parts(run)
+        return Artefact(strategy, self.target, tuple(sources), run["seed"], train_size)
 
     def run(self, run: dict, required: set[str]) -> None:
-        strategy, sources, train_size = self._parts(run)
-        as_artefact = Artefact(strategy, self.target, tuple(sources), run["seed"], train_size)
+        """Fit the run (through the artefact cache when another run needs its model) and store its record."""
+        strategy, sources, train_size = self.parts(run)
+        as_artefact = self.as_artefact(run)
         if as_artefact.key in required:
             fitted = as_artefact.provide()
         else:
@@ -181,8 +179,8 @@ class StudyRunner:
         texts, labels = list(self.target.test["text"]), np.asarray(self.target.test["label"])
         start = time.perf_counter()
         probs = fitted.predict_proba(texts)
-        cost = Cost(fitted.num_trainable_params, fitted.train_seconds,
-                    1000 * (time.perf_counter() - start) / len(texts))
+        cost = Cost(fitted.num_trainable_params, fitted.train_seconds, 1000 * (time.perf_counter() - start) / len(texts),
+                    model_flops(fitted.module, fitted.history.tokens, self.test_tokens))
         details = {"arch": fitted.spec["arch"], "history": fitted.history.to_dict(),
                    "cka_base_vs_adapted": encoder_cka(fitted, self.base, cka_texts(self.target, self.config),
                                                       self.base_layers)}
@@ -190,20 +188,22 @@ class StudyRunner:
                        labels, probs)
 
 
-def run_study(config: StudyConfig, progress: bool = True):
-    """Run every planned run not yet stored; returns the results table of this study's runs."""
-    from tqdm.auto import tqdm
+TRAINED, FOUND, BUSY = "trained", "found", "busy"
 
-    target, sources = load_study_tasks(config)
-    store = ResultsStore(Path(config.workdir) / "results")
-    runs = planned_runs(config, target, sources)
-    todo = [r for r in runs if not store.has(run_key(r))]
-    if todo:
-        runner = StudyRunner(config, target, sources, store)
-        required = runner.required_artefacts(todo)
-        for run in tqdm(todo, disable=not progress, desc=f"study {config.target}"):
+
+def fit_and_store(runner: StudyRunner, run: dict, required: set[str], wait: bool) -> str:
+    """Fit and store ``run`` under its lock unless it is stored by then (FOUND: another process stored it);
+    BUSY, without waiting, when another process holds the lock and ``wait`` is False. Every executor fits
+    runs through here, so no run is trained twice whatever executors and drivers share the work folder."""
+    from filelock import Timeout
+
+    key = run_key(run)
+    try:
+        with runner.store.lock(key, timeout=-1 if wait else 0):
+            if runner.store.has(key):
+                return FOUND
             torch.manual_seed(run["seed"])
             runner.run(run, required)
-    keys = {run_key(r) for r in runs}
-    frame = store.to_frame()
-    return frame[frame["run_id"].isin(keys)].reset_index(drop=True)
+            return TRAINED
+    except Timeout:
+        return BUSY

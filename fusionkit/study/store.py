@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import re
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,6 +41,7 @@ _KEY_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
 _RESERVED_COLUMNS = ("run_id", "created_at")
 # Config fields renamed since runs were first stored: new name -> the name their keys and old records use.
 LEGACY_FIELDS = {"system": "label"}
+SESSION_VARIABLE = "FUSIONKIT_SESSION"
 _RENAMED = {old: new for new, old in LEGACY_FIELDS.items()}
 
 
@@ -131,6 +133,15 @@ class ResultsStore:
                     move_aside(path, str(error))
             return None
 
+    def lock(self, key: str, timeout: float = -1):
+        """An inter-process lock on one run (``filelock``: released when its holder exits, even killed), so two
+        processes sharing this store never train the same run; ``timeout=0`` fails at once if it is held."""
+        from filelock import FileLock
+
+        folder = self.root / "locks"
+        folder.mkdir(exist_ok=True)
+        return FileLock(folder / f"{self._path(key, '.lock').name}", timeout=timeout)
+
     def has(self, key: str) -> bool:
         """Whether a whole, trustworthy record of the run is stored; a damaged one is moved to
         ``<root>/damaged/`` (with a warning naming it and why), so the run counts as not stored and is redone."""
@@ -147,6 +158,8 @@ class ResultsStore:
         np.savez(buffer, y_true=labels, probs=matrix)
         record = {"format_version": FORMAT_VERSION, "run_id": key,
                   "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                  # which report made the run (see report.build.run_report), so each report counts its own
+                  "session": os.environ.get(SESSION_VARIABLE),
                   "config": config, "scores": scores, "cost": cost, "predictions": npz_path.name,
                   "predictions_sha256": hashlib.sha256(buffer.getvalue()).hexdigest()}
         text = to_json(record, f"record of run {key}", indent=1)

@@ -1,0 +1,182 @@
+"""Carrying out a study: ``run_study`` plans it and hands the plan to an executor, ``local`` (this process, one
+run after another) or ``ray`` (Ray tasks).
+
+With Ray, each artefact and each run is a task with declared resources: CPUs (torch's thread count is pinned
+to the task's share, so parallel tasks do not oversubscribe the cores) and, on CUDA, a fraction of a GPU
+(``gpu_fraction=0.25``: four small runs share one GPU). An artefact task starts when the artefacts it needs
+exist, a run task when its artefacts do; independent runs run side by side. ``ray.init()`` starts a local Ray
+unless ``address`` (or ``RAY_ADDRESS``) names a running cluster, whose workers must all see the work folder.
+
+Faults: a worker killed mid-task is retried by Ray (``max_retries``); a run's record is written atomically
+under the run's lock, so the store ends with each run once and no partial record. A run that raises fails the
+study with the run's name and the worker's traceback.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from fusionkit._io import digest
+from fusionkit.errors import ConfigError, TrainingError
+from fusionkit.study.plan import StudyPlan, artefact_at, make_plan
+from fusionkit.study.runner import (BUSY, TRAINED, StudyConfig, StudyRunner, fit_and_store, load_study_tasks,
+                                    planned_runs)
+from fusionkit.study.store import ResultsStore, run_key
+
+
+def describe(run: dict) -> str:
+    return f"run {run_key(run)} ({run['system']}, seed {run['seed']}, n={run['train_size']}, target {run['target']})"
+
+
+class LocalExecutor:
+    """In this process: the artefacts in order, then the runs (a run another process holds is waited for)."""
+
+    name = "local"
+
+    def execute(self, plan: StudyPlan, runner: StudyRunner, progress: bool = True) -> int:
+        """Carry out the plan; returns how many runs this process trained."""
+        from tqdm.auto import tqdm
+
+        for artefact in plan.artefacts.values():
+            artefact_at(runner, artefact.run, artefact.path).provide()
+        outcomes = {run_key(run): fit_and_store(runner, run, plan.required, wait=False)
+                    for run in tqdm(plan.runs, disable=not progress, desc=f"study {runner.config.target}")}
+        for run in plan.runs:  # another process was training it: wait for it (or train it, if that process died)
+            if outcomes[run_key(run)] == BUSY:
+                outcomes[run_key(run)] = fit_and_store(runner, run, plan.required, wait=True)
+        return sum(outcome == TRAINED for outcome in outcomes.values())
+
+
+_RUNNERS: dict[str, StudyRunner] = {}
+
+
+def _worker_runner(config: StudyConfig) -> StudyRunner:
+    """One runner per study per worker process: tasks and the base encoder load once, not once per task."""
+    key = digest(asdict(config))
+    if key not in _RUNNERS:
+        target, sources = load_study_tasks(config)
+        _RUNNERS[key] = StudyRunner(config, target, sources, ResultsStore(Path(config.workdir) / "results"))
+    return _RUNNERS[key]
+
+
+def _pin_threads() -> None:
+    import ray
+
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
+    torch.set_num_threads(max(1, int(cpus)))
+
+
+def _artefact_task(config: StudyConfig, run: dict, path: tuple[int, ...], *needed) -> str:
+    _pin_threads()
+    artefact = artefact_at(_worker_runner(config), run, path)
+    artefact.provide()
+    return artefact.key
+
+
+def _run_task(config: StudyConfig, run: dict, required: frozenset, *needed) -> str:
+    _pin_threads()
+    return fit_and_store(_worker_runner(config), run, set(required), wait=True)
+
+
+@dataclass
+class RayExecutor:
+    """Ray tasks: ``workers`` tasks at once on this machine (default: one per core), ``cpus_per_task`` each;
+    on CUDA each task also takes ``gpu_fraction`` of a GPU."""
+
+    workers: int | None = None
+    address: str | None = None
+    cpus_per_task: int = 1
+    gpu_fraction: float = 0.25
+    max_retries: int = 2
+    name = "ray"
+
+    def __post_init__(self):
+        if self.workers is not None and self.workers < 1:
+            raise ConfigError(f"workers must be a positive integer, got {self.workers!r}")
+        if self.cpus_per_task < 1:
+            raise ConfigError(f"cpus_per_task must be a positive integer, got {self.cpus_per_task!r}")
+        if not 0 < self.gpu_fraction <= 1:
+            raise ConfigError(f"gpu_fraction must be in (0, 1], got {self.gpu_fraction!r}")
+
+    def _init(self) -> None:
+        import ray
+
+        if ray.is_initialized():
+            return
+        address = self.address or os.environ.get("RAY_ADDRESS")
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            cpus = (self.workers or os.cpu_count() or 1) * self.cpus_per_task
+            ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+
+    def execute(self, plan: StudyPlan, runner: StudyRunner, progress: bool = True) -> int:
+        """Carry out the plan on Ray; returns how many runs this driver's tasks trained."""
+        import ray
+        from tqdm.auto import tqdm
+
+        self._init()
+        gpus = self.gpu_fraction if torch.cuda.is_available() else 0
+        options = dict(num_cpus=self.cpus_per_task, num_gpus=gpus, max_retries=self.max_retries)
+        artefact_remote = ray.remote(_artefact_task).options(**options)
+        run_remote = ray.remote(_run_task).options(**options)
+        config, refs = runner.config, {}
+        for key, artefact in plan.artefacts.items():  # in dependency order: the refs they need exist already
+            refs[key] = artefact_remote.remote(config, artefact.run, artefact.path, *(refs[k] for k in artefact.needs))
+        pending = {run_remote.remote(config, run, frozenset(plan.required),
+                                     *(refs[k] for k in plan.run_needs[run_key(run)])): run for run in plan.runs}
+        slots = max(1, int(ray.cluster_resources().get("CPU", 1) // self.cpus_per_task))
+        trained = 0
+        with tqdm(total=len(pending), disable=not progress, desc=f"study {config.target} on Ray") as bar:
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                run = pending.pop(done[0])
+                try:
+                    trained += ray.get(done[0]) == TRAINED
+                except ray.exceptions.RayError as error:
+                    for ref in pending:
+                        ray.cancel(ref)
+                    raise TrainingError(f"{describe(run)} failed on a Ray worker:\n{error}") from None
+                bar.update(1)
+                bar.set_postfix(running=min(len(pending), slots))
+        return trained
+
+
+def make_executor(kind: str | LocalExecutor | RayExecutor = "local", **options) -> LocalExecutor | RayExecutor:
+    """An executor by name ("local" or "ray", with RayExecutor's options), or one given as it is."""
+    if not isinstance(kind, str):
+        return kind
+    if kind == "local":
+        if options:
+            raise ConfigError(f"the local executor takes no options, got {sorted(options)}")
+        return LocalExecutor()
+    if kind == "ray":
+        return RayExecutor(**options)
+    raise ConfigError(f"unknown executor {kind!r}; choose 'local' or 'ray'")
+
+
+def run_study(config: StudyConfig, progress: bool = True, executor="local"):
+    """Run every planned run not yet stored; returns the results table of this study's runs (its
+    ``attrs["runs_trained"]``: how many this call trained).
+
+    ``executor``: "local" (this process), "ray", or an executor from ``fusionkit.study.executors``. Several
+    processes may share one work folder (two reports, several drivers): each run and artefact is trained
+    under a lock, a run another process is training is waited for and counted as found, and one whose
+    process died without storing it is trained here.
+    """
+    target, sources = load_study_tasks(config)
+    store = ResultsStore(Path(config.workdir) / "results")
+    runs = planned_runs(config, target, sources)
+    todo = [r for r in runs if not store.has(run_key(r))]
+    trained = 0
+    if todo:
+        runner = StudyRunner(config, target, sources, store)
+        trained = make_executor(executor).execute(make_plan(runner, todo), runner, progress)
+    keys = {run_key(r) for r in runs}
+    frame = store.to_frame()
+    frame = frame[frame["run_id"].isin(keys)].reset_index(drop=True)
+    frame.attrs["runs_trained"] = trained  # by this call; the others were found stored
+    return frame
