@@ -94,3 +94,11 @@ def test_save_figure_writes_png_and_svg(tmp_path):
     assert "<svg" in svg.read_text()
     with pytest.raises(InputError, match="figure name must be"):
         plots.save_figure(figure, tmp_path, "../line")
+
+
+def test_transferability_against_gain_draws_two_sources_without_a_correlation():
+    import pandas as pd
+
+    figure = plots.transferability_vs_gain(pd.DataFrame({"source": ["mr", "subj"], "logme": [0.1, 0.3],
+                                                         "gain": [1.0, -2.0]}), "logme", "gain", "source")
+    assert figure.axes[0].get_title() == "2 sources: too few for a rank correlation"

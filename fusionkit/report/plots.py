@@ -150,9 +150,9 @@ def attention_weights_heatmap(weights, source_names: Sequence[str], layers: Sequ
 
 
 def transferability_vs_gain(table: pd.DataFrame, score_col: str, gain_col: str, label_col: str | None = None) -> Figure:
-    """Observed gain against a transferability score, Kendall's tau in the title; points named by label_col."""
+    """Observed gain against a transferability score, Kendall's tau in the title (from 3 points on: fewer cannot
+    give one); points named by label_col."""
     check_columns(table, [score_col, gain_col, *([label_col] if label_col else [])], "table")
-    correlation = rank_correlation(table[score_col], table[gain_col])
     figure = Figure(figsize=(5, 4), layout="constrained")
     axes = figure.add_subplot()
     axes.scatter(table[score_col], table[gain_col])
@@ -160,8 +160,12 @@ def transferability_vs_gain(table: pd.DataFrame, score_col: str, gain_col: str, 
         for label, x, y in zip(table[label_col], table[score_col], table[gain_col]):
             axes.annotate(str(label), (x, y), textcoords="offset points", xytext=(4, 4), fontsize="small")
     axes.axhline(0, color="grey", linewidth=0.8)
-    axes.set(xlabel=score_col, ylabel=gain_col,
-             title=f"Kendall τ = {correlation['kendall_tau']:.2f} (p = {correlation['kendall_p']:.2g})")
+    if len(table) >= 3:
+        correlation = rank_correlation(table[score_col], table[gain_col])
+        title = f"Kendall τ = {correlation['kendall_tau']:.2f} (p = {correlation['kendall_p']:.2g})"
+    else:
+        title = f"{len(table)} sources: too few for a rank correlation"
+    axes.set(xlabel=score_col, ylabel=gain_col, title=title)
     return figure
 
 
