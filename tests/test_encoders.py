@@ -134,3 +134,18 @@ def test_minilm_matches_mean_pooling_by_hand(minilm):
     assert ours.shape == (2, 384)
     np.testing.assert_allclose(ours, expected, atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-6)
+
+
+def test_the_fingerprint_does_not_depend_on_the_thread_count():
+    """A Ray task runs with one torch thread, a notebook with all cores: both must name the same weights."""
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = load_encoder("minilm").fingerprint()
+        torch.set_num_threads(2)
+        two = load_encoder("minilm").fingerprint()
+    finally:
+        torch.set_num_threads(threads)
+    assert one == two

@@ -120,3 +120,13 @@ def test_two_drivers_on_one_work_folder_train_each_run_once(data_dir, tmp_path):
     counts = [line.split() for output in outputs for line in output.splitlines() if line.startswith("trained ")]
     assert [int(count[3]) for count in counts] == [6, 6]
     assert sum(int(count[1]) for count in counts) == 6  # together they trained each run exactly once
+
+
+@pytest.mark.slow
+def test_experts_trained_in_process_are_reused_by_ray_tasks(data_dir, tmp_path, local_ray):
+    """Notebook 3 trains the experts in the kernel (all threads); notebook 4's Ray tasks (one thread) use them."""
+    merge_only = [{"system": "merge task_arithmetic", "strategy": "merge", "knobs": {"method": "task_arithmetic"}}]
+    run_study(small_study(data_dir, tmp_path, fusion_arms=merge_only, seeds=[0]), progress=False)
+    experts = sorted(p.name for p in (tmp_path / "experts").iterdir() if p.is_dir())
+    results = run_study(small_study(data_dir, tmp_path, seeds=[0]), progress=False, executor=RayExecutor(workers=2))
+    assert len(results) == 3 and sorted(p.name for p in (tmp_path / "experts").iterdir() if p.is_dir()) == experts

@@ -101,13 +101,16 @@ class Encoder:
         return encoded
 
     def fingerprint(self) -> str:
-        """Identifies the weights, not just the name: a cheap hash of every tensor's shape, sum and head."""
+        """Identifies the weights, not just the name: a hash of the config and of every tensor's bytes.
+
+        The bytes, not a float sum: a sum's rounding depends on torch's thread count, so a process with one
+        thread (a Ray task) and one with two would disagree about the same weights (0.2 s for MiniLM).
+        """
         if self._fingerprint is None:
             digest = hashlib.sha256(json.dumps(self.model.config.to_dict(), sort_keys=True, default=str).encode())
             for key, tensor in sorted(self.model.state_dict().items()):
-                flat = tensor.detach().float().flatten()
                 digest.update(key.encode())
-                digest.update(np.asarray([flat.sum().item(), *flat[:8].tolist()], dtype=np.float64).tobytes())
+                digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
             self._fingerprint = digest.hexdigest()[:16]
         return self._fingerprint
 
@@ -154,6 +157,12 @@ def encoder_max_length(name: str) -> int:
         raise ConfigError(f"cannot read the config of encoder {name!r} (a short name, local folder or Hub id): "
                           f"{err}") from None
     return int(getattr(config, "max_position_embeddings", 512))
+
+
+@functools.lru_cache(maxsize=8)
+def base_fingerprint(name: str) -> str:
+    """The fingerprint of an encoder's pretrained weights, once per process (what artefacts are trained from)."""
+    return load_encoder(name).fingerprint()
 
 
 def load_tokenizer(name: str, trust_remote_code: bool = False):

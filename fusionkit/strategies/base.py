@@ -23,7 +23,7 @@ import torch
 from fusionkit._io import atomic_folder, digest, move_aside
 from fusionkit.data.tasks import Task
 from fusionkit.errors import ConfigError, DataError
-from fusionkit.modeling.encoders import Encoder, load_encoder, load_tokenizer
+from fusionkit.modeling.encoders import Encoder, base_fingerprint, load_encoder, load_tokenizer
 from fusionkit.modeling.heads import count_trainable, predict_logits
 from fusionkit.modeling.training import History, Knobs, Timer
 
@@ -226,6 +226,8 @@ class Artefact:
         identity = {"strategy": trainer.name,
                     "knobs": {k: v for k, v in trainer.knobs.to_dict().items() if k != "progress"},
                     "encoder": trainer.encoder_name, "max_length": trainer.max_length, "pooling": trainer.pooling,
+                    # the weights, not only the name: other weights under the same name are another artefact
+                    "base": base_fingerprint(trainer.encoder_name),
                     "target": self._train_task().fingerprint(),
                     "sources": [_source_identity(s) for s in self.sources], "seed": self.seed}
         return digest(identity)
