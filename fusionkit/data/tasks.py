@@ -104,8 +104,10 @@ class Task:
                              for chunk in [split_name, *(f"{label}\t{text}\n"
                                                         for text, label in zip(split["text"], split["label"]))])
 
-    def subsample(self, n: int, seed: int = 0) -> "Task":
-        """The same task with a stratified subsample of ``n`` training examples."""
+    def subsample(self, n: int | None, seed: int = 0) -> "Task":
+        """The same task with a stratified subsample of ``n`` training examples (None: the whole split)."""
+        if n is None:
+            return self
         n_train = len(self.train)
         if not isinstance(n, (int, np.integer)) or n < 1:
             raise ConfigError(f"subsample: n must be a positive integer, got {n!r}")

@@ -19,6 +19,7 @@ from typing import ClassVar, Mapping, Sequence
 import numpy as np
 import scipy.special
 import torch
+from filelock import FileLock
 
 from fusionkit._io import atomic_folder, digest, move_aside
 from fusionkit.data.tasks import Task
@@ -170,7 +171,7 @@ class Strategy:
             raise ConfigError(f"strategy '{self.name}' fuses knowledge from source tasks: pass sources=[...]")
         if not self.needs_sources and sources:
             raise ConfigError(f"strategy '{self.name}' uses the target only; it takes no sources")
-        train_task = target.subsample(train_size, seed) if train_size else target
+        train_task = target.subsample(train_size, seed)
         provided = dict(artefacts or {})
         needed = [need if isinstance(need, FittedModel) else provided.get(need.key) or need.provide()
                   for need in self.requirements(train_task, sources, seed)]
@@ -217,7 +218,7 @@ class Artefact:
     folder: str = "models"
 
     def _train_task(self) -> Task:
-        return self.target.subsample(self.train_size, self.seed) if self.train_size else self.target
+        return self.target.subsample(self.train_size, self.seed)
 
     @property
     def key(self) -> str:
@@ -241,8 +242,6 @@ class Artefact:
     def provide(self) -> FittedModel:
         """The fitted artefact: loaded when it is saved whole; trained (and saved) when it is not there, or when
         what is there cannot be loaded (then it is moved to ``damaged/`` with a warning first)."""
-        from filelock import FileLock
-
         path = self.path
         locks = self.trainer.workdir / "locks"
         locks.mkdir(parents=True, exist_ok=True)

@@ -41,7 +41,7 @@ class StudyPlan:
 def artefact_at(runner: StudyRunner, run: dict, path: tuple[int, ...]) -> Artefact:
     """The artefact ``path`` leads to from ``run`` (see ``PlannedArtefact``)."""
     strategy, sources, train_size = runner.parts(run)
-    train_task = runner.target.subsample(train_size, run["seed"]) if train_size else runner.target
+    train_task = runner.target.subsample(train_size, run["seed"])
     needs = strategy.requirements(train_task, sources, run["seed"])
     artefact = needs[path[0]]
     for index in path[1:]:
@@ -50,7 +50,7 @@ def artefact_at(runner: StudyRunner, run: dict, path: tuple[int, ...]) -> Artefa
 
 
 def _requirements(artefact: Artefact) -> list:
-    train_task = artefact.target.subsample(artefact.train_size, artefact.seed) if artefact.train_size else artefact.target
+    train_task = artefact.target.subsample(artefact.train_size, artefact.seed)
     return artefact.trainer.requirements(train_task, list(artefact.sources), artefact.seed)
 
 
@@ -68,7 +68,7 @@ def make_plan(runner: StudyRunner, runs: list[dict]) -> StudyPlan:
     run_needs = {}
     for run in runs:
         strategy, sources, train_size = runner.parts(run)
-        train_task = runner.target.subsample(train_size, run["seed"]) if train_size else runner.target
+        train_task = runner.target.subsample(train_size, run["seed"])
         run_needs[run_key(run)] = [visit(need, run, (index,)) for index, need in
                                    enumerate(strategy.requirements(train_task, sources, run["seed"]))
                                    if isinstance(need, Artefact)]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from filelock import Timeout
 
 from fusionkit.data.tasks import Task, load_task, stratified_sample
 from fusionkit.errors import ConfigError
@@ -195,8 +196,6 @@ def fit_and_store(runner: StudyRunner, run: dict, required: set[str], wait: bool
     """Fit and store ``run`` under its lock unless it is stored by then (FOUND: another process stored it);
     BUSY, without waiting, when another process holds the lock and ``wait`` is False. Every executor fits
     runs through here, so no run is trained twice whatever executors and drivers share the work folder."""
-    from filelock import Timeout
-
     key = run_key(run)
     try:
         with runner.store.lock(key, timeout=-1 if wait else 0):

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from filelock import FileLock
 
 from fusionkit._io import atomic_write, digest, file_sha256, move_aside, read_arrays, to_json
 from fusionkit.errors import DataError, InputError
@@ -136,8 +137,6 @@ class ResultsStore:
     def lock(self, key: str, timeout: float = -1):
         """An inter-process lock on one run (``filelock``: released when its holder exits, even killed), so two
         processes sharing this store never train the same run; ``timeout=0`` fails at once if it is held."""
-        from filelock import FileLock
-
         folder = self.root / "locks"
         folder.mkdir(exist_ok=True)
         return FileLock(folder / f"{self._path(key, '.lock').name}", timeout=timeout)
