@@ -1,8 +1,8 @@
 """Study: a grid of runs (strategies x sources x seeds x train sizes) on a target, each stored once.
 
-Owns the study config and its runner (``run_study``: resumable, every run fitted at most once per work
-folder), the named profiles, the results store (one atomic record per run) and the source scores
-(experts and their transferability before fusion).
+Owns the study config, its runner and plan, the executors that carry a plan out (``run_study``: local
+or Ray, resumable, every run fitted at most once per work folder), the named profiles, the results store
+(one atomic record per run) and the source scores (experts and their transferability before fusion).
 May import: ``fusionkit.errors``, ``fusionkit._io``, ``data``, ``modeling``, ``strategies``, ``evaluation``.
 """
 from fusionkit.study import source_scores

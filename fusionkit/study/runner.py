@@ -171,12 +171,12 @@ class StudyRunner:
 
     def run(self, run: dict, required: set[str]) -> None:
         """Fit the run (through the artefact cache when another run needs its model) and store its record."""
-        strategy, sources, train_size = self.parts(run)
         as_artefact = self.as_artefact(run)
         if as_artefact.key in required:
             fitted = as_artefact.provide()
         else:
-            fitted = strategy.fit(self.target, sources, seed=run["seed"], train_size=train_size)
+            fitted = as_artefact.trainer.fit(self.target, list(as_artefact.sources), seed=run["seed"],
+                                             train_size=as_artefact.train_size)
         texts, labels = list(self.target.test["text"]), np.asarray(self.target.test["label"])
         start = time.perf_counter()
         probs = fitted.predict_proba(texts)
