@@ -5,6 +5,7 @@ the ``FUSIONKIT_DATA`` environment variable, then the Hugging Face Hub.
 """
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import warnings
@@ -89,6 +90,7 @@ class Task:
     origin: str  # the folder, file or Hub id the data came from
     notes: list[str] = field(default_factory=list)  # what the loader did, in words
     dropped_rows: list[tuple[str, int, str]] = field(default_factory=list)  # (file, line, reason)
+    unlabelled: list[str] = field(default_factory=list)  # training texts left out of a subsample, labels unused
 
     @property
     def num_labels(self) -> int:
@@ -100,12 +102,17 @@ class Task:
 
     def fingerprint(self) -> str:
         """A content hash of all three splits: equal on any machine iff the data and split are equal."""
-        return stream_digest(chunk for split_name, split in self.splits.items()
-                             for chunk in [split_name, *(f"{label}\t{text}\n"
-                                                        for text, label in zip(split["text"], split["label"]))])
+        labelled = (chunk for split_name, split in self.splits.items() for chunk in
+                    [split_name, *(f"{label}\t{text}\n" for text, label in zip(split["text"], split["label"]))])
+        # Unlabelled texts count only where there are some: a whole task keeps the fingerprint it always had.
+        unlabelled = ["unlabelled", *(f"{text}\n" for text in self.unlabelled)] if self.unlabelled else []
+        return stream_digest(itertools.chain(labelled, unlabelled))
 
     def subsample(self, n: int | None, seed: int = 0) -> "Task":
-        """The same task with a stratified subsample of ``n`` training examples (None: the whole split)."""
+        """The same task with a stratified subsample of ``n`` training examples (None: the whole split).
+
+        The other training texts, without their labels, become ``unlabelled``: what a user with ``n`` labels
+        and the rest of the corpus unlabelled has (distillation labels them with its teachers)."""
         if n is None:
             return self
         n_train = len(self.train)
@@ -117,8 +124,37 @@ class Task:
             return self
         labels = np.asarray(self.train["label"])
         indices = stratified_sample(labels, n, seed)
-        return replace(self, train=self.train.select(indices),
+        rest, texts = np.setdiff1d(np.arange(n_train), indices), self.train["text"]
+        return replace(self, train=self.train.select(indices), unlabelled=[texts[i] for i in rest],
                        notes=self.notes + [f"train subsampled to {n} examples (stratified, seed {seed})"])
+
+    def capped(self, split: str, cap: int | None) -> "Task":
+        """The same task with at most ``cap`` examples in ``split`` (a stratified sample, seed 0: the same
+        examples in every run); None or a cap beyond the split leaves it whole."""
+        data = getattr(self, split)
+        if not cap or cap >= len(data):
+            return self
+        indices = stratified_sample(np.asarray(data["label"]), cap, seed=0)
+        return replace(self, **{split: data.select(indices)},
+                       notes=self.notes + [f"{split} capped to {cap} examples (stratified, seed 0)"])
+
+    def with_shuffled_labels(self, seed: int) -> "Task":
+        """The same texts with the training labels permuted (validation and test keep theirs): a source that
+        carries no knowledge of its labels, for the "it was just more training" control (STILTs-style)."""
+        labels = np.random.default_rng(seed).permutation(np.asarray(self.train["label"]))
+        train = _to_dataset(list(self.train["text"]), labels.tolist(), self.label_names)
+        return replace(self, name=f"{self.name}-shuffled", train=train,
+                       notes=self.notes + [f"train labels shuffled (seed {seed})"])
+
+    def without_texts(self, texts: set[str], why: str) -> "Task":
+        """The task without every example whose normalised text is in ``texts`` (any split), noted with ``why``."""
+        kept, notes = {}, list(self.notes)
+        for split, data in self.splits.items():
+            keep = [i for i, text in enumerate(data["text"]) if normalised(text) not in texts]
+            kept[split] = data if len(keep) == len(data) else data.select(keep)
+            if len(keep) < len(data):
+                notes.append(f"{len(data) - len(keep)} {split} examples dropped: {why}")
+        return replace(self, **kept, notes=notes)
 
     def __repr__(self) -> str:
         sizes = ", ".join(f"{k}={len(v)}" for k, v in self.splits.items())
