@@ -6,6 +6,7 @@ from typing import Callable, Mapping, NamedTuple
 
 import numpy as np
 import pandas as pd
+import scipy.optimize
 import scipy.stats
 
 from fusionkit.evaluation import metrics
@@ -196,6 +197,55 @@ def paired_t(a, b, confidence: float = 0.95) -> TTestResult:
     difference = a - b
     standard_error = difference.std(ddof=1) / np.sqrt(len(difference))
     return _t_result(PAIRED_T_TEST, float(difference.mean()), standard_error, len(difference) - 1, confidence)
+
+
+MAX_SEEDS_REPORTED = 10_000  # beyond it "seeds needed" says "more than"
+
+
+def paired_t_power(effect_size: float, n_seeds: int, alpha: float = 0.05) -> float:
+    """Probability that a two-sided paired t-test over ``n_seeds`` seeds rejects at level ``alpha`` when the true
+    mean difference is ``effect_size`` standard deviations of the per-seed differences (noncentral t)."""
+    df = n_seeds - 1
+    critical = scipy.stats.t.ppf(1 - alpha / 2, df)
+    noncentrality = abs(effect_size) * np.sqrt(n_seeds)
+    upper = scipy.stats.nct.sf(critical, df, noncentrality)
+    lower = scipy.stats.nct.cdf(-critical, df, noncentrality)
+    # scipy's noncentral t gives NaN deep in a tail: there the upper tail is 1 and the lower one 0.
+    return float(np.nan_to_num(upper, nan=1.0) + np.nan_to_num(lower, nan=0.0))
+
+
+def detectable_effect(spread: float, n_seeds: int, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The smallest true mean difference that a two-sided paired t-test over ``n_seeds`` seeds detects with
+    probability ``power`` at level ``alpha``, when the per-seed differences have standard deviation ``spread``
+    (in the same units); NaN with fewer than 2 seeds."""
+    check_in_range(alpha, "alpha", 0.0, 1.0)
+    check_in_range(power, "power", 0.0, 1.0)
+    if n_seeds < 2 or not np.isfinite(spread) or spread < 0:
+        return np.nan
+    size = scipy.optimize.brentq(lambda d: paired_t_power(d, n_seeds, alpha) - power, 1e-9, 1e3)
+    return float(size * spread)
+
+
+def seeds_needed(effect: float, spread: float, alpha: float = 0.05, power: float = 0.8) -> float:
+    """How many seeds a two-sided paired t-test needs to detect a true mean difference ``effect`` with
+    probability ``power`` at level ``alpha``, when per-seed differences have standard deviation ``spread``;
+    at least 2; ``inf`` for a zero effect or beyond ``MAX_SEEDS_REPORTED``."""
+    check_in_range(alpha, "alpha", 0.0, 1.0)
+    check_in_range(power, "power", 0.0, 1.0)
+    if not np.isfinite(spread) or not np.isfinite(effect) or spread < 0:
+        return np.nan
+    if effect == 0:
+        return np.inf
+    if spread == 0:
+        return 2.0
+    size = abs(effect) / spread
+    if paired_t_power(size, MAX_SEEDS_REPORTED, alpha) < power:
+        return np.inf
+    low, high = 1, MAX_SEEDS_REPORTED  # power grows with the seeds: the smallest count that reaches it
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if paired_t_power(size, middle, alpha) >= power else (middle, high)
+    return float(max(2, high))
 
 
 def welch_t(a, b, confidence: float = 0.95) -> TTestResult:

@@ -2,20 +2,23 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from fusionkit.errors import InputError
 from fusionkit.evaluation.metrics import LOWER_IS_BETTER, check_columns
-from fusionkit.evaluation.stats import PAIRED_T_TEST
-from fusionkit.evaluation.gains import EXAMPLE_TEST, HELPS, HURTS, Gain, example_gain, judge_gains, transfer_gain
+from fusionkit.evaluation.stats import PAIRED_T_TEST, detectable_effect, seeds_needed
+from fusionkit.evaluation.gains import (EXAMPLE_TEST, HELPS, HURTS, INCONCLUSIVE, Gain, example_gain, judge_gains,
+                                        transfer_gain)
 
 # Reported in points (x100), as papers do: "+2.1 accuracy points".
 POINT_METRICS = ("accuracy", "macro_f1", "mcc")
 SYSTEM_COLUMNS = ("strategy", "sources")
 UNTESTED = "not tested (fewer than 2 seeds)"
+# Differences this close on every seed are the same difference (in points, float rounding apart).
+NO_SPREAD_TOLERANCE = 1e-9
 NO_SPREAD = "not tested (the same difference on every seed: a t-test is undefined)"
 # A target-only baseline that beats or trails finetune is not transfer: its verdict says better or worse.
 BASELINE_VERDICTS = {HELPS: "better", HURTS: "worse"}
@@ -38,7 +41,7 @@ def _by_seed(runs: pd.DataFrame, metric: str, what: str) -> pd.Series:
 def _seed_gain(fused: pd.Series, baseline: pd.Series, confidence: float) -> Gain:
     """Paired over shared seeds when there are 2 or more, else Welch over all seeds, else untested."""
     shared = fused.index.intersection(baseline.index)
-    if len(shared) >= 2 and np.ptp(fused[shared].to_numpy() - baseline[shared].to_numpy()) == 0:
+    if len(shared) >= 2 and np.ptp(fused[shared].to_numpy() - baseline[shared].to_numpy()) <= NO_SPREAD_TOLERANCE:
         # Zero spread makes t infinite and p zero: that is no evidence, e.g. two systems that differ on the
         # same two test examples whatever the seed.
         return Gain(float(fused.mean() - baseline.mean()), np.nan, np.nan, np.nan, np.nan, np.nan, np.nan,
@@ -100,7 +103,86 @@ def _sentence(row: pd.Series, match_on: Sequence[str]) -> str:
         return f"{head}, {row['test']} ({seeds}): {row['verdict']}"
     p_value = "p<0.001" if row["p_holm"] < 0.001 else f"p={row['p_holm']:.2g}"
     interval = f"[{row['confidence']:.0%} CI {_number(row['ci_low'], metric)}, {_number(row['ci_high'], metric)}]"
-    return f"{head} {interval}, {p_value} after Holm ({row['test']}, {seeds}): {row['verdict']}"
+    return f"{head} {interval}, {p_value} after Holm ({row['test']}, {seeds}): {row['verdict']}{_power_note(row)}"
+
+
+def _power_note(row: pd.Series) -> str:
+    """Why an inconclusive verdict is inconclusive, and what would settle it."""
+    if row["verdict"] != INCONCLUSIVE:
+        return ""
+    unit = metric_unit(row["metric"])
+    if row["p_holm"] < row["alpha"]:
+        return (f" (significant, but smaller than the declared minimum effect of {row['min_effect']:g} {unit})")
+    if "detectable_effect" not in row or not np.isfinite(row["detectable_effect"]):
+        return ""
+    needed = row["seeds_needed"]
+    needed = f"about {needed:.0f} seeds" if np.isfinite(needed) else "more seeds than is practical"
+    return (f" (with {row['n_fused']} seeds and a seed-to-seed spread of {row['sd_difference']:.1f} {unit}, this test "
+            f"detects a true effect of {row['detectable_effect']:.1f} with {row['power']:.0%} power at alpha="
+            f"{row['alpha']:g} before correction; the observed {_number(row['gain'], row['metric'], signed=True)} "
+            f"would need {needed})")
+
+
+def _seed_power(fused: pd.Series, reference: pd.Series, alpha: float, power: float) -> dict:
+    """The seed spread of the paired differences, the smallest effect detectable with it, and the seeds the
+    observed mean difference would need."""
+    shared = fused.index.intersection(reference.index)
+    differences = fused[shared].to_numpy() - reference[shared].to_numpy()
+    if len(differences) < 2 or np.ptp(differences) <= NO_SPREAD_TOLERANCE:  # no spread: no power analysis
+        return {"sd_difference": np.nan, "detectable_effect": np.nan, "seeds_needed": np.nan, "power": power}
+    spread = float(differences.std(ddof=1))
+    return {"sd_difference": spread, "detectable_effect": detectable_effect(spread, len(differences), alpha, power),
+            "seeds_needed": seeds_needed(float(differences.mean()), spread, alpha, power), "power": power}
+
+
+def compare_pairs(results: pd.DataFrame, pairs: Sequence[tuple[str, str]], metric: str = "accuracy",
+                  alpha: float = 0.05, min_effect: float = 0.0, confidence: float = 0.95,
+                  match_on: Sequence[str] = ("target", "train_size"),
+                  predictions: Callable[[str], tuple] | None = None, power: float = 0.8,
+                  words: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Each ``(system, control)`` of ``pairs`` at the same ``match_on`` values: the gain of the system over its
+    own control (a matched control, the best baseline, the system without one of its sources...).
+
+    ``results`` has one row per run and system, with columns system, seed, match_on and ``metric`` (and run_id
+    with ``predictions``). The tests are those of ``compare_to_baseline`` (paired t-test over shared seeds; with
+    ``predictions``, the paired permutation test over test examples), Holm-adjusted over every tested row; the
+    verdict is "helps" / "hurts (negative transfer)" when p_holm < alpha and |gain| >= min_effect. Seed-level
+    rows also carry the spread of the per-seed differences (``sd_difference``), the smallest effect the test
+    detects with ``power`` at ``alpha`` (``detectable_effect``) and the seeds the observed gain would need
+    (``seeds_needed``): an inconclusive verdict's sentence says them. A pair whose sides share no match_on
+    values is left out.
+    """
+    match_on = list(match_on)
+    check_columns(results, [*match_on, "system", "seed", metric])
+    scale = 100.0 if metric in POINT_METRICS else 1.0
+    by_system = {system: runs for system, runs in results.groupby("system")}
+    for system in {name for pair in pairs for name in pair} - set(by_system):
+        raise InputError(f"system {system!r} has no runs; systems present: {sorted(by_system)}")
+    rows, gains = [], []
+    for system, control in pairs:
+        references = dict(list(by_system[control].groupby(match_on, dropna=False)))
+        for key, runs in by_system[system].groupby(match_on, dropna=False):
+            if key not in references:
+                continue
+            where = _describe(match_on, key)
+            fused = _by_seed(runs, metric, f"{system!r} at {where}") * scale
+            reference = _by_seed(references[key], metric, f"{control!r} at {where}") * scale
+            if predictions is None:
+                gains.append(_seed_gain(fused, reference, confidence))
+                power_columns = _seed_power(fused, reference, alpha, power)
+            else:
+                gains.append(_example_gain(runs, references[key], predictions, metric, confidence, scale))
+                power_columns = {}
+            rows.append({**dict(zip(match_on, key)), "system": system, "baseline": control, **power_columns})
+    table = judge_gains(gains, alpha, min_effect, higher_is_better=metric not in LOWER_IS_BETTER)
+    columns = [*match_on, "system", "baseline", "sd_difference", "detectable_effect", "seeds_needed", "power"]
+    table = pd.concat([pd.DataFrame(rows, columns=columns), table], axis=1)
+    table["verdict"] = table["verdict"].replace(dict(words or {}))
+    table["metric"] = metric
+    table["sentence"] = [_sentence(row, match_on) for _, row in table.iterrows()]
+    return table[[*match_on, "system", "baseline", "metric", "gain", "ci_low", "ci_high", "p_value", "p_holm",
+                  "verdict", "test", "n_fused", "n_baseline", "confidence", "alpha", "min_effect", "sd_difference",
+                  "detectable_effect", "seeds_needed", "power", "sentence"]]
 
 
 def compare_to_baseline(results: pd.DataFrame, baseline: str, metric: str = "accuracy", alpha: float = 0.05,
@@ -176,16 +258,19 @@ def methods_header(comparisons: pd.DataFrame) -> str:
     first = comparisons.iloc[0]
     unit = metric_unit(first["metric"])
     if (comparisons["test"] == EXAMPLE_TEST).all():
-        how = (f"Gain = the strategy minus the baseline, in {unit}, per test example averaged over the seeds both "
+        how = (f"Gain = the system minus its reference, in {unit}, per test example averaged over the seeds both "
                f"ran, with its {first['confidence']:.0%} percentile bootstrap interval over test examples; test: "
                f"paired permutation test over test examples (the two systems swapped per example). This measures "
                f"the test set's sampling noise, not the spread between training seeds (see the seed-level table)")
     else:
-        how = (f"Gain = mean over seeds of the strategy minus the baseline, in {unit}, with its "
+        how = (f"Gain = mean over seeds of the system minus its reference, in {unit}, with its "
                f"{first['confidence']:.0%} t-interval; test: paired t-test over shared seeds (Welch's t-test when "
                f"fewer than 2 seeds are shared)")
-    return (f"Each strategy is compared with {first['baseline']!r} on {first['metric']} at the same target and "
-            f"train size. {how}. P-values are Holm-Bonferroni adjusted across all "
-            f"{int(comparisons['p_holm'].notna().sum())} tested comparisons. Verdict: 'helps' or 'hurts (negative "
-            f"transfer)' ('better' or 'worse' for a target-only baseline) when adjusted p < {first['alpha']:g} and "
-            f"|gain| >= {first['min_effect']:g} {unit}; otherwise 'inconclusive'.")
+    references = comparisons["baseline"].unique()
+    against = (f"Each system is compared with {references[0]!r}" if len(references) == 1 else
+               "Each system is compared with its own reference (the 'baseline' column)")
+    return (f"{against} on {first['metric']} at the same target and train size. {how}. P-values are "
+            f"Holm-Bonferroni adjusted across all {int(comparisons['p_holm'].notna().sum())} tested comparisons of "
+            f"this table. Verdict: 'helps' or 'hurts (negative transfer)' ('better' or 'worse' for a target-only "
+            f"baseline) when adjusted p < {first['alpha']:g} and |gain| >= {first['min_effect']:g} {unit}; "
+            f"otherwise 'inconclusive'.")
