@@ -8,11 +8,15 @@ in one place, ``build_module(spec, backbones)``: from pretrained backbones when 
 An *artefact* is a fitted model that a strategy needs before it can fit (a source expert, a distillation
 teacher). A strategy declares them (``requirements``); whoever runs it provides them (``Artefact.provide``:
 trained once per work folder, loaded from disk after that). No strategy knows another by its name.
+
+Each strategy also declares what a fair study needs of it: ``search_space`` (the knob values a study may
+tune it over, on validation) and ``controls`` (the same procedure without the knowledge, trained with the same
+configuration: what a gain from the knowledge is measured against).
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Mapping, Sequence
 
@@ -49,6 +53,9 @@ class FittedModel:
     history: History
     train_seconds: float
     num_trainable_params: int
+    # split -> probabilities on the fitted target's splits, where fitting computed them from cached features
+    # (frozen-encoder strategies): the same numbers predict_proba gives, without encoding the texts again.
+    probabilities: dict = field(default_factory=dict)
 
     @property
     def label_names(self) -> list[str]:
@@ -104,13 +111,36 @@ class FittedModel:
         return cls(module, tokenizer, record, history, train_seconds, trainable)
 
 
+@dataclass(frozen=True)
+class Control:
+    """A strategy's matched control: ``strategy`` trained with the same configuration (the knobs it shares with
+    the fused strategy, then ``knobs`` on top), on the same sources when ``keep_sources``, else on none.
+    ``role`` says in words what it takes away, e.g. "no source" or "shuffled-label source"."""
+
+    role: str
+    strategy: type["Strategy"]
+    knobs: dict = field(default_factory=dict)
+    keep_sources: bool = False
+
+    def knobs_from(self, fused_knobs: dict) -> dict:
+        """The control's knobs: those of the fused run that the control's strategy has, then its own."""
+        shared = {k: v for k, v in fused_knobs.items() if k in self.strategy.Knobs.knob_names()}
+        return {**shared, **self.knobs}
+
+
 class Strategy:
     """Base class: subclasses set ``name`` and ``Knobs``, implement ``_fit`` and ``build_module``, and declare
-    what they need fitted first in ``requirements``. Defining a subclass with a ``name`` registers it."""
+    what they need fitted first in ``requirements``. Defining a subclass with a ``name`` registers it.
+
+    ``search_space`` (knob -> candidate values) is what a study tunes on validation, the same number of
+    configurations for every strategy; ``controls()`` lists the matched controls of a strategy that fuses
+    knowledge, the first being the one its verdict is judged against.
+    """
 
     name: ClassVar[str]
     Knobs: ClassVar[type[Knobs]]
     needs_sources: ClassVar[bool] = False
+    search_space: ClassVar[dict[str, list]] = {}
     registry: ClassVar[dict[str, type["Strategy"]]] = {}
 
     def __init_subclass__(cls, **kwargs):
@@ -135,6 +165,18 @@ class Strategy:
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.max_length = max_length
         self.pooling = pooling
+
+    @classmethod
+    def controls(cls) -> list[Control]:
+        """The matched controls of a strategy that fuses knowledge (none for a target-only one)."""
+        return []
+
+    def check_sources(self, sources: list) -> None:
+        """A ConfigError when these knobs cannot run with these sources (none where some are needed, or the reverse)."""
+        if self.needs_sources and not sources:
+            raise ConfigError(f"strategy '{self.name}' fuses knowledge from source tasks: pass sources=[...]")
+        if not self.needs_sources and sources:
+            raise ConfigError(f"strategy '{self.name}' uses the target only; it takes no sources")
 
     @property
     def settings(self) -> dict:
@@ -167,10 +209,7 @@ class Strategy:
         any other requirement is provided here (loaded from the work folder, or trained and saved there).
         """
         sources = list(sources)
-        if self.needs_sources and not sources:
-            raise ConfigError(f"strategy '{self.name}' fuses knowledge from source tasks: pass sources=[...]")
-        if not self.needs_sources and sources:
-            raise ConfigError(f"strategy '{self.name}' uses the target only; it takes no sources")
+        self.check_sources(sources)
         train_task = target.subsample(train_size, seed)
         provided = dict(artefacts or {})
         needed = [need if isinstance(need, FittedModel) else provided.get(need.key) or need.provide()
@@ -180,15 +219,19 @@ class Strategy:
                 "label_names": target.label_names, "knobs": self.knobs.to_dict(),
                 "target": target.name, "sources": [s.name if isinstance(s, Task) else s.spec.get("target")
                                                    for s in sources],
-                "seed": seed, "train_size": len(train_task.train)}
+                "seed": seed, "train_size": len(train_task.train),
+                "artefacts": [artefact_quality(artefact) for artefact in needed]}
         with Timer() as timer:
-            module, base, history, arch = self._fit(train_task, sources, seed, needed, spec)
+            module, base, history, arch, *probabilities = self._fit(train_task, sources, seed, needed, spec)
         spec.update(arch=arch, base_fingerprint=base.fingerprint())
-        return FittedModel(module, base.tokenizer, spec, history, timer.seconds, count_trainable(module))
+        return FittedModel(module, base.tokenizer, spec, history, timer.seconds, count_trainable(module),
+                           *probabilities)
 
     def _fit(self, target: Task, sources: list, seed: int, artefacts: list[FittedModel], spec: dict):
-        """Return (module, base encoder, history, arch): ``arch`` is what ``build_module`` needs beyond the spec
-        given here; ``artefacts`` are the fitted requirements, in the order ``requirements`` listed them."""
+        """Return (module, base encoder, history, arch[, probabilities]): ``arch`` is what ``build_module`` needs
+        beyond the spec given here; ``artefacts`` are the fitted requirements, in the order ``requirements`` listed
+        them; ``probabilities`` (split -> array), if given, are the module's on the target's splits, computed
+        from cached features (see ``FittedModel.probabilities``)."""
         raise NotImplementedError
 
     @classmethod
@@ -196,6 +239,15 @@ class Strategy:
         """The module a spec describes, on ``backbones`` (pretrained ones when fitting) or on blank encoders
         built from the spec (when loading saved weights)."""
         raise NotImplementedError
+
+
+def artefact_quality(fitted: FittedModel) -> dict:
+    """What a fitted artefact (an expert, a teacher) was trained on and how good it is on its own validation
+    split: shown beside every verdict that uses it."""
+    history = fitted.history
+    return {"strategy": fitted.spec.get("strategy"), "task": fitted.spec.get("target"),
+            "sources": fitted.spec.get("sources", []), "seed": fitted.spec.get("seed"), "train_size": fitted.spec.get("train_size"),
+            "val_accuracy": history.val_metric[history.best_epoch] if history.val_metric else None}
 
 
 def _source_identity(source) -> str:

@@ -2,7 +2,8 @@
 
 An expert is a fitted ``finetune`` (kind "full") or ``lora`` (kind "lora") model on the source task, an
 ``Artefact`` kept under ``<workdir>/experts/``, keyed by (encoder, source content, kind, seed, train size,
-knobs). A strategy that fuses sources carries ``ExpertKnobs`` as a knob group and asks ``expert_artefacts``
+knobs). It is early-stopped on its source's validation split, and its seed follows the run's, so a study's
+seeds retrain the experts too: the training run, experts included, is the unit of replication. A strategy that fuses sources carries ``ExpertKnobs`` as a knob group and asks ``expert_artefacts``
 for its experts; the study asks the same function with the study's expert knobs, so both get the same ones.
 """
 from __future__ import annotations
@@ -31,7 +32,12 @@ class ExpertKnobs(Knobs):
     expert_epochs: int = 2
     expert_lr: float | None = None  # None: the default of the expert's strategy
     expert_seed: int | None = None  # None: the run's seed; a fixed value shares one expert across seeds
+    expert_validation_size: int | None = None  # stratified subsample of the source's validation split (speed)
+    expert_labels: str = "true"  # "shuffled": trained on permuted labels (the "just more training" control)
     expert_knobs: dict = field(default_factory=dict)
+
+
+EXPERT_LABELS = ("true", "shuffled")
 
 
 def expert_artefacts(knobs: ExpertKnobs, settings: dict, sources: list, seed: int) -> list[Artefact | FittedModel]:
@@ -43,10 +49,18 @@ def expert_artefacts(knobs: ExpertKnobs, settings: dict, sources: list, seed: in
     if knobs.expert_lr is not None:
         train_knobs["lr"] = knobs.expert_lr
     trainer = EXPERT_TRAINERS[knobs.expert_kind](train_knobs, **settings)
+    if knobs.expert_labels not in EXPERT_LABELS:
+        raise ConfigError(f"expert_labels must be one of {EXPERT_LABELS}, got {knobs.expert_labels!r}")
     expert_seed = seed if knobs.expert_seed is None else knobs.expert_seed
     return [source if isinstance(source, FittedModel) else
-            Artefact(trainer, source, (), expert_seed, _train_size(knobs, source), folder="experts")
+            Artefact(trainer, _expert_task(knobs, source, expert_seed), (), expert_seed, _train_size(knobs, source),
+                     folder="experts")
             for source in sources]
+
+
+def _expert_task(knobs: ExpertKnobs, source: Task, seed: int) -> Task:
+    task = source.capped("validation", knobs.expert_validation_size)
+    return task.with_shuffled_labels(seed) if knobs.expert_labels == "shuffled" else task
 
 
 def _train_size(knobs: ExpertKnobs, source: Task) -> int | None:

@@ -25,16 +25,13 @@ def validation_accuracy(module, tokenizer, task: Task, max_length: int) -> Calla
 
 
 def train_classifier(module: torch.nn.Module, tokenizer, task: Task, knobs: TrainKnobs, seed: int,
-                     max_length: int, loss_fn=cross_entropy_loss, extras: np.ndarray | None = None) -> History:
-    """Supervised training of a text classifier on ``task.train``, early-stopped on validation accuracy.
-
-    ``extras`` (one row per training example, e.g. a teacher's soft targets) reach ``loss_fn`` as batch["extra"].
-    """
+                     max_length: int) -> History:
+    """Supervised training of a text classifier on ``task.train``, early-stopped on validation accuracy."""
     texts, labels = list(task.train["text"]), list(task.train["label"])
-    examples = list(zip(texts, labels, extras)) if extras is not None else list(zip(texts, labels))
     collate = TextCollator(tokenizer, max_length)
-    return train_loop(module, examples, collate, loss_fn, validation_accuracy(module, tokenizer, task, max_length),
-                      knobs, seed=seed, lengths=collate.lengths(texts))
+    return train_loop(module, list(zip(texts, labels)), collate, cross_entropy_loss,
+                      validation_accuracy(module, tokenizer, task, max_length), knobs, seed=seed,
+                      lengths=collate.lengths(texts))
 
 
 @dataclass
@@ -49,8 +46,9 @@ class ScratchKnobs(Knobs):
 
 @dataclass
 class LoraKnobs(Knobs):
-    # LoRA trains few weights and wants a larger step than full fine-tuning.
-    train: TrainKnobs = knob_group(TrainKnobs, lr=2e-3)
+    # LoRA trains few weights and takes a larger step than full fine-tuning (Hu et al. 2021); the default is
+    # the middle of its search space, which a study tunes on validation.
+    train: TrainKnobs = knob_group(TrainKnobs, lr=1e-3)
     r: int = 8
     alpha: int = 16
     lora_dropout: float = 0.1
@@ -65,23 +63,29 @@ def add_lora(backbone: torch.nn.Module, knobs: LoraKnobs) -> torch.nn.Module:
     return get_peft_model(backbone, config)
 
 
+# What a study tunes, on validation: the step size and the number of epochs (early stopping then picks the
+# best epoch within them). Every family gets the same number of configurations (StudyConfig.tuning_budget).
+FINETUNE_SEARCH_SPACE = {"lr": [2e-5, 5e-5, 1e-4], "epochs": [3, 6]}
+
+
 class Finetune(Strategy):
     """Full fine-tuning of the pretrained encoder and a new head on the target."""
 
     name = "finetune"
     Knobs = FinetuneKnobs
+    search_space = FINETUNE_SEARCH_SPACE
     from_scratch = False
 
     def _fit(self, target, sources, seed, artefacts, spec):
         encoder = self.load_base(from_scratch=self.from_scratch, seed=seed)
         return self._train(encoder, encoder.model, target, seed, spec)
 
-    def _train(self, base, backbone, target, seed, spec, arch=None, **loss):
+    def _train(self, base, backbone, target, seed, spec, arch=None):
         """A new head on ``backbone`` (the base encoder's, or an expert's), trained on the target."""
         arch = arch or {}
         torch.manual_seed(seed)
         module = self.build_module({**spec, "arch": arch}, [backbone]).to(self.device)
-        history = train_classifier(module, base.tokenizer, target, self.knobs.train, seed, self.max_length, **loss)
+        history = train_classifier(module, base.tokenizer, target, self.knobs.train, seed, self.max_length)
         return module, base, history, arch
 
     @classmethod
@@ -99,6 +103,7 @@ class Scratch(Finetune):
 
     name = "scratch"
     Knobs = ScratchKnobs
+    search_space = {"lr": [5e-5, 1e-4, 3e-4], "epochs": [5, 10]}
     from_scratch = True
 
 
@@ -107,6 +112,7 @@ class Lora(Finetune):
 
     name = "lora"
     Knobs = LoraKnobs
+    search_space = {"lr": [5e-4, 1e-3, 2e-3], "epochs": [3, 6]}
 
     @classmethod
     def _wrap(cls, backbone, spec):

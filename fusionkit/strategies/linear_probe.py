@@ -1,11 +1,13 @@
 """``linear_probe``: a frozen encoder and a logistic-regression head fitted on cached features."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
+import scipy.special
 import torch
 
+from fusionkit.errors import ConfigError
 from fusionkit.modeling.encoders import Encoder, blank_encoder
 from fusionkit.modeling.features import FeatureCache
 from fusionkit.modeling.heads import TextClassifier, frozen_classifier
@@ -15,31 +17,29 @@ from fusionkit.strategies.base import Strategy
 
 @dataclass
 class ProbeKnobs(Knobs):
-    """The regularisation strength C is chosen on validation accuracy from this grid."""
+    """The inverse regularisation strength C of the logistic head (sklearn's default 1.0); a study tunes it
+    on validation like any other knob (``LinearProbe.search_space``)."""
 
-    c_grid: list = field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0, 100.0])
+    c: float = 1.0
     max_iter: int = 2000
     progress: bool = False
 
 
 def fit_logistic_head(features: dict[str, np.ndarray], labels: dict[str, np.ndarray], num_labels: int,
-                      c_grid, max_iter: int, seed: int) -> tuple[torch.nn.Linear, History]:
-    """Multinomial logistic regression on train features, C picked on validation; returned as a torch head."""
+                      c: float, max_iter: int, seed: int) -> tuple[torch.nn.Linear, History]:
+    """Multinomial logistic regression on train features, returned as a torch head; the history holds its
+    train loss and validation accuracy (one "epoch")."""
     from sklearn.linear_model import LogisticRegression
 
-    best = None
-    history = History()
-    for c in c_grid:
-        model = LogisticRegression(C=c, max_iter=max_iter, random_state=seed)
-        model.fit(features["train"], labels["train"])
-        accuracy = float((model.predict(features["validation"]) == labels["validation"]).mean())
-        history.val_metric.append(accuracy)
-        history.train_loss.append(float(-np.log(model.predict_proba(features["train"])[
-            np.arange(len(labels["train"])), np.searchsorted(model.classes_, labels["train"])] + 1e-12).mean()))
-        if best is None or accuracy > best[0]:
-            best = (accuracy, model)
-    history.best_epoch = int(np.argmax(history.val_metric))
-    return _as_linear(best[1], features["train"].shape[1], num_labels), history
+    if not c > 0:
+        raise ConfigError(f"knob 'c' (inverse regularisation strength) must be > 0, got {c!r}")
+    model = LogisticRegression(C=c, max_iter=max_iter, random_state=seed)
+    model.fit(features["train"], labels["train"])
+    history = History(best_epoch=0)
+    history.val_metric.append(float((model.predict(features["validation"]) == labels["validation"]).mean()))
+    history.train_loss.append(float(-np.log(model.predict_proba(features["train"])[
+        np.arange(len(labels["train"])), np.searchsorted(model.classes_, labels["train"])] + 1e-12).mean()))
+    return _as_linear(model, features["train"].shape[1], num_labels), history
 
 
 def _as_linear(model, dim: int, num_labels: int) -> torch.nn.Linear:
@@ -56,12 +56,17 @@ def _as_linear(model, dim: int, num_labels: int) -> torch.nn.Linear:
     return head
 
 
-def probe(encoder: Encoder, task, cache: FeatureCache, knobs: ProbeKnobs, seed: int) -> tuple[TextClassifier, History]:
-    """Fit a logistic head on the (cached) features of a frozen ``encoder``; returns (module, history)."""
+def probe(encoder: Encoder, task, cache: FeatureCache, knobs: ProbeKnobs,
+          seed: int) -> tuple[TextClassifier, History, dict[str, np.ndarray]]:
+    """Fit a logistic head on the (cached) features of a frozen ``encoder``; returns (module, history, the
+    module's probabilities on each split of ``task``, from the same features)."""
     features = cache.task_features(encoder, task)
     labels = {split: np.asarray(data["label"]) for split, data in task.splits.items()}
-    head, history = fit_logistic_head(features, labels, task.num_labels, knobs.c_grid, knobs.max_iter, seed)
-    return frozen_classifier(encoder.model, head, encoder.pooling), history
+    head, history = fit_logistic_head(features, labels, task.num_labels, knobs.c, knobs.max_iter, seed)
+    with torch.no_grad():
+        probabilities = {split: scipy.special.softmax(head(torch.as_tensor(x)).double().numpy(), axis=1)
+                         for split, x in features.items()}
+    return frozen_classifier(encoder.model, head, encoder.pooling), history, probabilities
 
 
 class LinearProbe(Strategy):
@@ -69,11 +74,13 @@ class LinearProbe(Strategy):
 
     name = "linear_probe"
     Knobs = ProbeKnobs
+    search_space = {"c": [0.01, 0.1, 1.0, 10.0, 100.0]}
 
     def _fit(self, target, sources, seed, artefacts, spec):
         encoder = self.load_base()
-        module, history = probe(encoder, target, FeatureCache(self.workdir / "features"), self.knobs, seed)
-        return module, encoder, history, {}
+        module, history, probabilities = probe(encoder, target, FeatureCache(self.workdir / "features"),
+                                               self.knobs, seed)
+        return module, encoder, history, {}, probabilities
 
     @classmethod
     def build_module(cls, spec, backbones=None):

@@ -2,14 +2,15 @@
 
 Methods (registered in ``MERGE_METHODS``; the arithmetic is in ``task_vectors``): ``average`` of the
 experts' weights, ``task_arithmetic`` (Ilharco et al. 2023), ``ties`` (Yadav et al. 2023) and ``dare``
-(Yu et al. 2024). The scale of the summed task vectors is chosen on target validation accuracy from
-``scale_grid`` (``average`` has none). The merged encoder stays frozen; the target head is a
-logistic-regression probe on its (cached) features.
+(Yu et al. 2024). The merged encoder stays frozen; the target head is a logistic-regression probe on its
+(cached) features, so the matched control is the same probe on the base encoder: ``linear_probe`` with the
+same C. The scale of the task vectors is a knob a study tunes on validation; its search space includes 0
+(the base encoder itself), so tuning can always fall back to the control.
 """
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 from fusionkit.errors import ConfigError
@@ -17,6 +18,7 @@ from fusionkit.modeling.encoders import Encoder
 from fusionkit.modeling.features import FeatureCache
 from fusionkit.modeling.training import Knobs, knob_group
 from fusionkit.strategies import task_vectors
+from fusionkit.strategies.base import Control
 from fusionkit.strategies.experts import ExpertKnobs, check_same_base, expert_artefacts, expert_task_vector
 from fusionkit.strategies.linear_probe import LinearProbe, ProbeKnobs, probe
 
@@ -26,8 +28,7 @@ class MergeKnobs(Knobs):
     probe: ProbeKnobs = knob_group(ProbeKnobs)
     experts: ExpertKnobs = knob_group(ExpertKnobs)
     method: str = "task_arithmetic"
-    scale: float | None = None  # None: chosen on validation from scale_grid (ties/dare too)
-    scale_grid: list = field(default_factory=lambda: [0.25, 0.5, 0.75, 1.0])
+    scale: float = 1.0  # of the (summed) task vectors; 0 is the base encoder; "average" has none
     density: float = 0.2  # ties: share of each task vector kept
     drop_rate: float = 0.9  # dare: share of each task vector dropped
 
@@ -57,6 +58,11 @@ class Merge(LinearProbe):  # the same module: a probe head on a (merged) frozen 
     name = "merge"
     Knobs = MergeKnobs
     needs_sources = True
+    search_space = {"scale": [0.0, 0.25, 0.5, 1.0], "c": [0.1, 1.0, 10.0]}
+
+    @classmethod
+    def controls(cls):
+        return [Control("no source", LinearProbe)]  # the same probe (same C) on the base encoder
 
     def requirements(self, target, sources, seed):
         return expert_artefacts(self.knobs.experts, self.settings, sources, seed)
@@ -71,18 +77,13 @@ class Merge(LinearProbe):  # the same module: a probe head on a (merged) frozen 
             check_same_base(expert, base.fingerprint())
         base_state = {k: v.detach().clone() for k, v in base.model.state_dict().items()}
         vectors = [expert_task_vector(e, base_state) for e in artefacts]
-        scales = ([knobs.scale] if knobs.scale else knobs.scale_grid) if method.scaled else [None]
-        cache = FeatureCache(self.workdir / "features")
-        best, scores = None, {}
-        for scale in scales:
-            merged = copy.deepcopy(base.model)
-            merged.load_state_dict(method.merge(base_state, vectors, scale, knobs, seed))
-            encoder = Encoder(merged, base.tokenizer, f"merged-{knobs.method}", self.pooling, self.max_length)
-            module, history = probe(encoder, target, cache, knobs.probe, seed)
-            scores[str(scale)] = max(history.val_metric)
-            if best is None or scores[str(scale)] > best[0]:
-                best = (scores[str(scale)], scale, module, history)
-        _, scale, module, history = best
-        arch = {"method": knobs.method, "scale": scale, "validation_by_scale": scores,
+        if knobs.scale < 0:
+            raise ConfigError(f"merge: knob 'scale' must be >= 0 (0 is the base encoder), got {knobs.scale!r}")
+        merged = copy.deepcopy(base.model)
+        merged.load_state_dict(method.merge(base_state, vectors, knobs.scale if method.scaled else None, knobs, seed))
+        encoder = Encoder(merged, base.tokenizer, f"merged-{knobs.method}", self.pooling, self.max_length)
+        module, history, probabilities = probe(encoder, target, FeatureCache(self.workdir / "features"),
+                                               knobs.probe, seed)
+        arch = {"method": knobs.method, "scale": knobs.scale if method.scaled else None,
                 "source_names": [e.spec["target"] for e in artefacts]}
-        return module, base, history, arch
+        return module, base, history, arch, probabilities

@@ -2,6 +2,9 @@
 
 Each batch holds one task; tasks are drawn with probability proportional to n_t ** (1 / temperature)
 (temperature 1: proportional to size; large: uniform), so small targets are not drowned by big sources.
+Then (``target_phase``, as MT-DNN does) the shared encoder and the target head train on the target alone
+with the same knobs as ``finetune``: the target gets at least as many updates as fine-tuning gives it, so a
+difference from fine-tuning is the joint phase's knowledge, not a smaller target budget.
 The fitted model predicts with the target's head.
 """
 from __future__ import annotations
@@ -16,8 +19,8 @@ from torch import nn
 from fusionkit.modeling.encoders import blank_encoder, pool
 from fusionkit.modeling.heads import TextCollator, model_inputs
 from fusionkit.modeling.training import Knobs, TrainKnobs, knob_group, length_grouped_batches, train_loop
-from fusionkit.strategies.base import Strategy
-from fusionkit.strategies.finetune import validation_accuracy
+from fusionkit.strategies.base import Control, Strategy
+from fusionkit.strategies.finetune import FINETUNE_SEARCH_SPACE, Finetune, train_classifier, validation_accuracy
 
 
 @dataclass
@@ -26,6 +29,7 @@ class MultitaskKnobs(Knobs):
     temperature: float = 2.0
     source_train_size: int | None = 2000  # stratified subsample of each source's training split
     batches_per_epoch: int | None = None  # None: as many as the target alone would need, times the task count
+    target_phase: bool = True  # then fine-tune on the target alone (the control's whole training)
 
 
 class MultitaskModel(nn.Module):
@@ -55,6 +59,11 @@ class Multitask(Strategy):
     name = "multitask"
     Knobs = MultitaskKnobs
     needs_sources = True
+    search_space = FINETUNE_SEARCH_SPACE
+
+    @classmethod
+    def controls(cls):
+        return [Control("no source", Finetune)]  # the target phase alone, with the same knobs
 
     def _fit(self, target, sources, seed, artefacts, spec):
         knobs, train_knobs = self.knobs, self.knobs.train
@@ -90,6 +99,11 @@ class Multitask(Strategy):
         evaluate = validation_accuracy(module, encoder.tokenizer, target, self.max_length)
         history = train_loop(module, examples, collate, _multitask_loss, evaluate, train_knobs, seed=seed,
                              batch_sampler=batch_sampler)
+        if knobs.target_phase:
+            joint = history
+            history = train_classifier(module, encoder.tokenizer, target, train_knobs, seed, self.max_length)
+            history.steps, history.tokens = history.steps + joint.steps, history.tokens + joint.tokens
+            arch["joint_phase"] = joint.to_dict()
         return module, encoder, history, arch
 
     @classmethod

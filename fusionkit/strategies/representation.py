@@ -4,11 +4,18 @@ Modes, on the pooled vector of each selected layer (h = base, e_s = expert s):
   sum       h + sum_s e_s                               (element-wise addition)
   concat    [h; e_1; ...; e_S]
   gated     h + sum_s sigmoid(W [h; e_s]) * e_s          (a learned gate per source and dimension)
-  attention h + sum_s a_s V e_s, a = softmax_s(<Q h, K e_s> / sqrt(d))   (AdapterFusion-style;
+  attention h + sum_s a_s V e_s, a = softmax_s(<Q h, K e_s> / sqrt(d))   (pooled multi-encoder attention;
             the base itself is one of the candidates unless include_base=False)
-With layers="all" every layer is fused (fusion weights shared across layers) and the fused layer
-vectors are averaged; with "last", only the pooled output. Encoders stay frozen, so training runs on
-cached features; only the fusion layer and the head learn.
+With layers="all" every layer is fused (one Q/K/V shared across layers) and the fused layer vectors are
+averaged; with "last", only the pooled output. Encoders stay frozen, so training runs on cached features;
+only the fusion layer and the head learn.
+
+"attention" is not AdapterFusion (Pfeiffer et al. 2021), which attends over token-level adapter outputs
+inside every layer with per-layer Q/K/V and feeds the next layer; here separate fine-tuned encoders are
+pooled first and one attention over their vectors is learned. Its weights say what the layer attends to,
+not that a source is useful: leave-one-source-out runs measure that.
+
+With no sources, the same head trains on the base encoder alone: the matched control of every mode.
 """
 from __future__ import annotations
 
@@ -23,7 +30,7 @@ from fusionkit.errors import ConfigError
 from fusionkit.modeling.encoders import Encoder, blank_encoder, pool
 from fusionkit.modeling.features import FeatureCache
 from fusionkit.modeling.training import Knobs, TrainKnobs, knob_group, train_loop
-from fusionkit.strategies.base import Strategy
+from fusionkit.strategies.base import Control, Strategy
 from fusionkit.strategies.experts import ExpertKnobs, check_same_base, expert_artefacts, expert_backbone
 
 MODES = ("sum", "concat", "gated", "attention")
@@ -97,7 +104,8 @@ class RepresentationFusionModel(nn.Module):
 
     def forward(self, input_ids, attention_mask) -> torch.Tensor:
         base = self._layer_vectors(self.base, input_ids, attention_mask)
-        experts = torch.stack([self._layer_vectors(e, input_ids, attention_mask) for e in self.experts], dim=1)
+        experts = [self._layer_vectors(e, input_ids, attention_mask) for e in self.experts]
+        experts = torch.stack(experts, dim=1) if experts else base.new_zeros(base.shape[0], 0, *base.shape[1:])
         return self.fusion(base, experts)
 
 
@@ -128,6 +136,14 @@ class RepresentationFusion(Strategy):
     name = "representation"
     Knobs = RepresentationKnobs
     needs_sources = True
+    search_space = {"lr": [3e-4, 1e-3, 3e-3], "epochs": [15, 30]}
+
+    @classmethod
+    def controls(cls):
+        return [Control("no source", cls)]  # the same fusion layer and head on the base encoder's vectors alone
+
+    def check_sources(self, sources):
+        pass  # no sources: the control
 
     def requirements(self, target, sources, seed):
         return expert_artefacts(self.knobs.experts, self.settings, sources, seed)
@@ -135,8 +151,9 @@ class RepresentationFusion(Strategy):
     def _split_features(self, encoders: list[Encoder], target, layers) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         cache = FeatureCache(self.workdir / "features")
         per_encoder = [cache.task_features(e, target, layers) for e in encoders]
-        return {split: (per_encoder[0][split], np.stack([f[split] for f in per_encoder[1:]], axis=1))
-                for split in target.splits}  # [n, L, d], [n, S, L, d]
+        return {split: (base, np.stack([f[split] for f in per_encoder[1:]], axis=1) if len(per_encoder) > 1 else
+                        np.zeros((base.shape[0], 0, *base.shape[1:]), dtype=base.dtype))
+                for split, base in per_encoder[0].items()}  # [n, L, d], [n, S, L, d]
 
     def _fit(self, target, sources, seed, artefacts, spec):
         knobs = self.knobs
@@ -168,7 +185,11 @@ class RepresentationFusion(Strategy):
                 fusion.eval()(val_base, val_experts)
             arch["attention_sources"] = (["base"] if knobs.include_base else []) + arch["source_names"]
             arch["attention_weights"] = fusion.last_attention.mean(dim=0).cpu().tolist()  # [L, candidates]
-        return module.eval(), base, history, arch
+        with torch.no_grad():
+            fusion.eval()
+            probabilities = {split: fusion(*(torch.as_tensor(x).to(self.device) for x in pair)).double()
+                             .softmax(dim=1).cpu().numpy() for split, pair in features.items()}
+        return module.eval(), base, history, arch, probabilities
 
     @classmethod
     def build_module(cls, spec, backbones=None):
