@@ -21,14 +21,18 @@ import torch
 
 from fusionkit._io import digest
 from fusionkit.errors import ConfigError, TrainingError
+from fusionkit.study.design import StudyDesign, results_frame
 from fusionkit.study.plan import StudyPlan, artefact_at, make_plan
-from fusionkit.study.runner import (BUSY, TRAINED, StudyConfig, StudyRunner, fit_and_store, load_study_tasks,
-                                    planned_runs)
+from fusionkit.study.runner import BUSY, TRAINED, StudyConfig, StudyRunner, fit_and_store, load_study_tasks
 from fusionkit.study.store import ResultsStore, run_key
 
 
-def describe(run: dict) -> str:
-    return f"run {run_key(run)} ({run['system']}, seed {run['seed']}, n={run['train_size']}, target {run['target']})"
+def describe(run: dict, systems: dict[str, list[str]] | None = None) -> str:
+    """The run in words: the study's systems it serves (or its strategy and sources), seed, size and target."""
+    key = run_key(run)
+    sources = f" from {','.join(run['sources'])}" if run["sources"] else ""
+    names = ", ".join((systems or {}).get(key, [])) or f"{run['strategy']}{sources}"
+    return f"run {key} ({names}, seed {run['seed']}, n={run['train_size']}, target {run['target']})"
 
 
 class LocalExecutor:
@@ -139,7 +143,7 @@ class RayExecutor:
                 except ray.exceptions.RayError as error:
                     for ref in pending:
                         ray.cancel(ref)
-                    raise TrainingError(f"{describe(run)} failed on a Ray worker:\n{error}") from None
+                    raise TrainingError(f"{describe(run, plan.systems)} failed on a Ray worker:\n{error}") from None
                 bar.update(1)
                 bar.set_postfix(running=min(len(pending), slots))
         return trained
@@ -159,8 +163,10 @@ def make_executor(kind: str | LocalExecutor | RayExecutor = "local", **options) 
 
 
 def run_study(config: StudyConfig, progress: bool = True, executor="local"):
-    """Run every planned run not yet stored; returns the results table of this study's runs (its
-    ``attrs["runs_trained"]``: how many this call trained).
+    """Run every planned run not yet stored (see ``fusionkit.study.design``: the tuning runs first, then every
+    seed of each chosen configuration with its controls and ablations); returns the results table of this
+    study's runs, one row per system and run, with ``attrs["tuning"]`` (every configuration tried and its
+    validation accuracy) and ``attrs["runs_trained"]`` (how many this call trained).
 
     ``executor``: "local" (this process), "ray", or an executor from ``fusionkit.study.executors``. Several
     processes may share one work folder (two reports, several drivers): each run and artefact is trained
@@ -169,14 +175,21 @@ def run_study(config: StudyConfig, progress: bool = True, executor="local"):
     """
     target, sources = load_study_tasks(config)
     store = ResultsStore(Path(config.workdir) / "results")
-    runs = planned_runs(config, target, sources)
-    todo = [r for r in runs if not store.has(run_key(r))]
+    design = StudyDesign(config, target, sources)
+    executor = make_executor(executor)
+    runner = None
     trained = 0
-    if todo:
-        runner = StudyRunner(config, target, sources, store)
-        trained = make_executor(executor).execute(make_plan(runner, todo), runner, progress)
-    keys = {run_key(r) for r in runs}
-    frame = store.to_frame()
-    frame = frame[frame["run_id"].isin(keys)].reset_index(drop=True)
+    for step in (design.tuning_runs, lambda: design.final_runs(design.validation_scores(store))):
+        planned = step()
+        todo = list({p.key: p.run for p in planned if not store.has(p.key)}.values())
+        if todo:
+            systems: dict[str, list[str]] = {}
+            for p in planned:
+                systems.setdefault(p.key, []).append(p.system)
+            runner = runner or StudyRunner(config, target, sources, store)
+            trained += executor.execute(make_plan(runner, todo, systems), runner, progress)
+    scores = design.validation_scores(store)
+    frame = results_frame(store, design.final_runs(scores))
+    frame.attrs["tuning"] = design.tuning_table(scores)
     frame.attrs["runs_trained"] = trained  # by this call; the others were found stored
     return frame

@@ -32,6 +32,7 @@ class StudyPlan:
     runs: list[dict]
     artefacts: dict[str, PlannedArtefact]  # in an order where each artefact follows those it needs
     run_needs: dict[str, list[str]]  # run key -> keys of the artefacts it needs
+    systems: dict[str, list[str]] = field(default_factory=dict)  # run key -> the study's systems it serves
 
     @property
     def required(self) -> set[str]:
@@ -54,7 +55,7 @@ def _requirements(artefact: Artefact) -> list:
     return artefact.trainer.requirements(train_task, list(artefact.sources), artefact.seed)
 
 
-def make_plan(runner: StudyRunner, runs: list[dict]) -> StudyPlan:
+def make_plan(runner: StudyRunner, runs: list[dict], systems: dict[str, list[str]] | None = None) -> StudyPlan:
     artefacts: dict[str, PlannedArtefact] = {}
 
     def visit(artefact: Artefact, run: dict, path: tuple[int, ...]) -> str:
@@ -76,4 +77,4 @@ def make_plan(runner: StudyRunner, runs: list[dict]) -> StudyPlan:
         own = runner.as_artefact(run).key
         if own in artefacts:
             run_needs[run_key(run)].append(own)
-    return StudyPlan(runs, artefacts, run_needs)
+    return StudyPlan(runs, artefacts, run_needs, dict(systems or {}))

@@ -17,7 +17,8 @@ import pydantic
 from fusionkit.errors import ConfigError
 from fusionkit.modeling.encoders import encoder_max_length
 from fusionkit.strategies import STRATEGIES
-from fusionkit.study.runner import StudyConfig
+from fusionkit.study.design import configurations
+from fusionkit.study.runner import Arm, StudyConfig
 
 # The parameters that StudyConfig takes as they are; the others (sizes, arms) are turned into its arms.
 STUDY_CONFIG_FIELDS = {f.name for f in fields(StudyConfig)} - {"target", "sources", "arms", "workdir", "data_dir",
@@ -26,23 +27,53 @@ STUDY_CONFIG_FIELDS = {f.name for f in fields(StudyConfig)} - {"target", "source
 # Fusion arms shared by every profile; only their sizes and knobs change between profiles.
 FUSION_ARMS = [
     {"system": "sequential", "strategy": "sequential", "per_source": True},
-    # The fusion layer trains on cached features: many cheap epochs, unlike the profiles' fine-tuning epochs.
-    {"system": "representation sum", "strategy": "representation",
-     "knobs": {"mode": "sum", "layers": "last", "epochs": 30, "patience": 5}},
-    {"system": "representation attention", "strategy": "representation",
-     "knobs": {"mode": "attention", "layers": "all", "epochs": 30, "patience": 5}},
-    {"system": "merge task_arithmetic", "strategy": "merge", "knobs": {"method": "task_arithmetic"}},
+    # The fusion layer trains on cached features: many cheap epochs, unlike the fine-tuning families.
+    {"system": "representation sum", "strategy": "representation", "leave_one_out": True,
+     "knobs": {"mode": "sum", "layers": "last", "patience": 5}},
+    {"system": "representation pooled-attention", "strategy": "representation", "leave_one_out": True,
+     "knobs": {"mode": "attention", "layers": "all", "patience": 5}},
+    {"system": "merge task_arithmetic", "strategy": "merge", "knobs": {"method": "task_arithmetic"},
+     "leave_one_out": True},
     {"system": "merge ties", "strategy": "merge", "knobs": {"method": "ties"}},
     {"system": "multitask", "strategy": "multitask"},
     {"system": "distill", "strategy": "distill"},
 ]
 
+# The quick profile's search spaces: two configurations for every arm (tuning_budget 2), each grid whole.
+# Fine-tuning families search the step size over 6 epochs (early stopping picks the epoch); frozen-encoder
+# families search what their head has: C for the probe, the step for the fusion layer, the task-vector scale
+# (0 included: the base encoder; 0.5, within the range Ilharco et al. 2023 find for several task vectors).
+# A first quick report with three configurations per arm never chose lr 2e-5, C 10 or lr 3e-4 on validation.
+QUICK_FINETUNE_SEARCH = {"lr": [5e-5, 1e-4], "epochs": [6]}
+QUICK_SEARCH = {"finetune": QUICK_FINETUNE_SEARCH, "sequential": QUICK_FINETUNE_SEARCH,
+                "multitask": QUICK_FINETUNE_SEARCH, "distill": QUICK_FINETUNE_SEARCH,
+                "lora": {"lr": [1e-3, 2e-3], "epochs": [6]},
+                "linear_probe": {"c": [0.1, 1.0]},
+                "representation": {"lr": [1e-3, 3e-3], "epochs": [30]},
+                "merge": {"scale": [0.0, 0.5], "c": [1.0]}}
+
+
+def _quick_fusion_arm(arm: dict) -> dict:
+    """A fusion arm as the quick profile runs it: its search space, the shuffled-label control for the first
+    source only (the study's main hypothesis) and leave-one-source-out for one representation arm."""
+    arm = {**arm, "search": QUICK_SEARCH[arm["strategy"]]}
+    if arm.get("per_source"):
+        arm["further_controls_for"] = 1
+    if arm["system"] == "representation sum":
+        arm["leave_one_out"] = False
+    return arm
+
+
+def _with_search(arms: list[dict], spaces: dict) -> list[dict]:
+    return [{**arm, "search": spaces[arm["strategy"]]} for arm in arms]
+
+
 PROFILES: dict[str, dict] = {
     "smoke": {
-        "encoder": "tiny", "seeds": [0, 1], "max_length": 32,
+        "encoder": "tiny", "seeds": [0, 1], "max_length": 32, "tuning_budget": 2,
         "task_train_cap": 120, "validation_cap": 40, "test_cap": 80, "cka_examples": 32,
-        "train_knobs": {"epochs": 2, "batch_size": 16},
-        "expert_knobs": {"expert_train_size": 60, "expert_epochs": 1, "expert_seed": 0},
+        "train_knobs": {"batch_size": 16},
+        "expert_knobs": {"expert_train_size": 60, "expert_epochs": 1, "expert_validation_size": 40},
         "fusion_size": 60,
         "baseline_arms": [
             {"system": "linear_probe", "strategy": "linear_probe", "train_sizes": [30, 60, None]},
@@ -50,32 +81,36 @@ PROFILES: dict[str, dict] = {
             {"system": "lora", "strategy": "lora", "train_sizes": [60]},
             {"system": "scratch", "strategy": "scratch", "train_sizes": [60]},
         ],
-        "arm_knobs": {"multitask": {"source_train_size": 60, "batches_per_epoch": 4}},
+        # Small spaces keep the smoke study to seconds; two configurations each, as the budget says.
+        "fusion_arms": _with_search(FUSION_ARMS, {**{name: {"lr": [1e-4, 3e-4], "epochs": [1]} for name in
+                                                     ("sequential", "multitask", "distill")},
+                                                  "representation": {"lr": [1e-3, 3e-3], "epochs": [3]},
+                                                  "merge": {"scale": [0.0, 1.0], "c": [1.0]}}),
+        "arm_knobs": {"multitask": {"source_train_size": 60, "batches_per_epoch": 4},
+                      "distill": {"unlabelled_size": 30}},
     },
     "quick": {
-        "encoder": "minilm", "seeds": [0, 1, 2], "max_length": 64,
-        # A validation split as large as the largest fine-tuned train size (as in few-shot practice, e.g. LM-BFF):
-        # early stopping scores it every epoch (MiniLM on 2 cores: 1.4 s at 200 examples, 0.9 s at 128).
-        "validation_cap": 128, "cka_examples": 128,
-        # 6 epochs with early stopping: at n=128, 3 epochs left fine-tuning ~14 points below its converged accuracy.
-        "train_knobs": {"epochs": 6, "patience": 2, "batch_size": 16},
-        # One expert per source (seed 0) shared by every seed: the seeds then vary the target side only.
-        "expert_knobs": {"expert_train_size": 500, "expert_epochs": 2, "expert_seed": 0},
+        "encoder": "minilm", "seeds": [0, 1, 2, 3, 4], "max_length": 64, "tuning_budget": 2,
+        "cka_examples": 128,
+        "train_knobs": {"patience": 2, "batch_size": 16},
+        # Experts early-stop on 256 examples of their source's validation split (speed; recorded in the spec).
+        "expert_knobs": {"expert_train_size": 400, "expert_epochs": 2, "expert_validation_size": 256},
         "fusion_size": 128,
-        "baseline_arms": [
+        "baseline_arms": _with_search([
             {"system": "linear_probe", "strategy": "linear_probe", "train_sizes": [32, 128, 512, None]},
-            {"system": "finetune", "strategy": "finetune", "train_sizes": [32, 128]},
-            {"system": "lora", "strategy": "lora", "train_sizes": [128]},
-            {"system": "scratch", "strategy": "scratch", "train_sizes": [128]},
-        ],
-        # TIES costs 3x task arithmetic on CPU (a top-k over every weight); the full profile runs it.
-        "fusion_arms": [arm for arm in FUSION_ARMS if arm["system"] != "merge ties"],
-        "arm_knobs": {"multitask": {"source_train_size": 500, "batches_per_epoch": 16}},
+            {"system": "finetune", "strategy": "finetune", "train_sizes": [128]},
+        ], QUICK_SEARCH),
+        # What 2 CPU cores fit in 30 minutes with 5 seeds: TIES (a top-k over every weight), multitask and
+        # distillation (several times fine-tuning's steps, and their controls) run in the full profile.
+        "fusion_arms": [_quick_fusion_arm(arm) for arm in FUSION_ARMS
+                        if arm["system"] not in ("merge ties", "multitask", "distill")],
+        "arm_knobs": {"multitask": {"source_train_size": 500, "batches_per_epoch": 16},
+                      "distill": {"unlabelled_size": 512}},
     },
     "full": {
-        "encoder": "minilm", "seeds": [0, 1, 2, 3, 4], "max_length": 128, "cka_examples": 512,
-        "train_knobs": {"epochs": 4, "batch_size": 32},
-        "expert_knobs": {"expert_train_size": None, "expert_epochs": 2, "expert_seed": 0},
+        "encoder": "minilm", "seeds": [0, 1, 2, 3, 4], "max_length": 128, "cka_examples": 512, "tuning_budget": 4,
+        "train_knobs": {"batch_size": 32},
+        "expert_knobs": {"expert_train_size": None, "expert_epochs": 3},
         "fusion_size": 512,
         "baseline_arms": [
             {"system": name, "strategy": name, "train_sizes": [32, 128, 512, None]}
@@ -99,6 +134,10 @@ class ArmParameters(pydantic.BaseModel):
     knobs: dict = {}
     per_source: bool = False
     train_sizes: Annotated[list[PositiveInt | None], pydantic.Field(min_length=1)] | None = None
+    search: dict[str, Annotated[list, pydantic.Field(min_length=1)]] | None = None
+    controls: list[str] | None = None
+    further_controls_for: Annotated[int, pydantic.Field(strict=True, ge=0)] | None = None
+    leave_one_out: bool = False
 
     @pydantic.field_validator("strategy")
     @classmethod
@@ -125,15 +164,20 @@ class StudyParameters(pydantic.BaseModel):
     baseline_arms: list[ArmParameters]
     fusion_arms: list[ArmParameters]
     arm_knobs: dict[str, dict] = {}
+    tuning_budget: PositiveInt = 1
+    # The verdict rule: the seed-level test at alpha (Holm-adjusted) and a gain of at least min_effect points.
+    alpha: Annotated[float, pydantic.Field(gt=0, lt=1)] = 0.05
+    min_effect: Annotated[float, pydantic.Field(ge=0)] = 1.0
 
 
 STUDY_PARAMETERS = tuple(StudyParameters.model_fields)
 
 
-def _check(parameters: dict) -> None:
-    """ConfigError naming each parameter that is not allowed, its value, and what is allowed."""
+def _check(parameters: dict) -> dict:
+    """The parameters with every default filled in, or a ConfigError naming each parameter that is not allowed,
+    its value, and what is allowed."""
     try:
-        StudyParameters.model_validate(parameters)
+        validated = StudyParameters.model_validate(parameters).model_dump()
     except pydantic.ValidationError as error:
         problems = []
         for item in error.errors():
@@ -156,6 +200,13 @@ def _check(parameters: dict) -> None:
             knobs_class.from_knobs({**given, **extra, **arm.get("knobs", {})})
         except ConfigError as error:
             raise ConfigError(f"arm {arm['system']!r} ({arm['strategy']}): {error}") from None
+        roles = [control.role for control in STRATEGIES[arm["strategy"]].controls()]
+        unknown = sorted(set(arm.get("controls") or []) - set(roles))
+        if unknown:
+            raise ConfigError(f"arm {arm['system']!r}: unknown control(s) {unknown}; {arm['strategy']} has "
+                              f"{roles or 'none'}")
+        configurations(Arm(**arm), parameters.get("tuning_budget", 1))  # a ConfigError when the space is too small
+    return validated
 
 
 def profile_parameters(profile: str, overrides: dict | None = None) -> dict:
@@ -166,8 +217,7 @@ def profile_parameters(profile: str, overrides: dict | None = None) -> dict:
     parameters = copy.deepcopy(PROFILES[profile])
     parameters.setdefault("fusion_arms", copy.deepcopy(FUSION_ARMS))
     parameters.update(copy.deepcopy(overrides or {}))
-    _check(parameters)
-    return parameters
+    return _check(parameters)
 
 
 def study_config(profile: str, part: str, target: str, sources: list[str], workdir: str,
@@ -179,7 +229,8 @@ def study_config(profile: str, part: str, target: str, sources: list[str], workd
     elif part == "fusion":
         arms = copy.deepcopy(parameters["fusion_arms"])
         for arm in arms:
-            arm.setdefault("train_sizes", [parameters["fusion_size"]])
+            if arm.get("train_sizes") is None:
+                arm["train_sizes"] = [parameters["fusion_size"]]
     else:
         raise ConfigError(f"part must be 'baselines' or 'fusion', got {part!r}")
     extra_knobs = parameters.get("arm_knobs", {})

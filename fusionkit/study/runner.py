@@ -1,8 +1,8 @@
 """A study: strategies x seeds x train sizes on one target, every run stored once (resumable).
 
-``run_study`` is what notebooks 02 and 04 call. A run already in the results store is not redone,
-so a killed study picks up where it stopped; experts, fitted teachers and features are reused from
-the same work folder.
+``run_study`` is what notebooks 02 and 04 call; ``design`` says which runs a study makes (tuning, matched
+controls, ablations). A run already in the results store is not redone, so a killed study picks up where
+it stopped; experts, fitted teachers and features are reused from the same work folder.
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from filelock import Timeout
 
-from fusionkit.data.tasks import Task, load_task, stratified_sample
-from fusionkit.errors import ConfigError
+from fusionkit.data.tasks import Task, load_task, normalised
+from fusionkit.errors import ConfigError, TrainingError
 from fusionkit.evaluation.gains import Cost
 from fusionkit.evaluation.metrics import score_all
 from fusionkit.evaluation.similarity import layerwise_cka
@@ -28,13 +28,32 @@ from fusionkit.study.store import ResultsStore, run_key
 @dataclass
 class Arm:
     """One line of a study: a system (the name tables and figures show), a strategy and its knobs.
-    ``per_source`` runs it once per source; ``train_sizes`` (if set) replaces the study's sizes for this arm."""
+    ``per_source`` runs it once per source; ``train_sizes`` (if set) replaces the study's sizes for this arm.
+    ``search`` (knob -> values) replaces the strategy's search space; ``controls`` names which of the strategy's
+    further controls run besides the matched one (None: all), and ``further_controls_for`` for the per-source
+    systems of how many of the study's first sources (None: all; the first source listed is the study's main
+    hypothesis); ``leave_one_out`` also runs it without each of its sources in turn."""
 
     system: str
     strategy: str
     knobs: dict = field(default_factory=dict)
     per_source: bool = False
     train_sizes: list | None = None
+    search: dict | None = None
+    controls: list | None = None
+    further_controls_for: int | None = None
+    leave_one_out: bool = False
+
+    def runs_control(self, index: int, role: str, sources: list, study_sources: list) -> bool:
+        """Whether the strategy's ``index``-th control (``role``) runs for this arm's system on ``sources``: the
+        first (the matched control, the verdict's reference) always does."""
+        if index == 0:
+            return True
+        if self.controls is not None and role not in self.controls:
+            return False
+        if self.per_source and self.further_controls_for is not None:
+            return study_sources.index(sources[0]) < self.further_controls_for
+        return True
 
 
 @dataclass
@@ -54,6 +73,7 @@ class StudyConfig:
     train_knobs: dict = field(default_factory=dict)  # given to every arm that trains with the loop
     expert_knobs: dict = field(default_factory=dict)  # given to every arm that uses sources
     cka_examples: int = 256  # target test texts on which base and adapted encoders are compared
+    tuning_budget: int = 1  # configurations every tuned arm evaluates on the first seed (1: the defaults)
 
     def __post_init__(self):
         self.arms = [a if isinstance(a, Arm) else Arm(**a) for a in self.arms]
@@ -63,66 +83,36 @@ class StudyConfig:
                                   f"known strategies: {', '.join(STRATEGIES)}")
 
 
-def _capped(task: Task, split: str, cap: int | None) -> Task:
-    data = getattr(task, split)
-    if not cap or cap >= len(data):
-        return task
-    indices = stratified_sample(np.asarray(data["label"]), cap, seed=0)
-    capped = Task(**{**task.__dict__, split: data.select(indices)})
-    capped.notes = task.notes + [f"{split} capped to {cap} examples (stratified, seed 0)"]
-    return capped
-
-
 def load_study_tasks(config: StudyConfig) -> tuple[Task, list[Task]]:
-    """The target and the sources, with the study's caps applied (fixed seed: every run sees the same data)."""
+    """The target and the sources, with the study's caps applied (fixed seed: every run sees the same data),
+    and every source without the texts of the target's validation and test splits (normalised verbatim
+    matches): knowledge fused from a source must not include the sentences the target is judged on."""
     target = load_task(config.target, data_dir=config.data_dir)
-    sources = [load_task(name, data_dir=config.data_dir) for name in config.sources]
-    target = _capped(_capped(_capped(target, "train", config.task_train_cap), "validation", config.validation_cap),
-                     "test", config.test_cap)
-    sources = [_capped(s, "train", config.task_train_cap) for s in sources]
+    target = target.capped("train", config.task_train_cap).capped("validation", config.validation_cap)
+    target = target.capped("test", config.test_cap)
+    held_out = {normalised(text) for split in (target.validation, target.test) for text in split["text"]}
+    sources = [load_task(name, data_dir=config.data_dir).capped("train", config.task_train_cap)
+               .without_texts(held_out, f"also in {target.name}'s validation or test split")
+               for name in config.sources]
     return target, sources
 
 
-def arm_knobs(arm: Arm, config: StudyConfig) -> dict:
-    """Every knob of the arm's strategy, resolved: the arm's own over the study's shared training and expert
-    knobs (only those the strategy has) over the strategy's defaults.
-
-    Defaults are spelled out so that a run's key changes when a default does: a stored run is reused
-    only if it was trained with the same settings. ``progress`` is left out: it changes no result.
-    """
-    knobs_class = STRATEGIES[arm.strategy].Knobs
-    known = knobs_class.knob_names()
-    shared = {**config.train_knobs, **config.expert_knobs}
-    given = {**{k: v for k, v in shared.items() if k in known}, **arm.knobs}
-    resolved = knobs_class.from_knobs(given).to_dict()
+def resolved_knobs(strategy: str, knobs: dict) -> dict:
+    """Every knob of the strategy, ``knobs`` over its defaults. Defaults are spelled out so that a run's key
+    changes when a default does: a stored run is reused only if it was trained with the same settings.
+    ``progress`` is left out: it changes no result."""
+    resolved = STRATEGIES[strategy].Knobs.from_knobs(knobs).to_dict()
     resolved.pop("progress", None)
     return resolved
 
 
-def planned_runs(config: StudyConfig, target: Task, sources: list[Task]) -> list[dict]:
-    """Every run of the study as a plain config dict (the results store's key is computed from it).
-
-    A train size of None stands for the whole training split and is recorded as its length, so learning
-    curves have a number to plot. ``data`` holds the content fingerprints of the (capped) tasks: a run
-    stored under other caps or other files is not mistaken for this one.
-    """
-    data = {"target": target.fingerprint(), "sources": {s.name: s.fingerprint() for s in sources}}
-    runs = []
-    for arm in config.arms:
-        needs = STRATEGIES[arm.strategy].needs_sources
-        source_sets = [[s] for s in sources] if arm.per_source else [sources if needs else []]
-        # None and sizes beyond the split all mean the whole split: plan (and train) that size once.
-        sizes = dict.fromkeys(min(size or len(target.train), len(target.train))
-                              for size in arm.train_sizes or config.train_sizes)
-        for size in sizes:
-            for seed in config.seeds:
-                for chosen in source_sets:
-                    runs.append({"target": config.target, "sources": [s.name for s in chosen],
-                                 "strategy": arm.strategy, "system": arm.system + (
-                                     f" ({chosen[0].name})" if arm.per_source else ""),
-                                 "knobs": arm_knobs(arm, config), "seed": seed, "train_size": size,
-                                 "encoder": config.encoder, "max_length": config.max_length, "data": data})
-    return runs
+def arm_knobs(arm: Arm, config: StudyConfig, configuration: dict | None = None) -> dict:
+    """Every knob of the arm's strategy, resolved: a tuning ``configuration`` over the arm's own knobs over the
+    study's shared training and expert knobs (only those the strategy has) over the strategy's defaults."""
+    known = STRATEGIES[arm.strategy].Knobs.knob_names()
+    shared = {**config.train_knobs, **config.expert_knobs}
+    return resolved_knobs(arm.strategy, {**{k: v for k, v in shared.items() if k in known}, **arm.knobs,
+                                         **(configuration or {})})
 
 
 def strategy_settings(config: StudyConfig) -> dict:
@@ -147,6 +137,9 @@ def encoder_cka(fitted, base: Encoder, texts: list[str], base_layers: np.ndarray
     return layerwise_cka(base_layers, after).round(6).tolist()
 
 
+INFERENCE_SAMPLE = 64  # test texts the inference cost is timed on
+
+
 class StudyRunner:
     """Fits the runs of one study. A run that another run needs fitted first (a ``sequential`` run that
     ``distill`` uses as a teacher) is fitted through the artefact cache, so it is trained only once."""
@@ -169,6 +162,16 @@ class StudyRunner:
         strategy, sources, train_size = self.parts(run)
         return Artefact(strategy, self.target, tuple(sources), run["seed"], train_size)
 
+    def validation_accuracy(self, fitted) -> float:
+        """The criterion every configuration is chosen by, the same for every strategy: the fitted model's accuracy
+        on the target's (whole or capped) validation split. Every strategy early-stops or selects on that split, so
+        its history holds it already (the kept epoch's score); it is computed only where the history has none."""
+        history = fitted.history
+        if history.val_metric and 0 <= history.best_epoch < len(history.val_metric):
+            return float(history.val_metric[history.best_epoch])
+        validation = self.target.validation
+        return float((fitted.predict(list(validation["text"])) == np.asarray(validation["label"])).mean())
+
     def run(self, run: dict, required: set[str]) -> None:
         """Fit the run (through the artefact cache when another run needs its model) and store its record."""
         as_artefact = self.as_artefact(run)
@@ -178,15 +181,25 @@ class StudyRunner:
             fitted = as_artefact.trainer.fit(self.target, list(as_artefact.sources), seed=run["seed"],
                                              train_size=as_artefact.train_size)
         texts, labels = list(self.target.test["text"]), np.asarray(self.target.test["label"])
+        # Inference cost from the module itself on a sample of the test texts; the probabilities of every test text
+        # from fitting's cached features where a frozen-encoder strategy computed them (the same numbers).
+        sample = texts[:INFERENCE_SAMPLE]
         start = time.perf_counter()
-        probs = fitted.predict_proba(texts)
-        cost = Cost(fitted.num_trainable_params, fitted.train_seconds, 1000 * (time.perf_counter() - start) / len(texts),
+        sample_probs = fitted.predict_proba(sample)
+        infer_ms = 1000 * (time.perf_counter() - start) / len(sample)
+        probs = fitted.probabilities.get("test")
+        probs = fitted.predict_proba(texts) if probs is None or len(texts) <= INFERENCE_SAMPLE else probs
+        if not np.allclose(probs[:len(sample)], sample_probs, atol=1e-4):
+            raise TrainingError(f"{run['strategy']}: its cached test probabilities differ from its module's")
+        cost = Cost(fitted.num_trainable_params, fitted.train_seconds, infer_ms,
                     model_flops(fitted.module, fitted.history.tokens, self.test_tokens))
+        val_accuracy = self.validation_accuracy(fitted)
         details = {"arch": fitted.spec["arch"], "history": fitted.history.to_dict(),
+                   "artefacts": fitted.spec.get("artefacts", []),
                    "cka_base_vs_adapted": encoder_cka(fitted, self.base, cka_texts(self.target, self.config),
                                                       self.base_layers)}
-        self.store.put(run_key(run), {**run, "details": details}, score_all(labels, probs), cost.as_dict(),
-                       labels, probs)
+        self.store.put(run_key(run), {**run, "details": details},
+                       {**score_all(labels, probs), "val_accuracy": val_accuracy}, cost.as_dict(), labels, probs)
 
 
 TRAINED, FOUND, BUSY = "trained", "found", "busy"

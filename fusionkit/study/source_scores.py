@@ -24,8 +24,11 @@ from fusionkit.study.runner import StudyConfig, load_study_tasks, strategy_setti
 SCORES_VERSION = 2
 
 
-def source_experts(config: StudyConfig, sources: list[Task], base: Encoder, seed: int = 0) -> dict[str, FittedModel]:
-    """One expert per source, trained (or loaded) exactly as the study's fusion arms will ask for it."""
+def source_experts(config: StudyConfig, sources: list[Task], base: Encoder,
+                   seed: int | None = None) -> dict[str, FittedModel]:
+    """One expert per source, trained (or loaded) exactly as the study's fusion arms ask for it on ``seed``
+    (None: the study's first seed; experts are retrained for every seed)."""
+    seed = config.seeds[0] if seed is None else seed
     needs = expert_artefacts(ExpertKnobs.from_knobs(config.expert_knobs), strategy_settings(config), sources, seed)
     experts = {source.name: need.provide() for source, need in zip(sources, needs)}
     for expert in experts.values():
@@ -33,8 +36,8 @@ def source_experts(config: StudyConfig, sources: list[Task], base: Encoder, seed
     return experts
 
 
-def study_experts(config: StudyConfig, seed: int = 0) -> dict[str, FittedModel]:
-    """The study's source experts, on its (capped) source tasks."""
+def study_experts(config: StudyConfig, seed: int | None = None) -> dict[str, FittedModel]:
+    """The study's source experts of one seed (None: the first), on its (capped) source tasks."""
     _, sources = load_study_tasks(config)
     return source_experts(config, sources, load_encoder(config.encoder, max_length=config.max_length), seed)
 

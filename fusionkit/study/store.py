@@ -165,6 +165,10 @@ class ResultsStore:
         atomic_write(npz_path, buffer.getvalue())
         atomic_write(json_path, text)
 
+    def record(self, key: str) -> dict:
+        """The JSON record of a complete run (config, scores, cost...), checked as ``has`` checks it."""
+        return self._verified(self._path(key, ".json"))[0]
+
     def predictions(self, key: str) -> tuple[np.ndarray, np.ndarray]:
         """(y_true, probs) of a complete run, checked as ``has`` checks them."""
         _, labels, probs = self._verified(self._path(key, ".json"))

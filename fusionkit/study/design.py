@@ -1,0 +1,186 @@
+"""The protocol of a study: what is tuned, what each fused system is judged against, what is ablated.
+
+Every planned run has a *role*:
+
+* ``baseline``: a target-only arm (finetune, linear_probe...);
+* ``fusion``: an arm that fuses knowledge from sources;
+* ``control``: a fusion system's matched control (``Strategy.controls``): the same procedure without the
+  knowledge, with the fusion system's chosen configuration, so the only difference is the knowledge;
+* ``ablation``: a fusion system over several sources with one left out (leave-one-source-out), same configuration.
+
+Tuning, the same budget for every arm: each baseline and fusion system evaluates ``tuning_budget``
+configurations of its search space (the strategy's ``search_space``, or the arm's own ``search``) on the
+first seed, and the configuration with the best accuracy on the target's validation split is then run for
+every seed (tune once, as papers do, so the cost stays linear in seeds). Configurations are drawn by
+scikit-learn's ``ParameterSampler`` (seed 0): the whole grid when it has exactly ``tuning_budget`` points.
+Test data never enters a choice.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Mapping
+
+import pandas as pd
+
+from fusionkit.data.tasks import Task
+from fusionkit.errors import ConfigError
+from fusionkit.strategies import STRATEGIES
+from fusionkit.study.runner import Arm, StudyConfig, arm_knobs, resolved_knobs
+from fusionkit.study.store import ResultsStore, run_key
+
+BASELINE, FUSION, CONTROL, ABLATION = "baseline", "fusion", "control", "ablation"
+TUNING_SEED_INDEX = 0  # configurations are compared on the first seed of the study
+
+
+@dataclass
+class PlannedRun:
+    """One run as the study sees it: the ``system`` it counts for, its ``role``, and ``run``, what is trained
+    (``run_key(run)`` is its id in the store; two systems that train the same thing share one run). For a
+    control or ablation, ``of`` is the fusion system it serves and ``detail`` what it takes away."""
+
+    system: str
+    role: str
+    run: dict
+    of: str = ""
+    detail: str = ""
+    configuration: dict | None = None  # the tuned knobs' values
+    primary: bool = False  # a control that is the fusion system's matched control (its verdict's reference)
+
+    @property
+    def key(self) -> str:
+        return run_key(self.run)
+
+
+def configurations(arm: Arm, budget: int) -> list[dict]:
+    """The ``budget`` configurations (knob -> value) the arm is tuned over; ``[{}]`` (its knobs as given)
+    for a budget of 1. A search space smaller than the budget is a ConfigError: the arm could not get the
+    same budget as the others."""
+    from sklearn.model_selection import ParameterGrid, ParameterSampler
+
+    if budget == 1:
+        return [{}]
+    space = arm.search if arm.search is not None else STRATEGIES[arm.strategy].search_space
+    size = len(ParameterGrid(space)) if space else 0
+    if size < budget:
+        raise ConfigError(f"arm {arm.system!r}: its search space {space} has {size} configuration(s), fewer than "
+                          f"the study's tuning_budget {budget}; every arm gets the same budget, so give the arm a "
+                          f"larger 'search' or lower tuning_budget")
+    unknown = sorted(set(space) - STRATEGIES[arm.strategy].Knobs.knob_names())
+    if unknown:
+        raise ConfigError(f"arm {arm.system!r}: its search space names unknown knob(s) {unknown}")
+    return [dict(sorted(point.items())) for point in ParameterSampler(space, n_iter=budget, random_state=0)]
+
+
+class StudyDesign:
+    """The runs of one study on its (capped) target and sources, in two steps: ``tuning_runs`` first, then,
+    once they are stored, ``final_runs`` with each arm's chosen configuration."""
+
+    def __init__(self, config: StudyConfig, target: Task, sources: list[Task]):
+        if not isinstance(config.tuning_budget, int) or config.tuning_budget < 1:
+            raise ConfigError(f"tuning_budget must be a positive integer, got {config.tuning_budget!r}")
+        self.config, self.target, self.sources = config, target, sources
+        self.data = {"target": target.fingerprint(), "sources": {s.name: s.fingerprint() for s in sources}}
+
+    def _run(self, strategy: str, knobs: dict, sources: list[Task], seed: int, size: int) -> dict:
+        config = self.config
+        return {"target": config.target, "sources": [s.name for s in sources], "strategy": strategy, "knobs": knobs,
+                "seed": seed, "train_size": size, "encoder": config.encoder, "max_length": config.max_length,
+                "data": self.data}
+
+    def systems(self):
+        """(arm, system name, its sources, train size) for every tuned system of the study."""
+        for arm in self.config.arms:
+            needs = STRATEGIES[arm.strategy].needs_sources
+            source_sets = ([(f"{arm.system} ({s.name})", [s]) for s in self.sources] if arm.per_source
+                           else [(arm.system, self.sources if needs else [])])
+            # None and sizes beyond the split all mean the whole split: plan (and train) that size once.
+            n_train = len(self.target.train)
+            sizes = dict.fromkeys(min(size or n_train, n_train) for size in arm.train_sizes or self.config.train_sizes)
+            for size in sizes:
+                for system, sources in source_sets:
+                    yield arm, system, sources, size
+
+    def _role(self, arm: Arm) -> str:
+        return FUSION if STRATEGIES[arm.strategy].needs_sources else BASELINE
+
+    def tuning_runs(self) -> list[PlannedRun]:
+        """Every configuration of every tuned system, on the first seed."""
+        seed = self.config.seeds[TUNING_SEED_INDEX]
+        return [PlannedRun(system, self._role(arm), self._run(arm.strategy, arm_knobs(arm, self.config, point),
+                                                              sources, seed, size), configuration=point)
+                for arm, system, sources, size in self.systems()
+                for point in configurations(arm, self.config.tuning_budget)]
+
+    def validation_scores(self, store: ResultsStore) -> dict[str, float]:
+        """Run id -> validation accuracy of every tuning run, read from the store (where the runner put it)."""
+        scores = {}
+        for planned in self.tuning_runs():
+            score = store.record(planned.key)["scores"].get("val_accuracy")
+            if score is None:
+                raise ConfigError(f"run {planned.key} ({planned.system}) was stored without a validation accuracy: "
+                                  f"it predates tuning; use a new work folder")
+            scores[planned.key] = score
+        return scores
+
+    def chosen(self, scores: Mapping[str, float] | None) -> dict[tuple[str, int], PlannedRun]:
+        """(system, train size) -> its tuning run with the best validation accuracy in ``scores`` (run id ->
+        accuracy; the first configuration on a tie); with a tuning budget of 1, the only one (scores unused)."""
+        best: dict[tuple[str, int], tuple[float, PlannedRun]] = {}
+        for planned in self.tuning_runs():
+            where = (planned.system, planned.run["train_size"])
+            score = 0.0 if self.config.tuning_budget == 1 else scores[planned.key]
+            if where not in best or score > best[where][0]:
+                best[where] = (score, planned)
+        return {where: planned for where, (_, planned) in best.items()}
+
+    def final_runs(self, scores: Mapping[str, float] | None) -> list[PlannedRun]:
+        """Every seed of every system with its configuration chosen on ``scores`` (see ``chosen``), with the fusion
+        systems' matched controls and leave-one-source-out ablations (each with the fusion system's configuration)."""
+        chosen = self.chosen(scores)
+        planned = []
+        for arm, system, sources, size in self.systems():
+            best = chosen[(system, size)]
+            knobs, role = best.run["knobs"], best.role
+            for seed in self.config.seeds:
+                planned.append(PlannedRun(system, role, self._run(arm.strategy, knobs, sources, seed, size),
+                                          configuration=best.configuration))
+                if role != FUSION:
+                    continue
+                for index, control in enumerate(STRATEGIES[arm.strategy].controls()):
+                    if not arm.runs_control(index, control.role, sources, self.sources):
+                        continue
+                    run = self._run(control.strategy.name,
+                                    resolved_knobs(control.strategy.name, control.knobs_from(knobs)),
+                                    sources if control.keep_sources else [], seed, size)
+                    planned.append(PlannedRun(f"{system}: {control.role}", CONTROL, run, system, control.role,
+                                              best.configuration, primary=index == 0))
+                if arm.leave_one_out and len(sources) > 1:
+                    for left_out in sources:
+                        kept = [s for s in sources if s is not left_out]
+                        planned.append(PlannedRun(f"{system}: without {left_out.name}", ABLATION,
+                                                  self._run(arm.strategy, knobs, kept, seed, size), system,
+                                                  f"without {left_out.name}", best.configuration))
+        return planned
+
+    def tuning_table(self, scores: Mapping[str, float]) -> pd.DataFrame:
+        """Every configuration tried: system, train size, the configuration, its run id and validation accuracy,
+        and whether it was chosen."""
+        chosen = {planned.key for planned in self.chosen(scores).values()}
+        rows = [{"system": p.system, "train_size": p.run["train_size"], "configuration": json.dumps(p.configuration),
+                 "run_id": p.key, "val_accuracy": scores.get(p.key), "chosen": p.key in chosen}
+                for p in self.tuning_runs()]
+        return pd.DataFrame(rows, columns=["system", "train_size", "configuration", "run_id", "val_accuracy", "chosen"])
+
+
+def results_frame(store: ResultsStore, planned: list[PlannedRun]) -> pd.DataFrame:
+    """One row per planned run (a run serving two systems appears under each): the store's record with the
+    study's ``system``, ``role``, ``of``, ``detail``, ``primary_control`` and ``configuration`` columns."""
+    frame = store.to_frame()
+    columns = ["run_id", "system", "role", "of", "detail", "primary_control", "configuration"]
+    plan = pd.DataFrame([{"run_id": p.key, "system": p.system, "role": p.role, "of": p.of, "detail": p.detail,
+                          "primary_control": p.primary, "configuration": json.dumps(p.configuration or {})}
+                         for p in planned], columns=columns)
+    plan = plan.drop_duplicates(["run_id", "system"])
+    stored = frame.drop(columns=[c for c in columns[1:] if c in frame])
+    return plan.merge(stored, on="run_id", how="inner", validate="many_to_one")
