@@ -5,7 +5,8 @@ Layout of a report folder::
     index.html            verdicts, key figures, links, provenance
     notebooks/NN_*.ipynb  the executed notebooks (kept even when one fails) and their .html
     figures/*.png|svg     every figure, listed with its caption in figures.json
-    results.csv, comparisons.csv, verdicts.json, provenance.json
+    results.csv, summary.csv, tuning.csv, verdict_table.csv, comparisons_*.csv, overlap_card.csv,
+    verdicts.json, provenance.json
 
 Study runs (experts, fitted models, features, the results store) live in a separate work folder
 (default ``runs/<profile>-<target>``), so a second ``run_report`` reuses them instead of retraining.
@@ -119,7 +120,7 @@ def run_report(out: str | Path, profile: str = DEFAULT_PROFILE, target: str = "c
             print(f"[{index}/{len(notebooks)}] {notebook.name} done in {timings[notebook.stem]:.0f} s", flush=True)
     record = provenance(run.profile, {**parameters, "study_parameters": run.parameters}, timings,
                         round(time.perf_counter() - start, 1))
-    records = _run_records(run.workdir / "results", out / "results.csv")
+    records = _run_records(run.workdir / "results", out)
     ours = [r for r in records if r.get("session") == session]
     record["runs_trained"], record["runs_found_stored"] = len(ours), len(records) - len(ours)
     # How far the study is from the machine's limit: model FLOPs of what this report trained and scored,
@@ -147,13 +148,14 @@ def _environment(name: str, value: str):
             os.environ[name] = previous
 
 
-def _run_records(store_root: Path, results_csv: Path) -> list[dict]:
-    """The stored record of each run of the report's results table (its ``session`` says which report made it)."""
-    if not results_csv.is_file():
-        return []
+def _run_records(store_root: Path, out: Path) -> list[dict]:
+    """The stored record of each run of the report (results.csv and the configurations tried in tuning.csv, each
+    run once; its ``session`` says which report made it)."""
     import pandas as pd
 
-    return [json.loads((store_root / f"{run_id}.json").read_text()) for run_id in pd.read_csv(results_csv)["run_id"]]
+    tables = [out / name for name in ("results.csv", "tuning.csv") if (out / name).is_file()]
+    run_ids = dict.fromkeys(run_id for table in tables for run_id in pd.read_csv(table)["run_id"])
+    return [json.loads((store_root / f"{run_id}.json").read_text()) for run_id in run_ids]
 
 
 def _table(rows: dict) -> str:
@@ -185,8 +187,9 @@ def write_index(out: Path, notebooks: list[Path], record: dict) -> Path:
     parts.append("<h2>Notebooks and tables</h2><ul>")
     parts += [f"<li><a href='notebooks/{n.stem}.html'>{n.stem}</a> "
               f"(<a href='notebooks/{n.name}'>ipynb</a>)</li>" for n in notebooks]
-    parts += [f"<li><a href='{name}'>{name}</a></li>" for name in ("results.csv", "summary.csv", "comparisons.csv")
-              if (out / name).is_file()]
+    tables = ["verdict_table.csv", "results.csv", "summary.csv", "tuning.csv", "overlap_card.csv",
+              *sorted(path.name for path in out.glob("comparisons_*.csv"))]
+    parts += [f"<li><a href='{name}'>{name}</a></li>" for name in tables if (out / name).is_file()]
     parts.append("</ul><h2>Provenance</h2>")
     flat = {k: v for k, v in record.items() if not isinstance(v, dict)}
     parts += [_table(flat), "<h3>Package versions</h3>", _table(record["versions"]),

@@ -11,71 +11,154 @@ import pandas as pd
 
 from fusionkit.evaluation.gains import negative_transfer
 from fusionkit.evaluation.transferability import rank_correlation
-from fusionkit.evaluation.verdicts import compare_to_baseline, methods_header, verdict_sentences
+from fusionkit.evaluation.verdicts import (BASELINE_VERDICTS, compare_pairs, methods_header, system_name,
+                                          verdict_sentences)
 from fusionkit.report import plots, tables
 from fusionkit.report.build import write_verdicts
 from fusionkit.report.notebook import NotebookRun
+from fusionkit.strategies.experts import EXPERT_TRAINERS
 from fusionkit.study.source_scores import study_transferability
 
 BASELINE = "finetune"
-TEST_SETTINGS = dict(metric="accuracy", alpha=0.05, min_effect=0.0, distinguish_by=["system"], name_column="system")
+METRIC = "accuracy"
 TRANSFERABILITY_SCORES = ("logme", "hscore", "leep", "nce")
 MAX_RELIABILITY_SYSTEMS = 6
+FUSION, BASELINE_ROLE = "fusion", "baseline"
+EXPERT_STRATEGIES = tuple(trainer.name for trainer in EXPERT_TRAINERS.values())
 
 
 def study_results(run: NotebookRun) -> pd.DataFrame:
     """Every run of the report's two parts (baselines and fusion), read from the store (run if missing);
-    written to results.csv."""
-    results = pd.concat([run.run_study(part, progress=False) for part in ("baselines", "fusion")],
-                        ignore_index=True)
+    written to results.csv, and every configuration tried to tuning.csv."""
+    parts = [run.run_study(part, progress=False) for part in ("baselines", "fusion")]
+    tuning = pd.concat([part.attrs.pop("tuning") for part in parts], ignore_index=True)
+    results = pd.concat(parts, ignore_index=True)  # (pandas compares the parts' attrs: tables there would fail)
+    results.attrs = {"tuning": tuning}
     run.write_table(results.drop(columns=["details"]), "results")
+    run.write_table(results.attrs["tuning"], "tuning")
     return results
 
 
+def main_systems(results: pd.DataFrame) -> pd.DataFrame:
+    """The runs of the baselines and fusion systems, without their controls and ablations (for figures); says
+    how many runs and systems of each kind the study has."""
+    main = results[results["role"].isin([FUSION, BASELINE_ROLE])].reset_index(drop=True)
+    print(f"{len(results)} runs of {results.system.nunique()} systems: {main.system.nunique()} tuned baselines and "
+          f"fusion systems, {results.system.nunique() - main.system.nunique()} controls and ablations; seeds "
+          f"{sorted(results.seed.unique().tolist())}")
+    return main
+
+
 def summary_table(run: NotebookRun, results: pd.DataFrame) -> pd.DataFrame:
-    """``tables.results_table`` of every system and size, written to summary.csv."""
-    summary = tables.results_table(results)
+    """``tables.results_table`` of every system and size with its role, written to summary.csv."""
+    summary = tables.results_table(results).merge(results[["system", "role"]].drop_duplicates("system"), on="system")
     run.write_table(summary, "summary")
     return summary
 
 
 @dataclass
 class Comparisons:
-    """Each system against the baseline at the same train size, judged across seeds and across test examples."""
+    """Every comparison the report makes, each a ``verdicts.compare_pairs`` table with its own Holm correction.
 
-    across_seeds: pd.DataFrame
-    across_examples: pd.DataFrame
+    ``knowledge`` is the verdict: each fusion system against its matched control across seeds. The others
+    qualify it: ``on_test_set`` (the same pairs over test examples: these models on these sentences, never a
+    verdict), ``other_controls`` (e.g. the shuffled-label source), ``against_best`` (the best target-only
+    baseline, chosen on validation: should I use it at all?), ``leave_one_out`` (each source's contribution)
+    and ``baselines`` (target-only baselines against finetune).
+    """
+
+    knowledge: pd.DataFrame
+    on_test_set: pd.DataFrame
+    other_controls: pd.DataFrame
+    against_best: pd.DataFrame
+    leave_one_out: pd.DataFrame
+    baselines: pd.DataFrame
+
+    TITLES = {"knowledge": "Does the knowledge help? Each fusion system against its matched control, across seeds "
+                           "(the verdict)",
+              "other_controls": "More training or knowledge? Against the other controls, across seeds",
+              "against_best": "Should I use it at all? Against the best target-only baseline (chosen on "
+                              "validation), across seeds",
+              "leave_one_out": "Leave one source out: the system with all its sources against the system without "
+                               "one, across seeds (a positive gain is that source's contribution)",
+              "on_test_set": "On this test set (secondary): against the matched control, over test examples",
+              "baselines": "Target-only baselines against finetune, across seeds"}
 
     def show(self, which: str) -> pd.DataFrame:
-        """Print the methods paragraph of one table ("across_seeds" or "across_examples") and return its
-        main columns, for a notebook to display."""
+        """Print the methods paragraph of one table and return its main columns, for a notebook to display."""
         table = getattr(self, which)
+        if table.empty:
+            print(f"{which}: no such comparison in this study")
+            return table
         print(methods_header(table))
-        return table[["system", "train_size", "gain", "ci_low", "ci_high", "p_value", "p_holm", "verdict"]]
+        columns = ["system", "baseline", "train_size", "gain", "ci_low", "ci_high", "p_holm", "verdict"]
+        return table[columns + [c for c in ("detectable_effect", "seeds_needed") if c in table]]
 
     def sections(self) -> list[tuple[str, str, list[str]]]:
-        return [("Across test examples (test-set noise)", methods_header(self.across_examples),
-                 verdict_sentences(self.across_examples)),
-                ("Across seeds (retraining noise)", methods_header(self.across_seeds),
-                 verdict_sentences(self.across_seeds))]
+        return [(title, methods_header(getattr(self, name)), verdict_sentences(getattr(self, name)))
+                for name, title in self.TITLES.items() if not getattr(self, name).empty]
 
     def negative_transfer(self) -> pd.DataFrame:
-        """The systems judged significantly worse than the baseline, by either test."""
-        negative = pd.concat([negative_transfer(self.across_seeds).assign(judged="across seeds"),
-                              negative_transfer(self.across_examples).assign(judged="across examples")],
-                             ignore_index=True)
-        return negative[["system", "train_size", "judged", "gain", "ci_low", "ci_high", "p_holm"]]
+        """The fusion systems significantly worse than their matched control (the verdict's test and rule)."""
+        return negative_transfer(self.knowledge)[["system", "baseline", "train_size", "gain", "ci_low", "ci_high",
+                                                 "p_holm"]]
+
+
+def _pairs(results: pd.DataFrame, role: str, primary: bool | None = None) -> list[tuple[str, str]]:
+    """(served system, system) for the rows of one role: a control's or an ablation's fusion system first."""
+    rows = results[results["role"] == role]
+    if primary is not None:
+        rows = rows[rows["primary_control"] == primary]
+    return list(dict.fromkeys(zip(rows["of"], rows["system"])))
+
+
+def best_baseline(results: pd.DataFrame, train_size: int) -> str | None:
+    """The target-only system with the best mean *validation* accuracy at ``train_size`` (test data never chooses)."""
+    at_size = results[(results["role"] == BASELINE_ROLE) & (results["train_size"] == train_size)]
+    return None if at_size.empty else str(at_size.groupby("system")["val_accuracy"].mean().idxmax())
 
 
 def compare_systems(run: NotebookRun, results: pd.DataFrame) -> Comparisons:
-    """Both comparison tables, written to comparisons.csv and comparisons_per_example.csv."""
-    comparable = tables.comparable_runs(results, BASELINE)
-    comparisons = Comparisons(compare_to_baseline(comparable, BASELINE, **TEST_SETTINGS),
-                              compare_to_baseline(comparable, BASELINE, predictions=run.store.predictions,
-                                                  **TEST_SETTINGS))
-    run.write_table(comparisons.across_seeds, "comparisons")
-    run.write_table(comparisons.across_examples, "comparisons_per_example")
+    """Every comparison of the report (see ``Comparisons``), each written to comparisons_<name>.csv."""
+    parameters = run.parameters
+    rule = dict(metric=METRIC, alpha=parameters["alpha"], min_effect=parameters["min_effect"])
+    fusion_systems = results.loc[results["role"] == FUSION, "system"].unique()
+    best = best_baseline(results, parameters["fusion_size"])
+    baselines = [(system, BASELINE) for system in results.loc[results["role"] == BASELINE_ROLE, "system"].unique()
+                 if system != BASELINE and BASELINE in set(results["system"])]
+    matched = _pairs(results, "control", primary=True)
+    comparisons = Comparisons(
+        knowledge=compare_pairs(results, matched, **rule),
+        on_test_set=compare_pairs(results, matched, predictions=run.store.predictions, **rule),
+        other_controls=compare_pairs(results, _pairs(results, "control", primary=False), **rule),
+        against_best=compare_pairs(results, [(s, best) for s in fusion_systems] if best else [], **rule),
+        leave_one_out=compare_pairs(results, _pairs(results, "ablation"), **rule),
+        baselines=compare_pairs(results, baselines, words=BASELINE_VERDICTS, **rule))
+    for name in Comparisons.TITLES:
+        run.write_table(getattr(comparisons, name), f"comparisons_{name}")
     return comparisons
+
+
+def verdict_table(run: NotebookRun, results: pd.DataFrame, comparisons: Comparisons) -> pd.DataFrame:
+    """One row per fusion system: the verdict against its matched control (gain, interval, Holm p, the
+    smallest effect the seeds could detect and the seeds the observed gain needs), the same gain on this test
+    set, the gain over the best target-only baseline, and the quality of the experts it used; verdict_table.csv."""
+    def columns(table: pd.DataFrame, prefix: str, keep=("gain", "ci_low", "ci_high", "p_holm", "verdict")):
+        return table[["system", "train_size", *keep]].rename(columns={c: f"{prefix}{c}" for c in keep})
+
+    knowledge = comparisons.knowledge
+    table = knowledge[["system", "train_size", "baseline", "gain", "ci_low", "ci_high", "p_holm", "verdict",
+                       "detectable_effect", "seeds_needed"]].rename(columns={"baseline": "control"})
+    for name, prefix in (("on_test_set", "test_set_"), ("against_best", "vs_best_")):
+        other = getattr(comparisons, name)
+        if not other.empty:
+            extra = columns(other, prefix)
+            if name == "against_best":
+                extra[f"{prefix}baseline"] = other["baseline"].to_numpy()
+            table = table.merge(extra, on=["system", "train_size"], how="left")
+    table = table.merge(tables.expert_quality(results), on="system", how="left")
+    run.write_table(table, "verdict_table")
+    return table
 
 
 def reliability_systems(results: pd.DataFrame) -> list[str]:
@@ -103,6 +186,23 @@ def save_reliability_diagram(run: NotebookRun, results: pd.DataFrame):
                     f"reliability diagram on the target test set (seed {seed})")
 
 
+def save_cost_figures(run: NotebookRun, results: pd.DataFrame) -> None:
+    """Accuracy against trainable parameters and against training seconds, every run of ``results``."""
+    systems = tables.by_system(results)
+    run.save(plots.cost_scatter(systems, "accuracy", "trainable_params"), "05_accuracy_vs_params",
+             "accuracy against trainable parameters, every run at the fusion size")
+    run.save(plots.cost_scatter(systems, "accuracy", "train_seconds"), "05_accuracy_vs_train_time",
+             "accuracy against training seconds, every run at the fusion size")
+
+
+def save_cka_figures(run: NotebookRun, results: pd.DataFrame):
+    """The CKA of each base layer with the same layer after adaptation, per system, and the full matrix of the
+    most accurate system that adapted an encoder (``save_cka_matrix``)."""
+    run.save(plots.cka_profile(tables.cka_by_layer(results)), "05_cka_by_layer",
+             "CKA between each base layer and the same layer after adaptation")
+    return save_cka_matrix(run, results)
+
+
 def save_cka_matrix(run: NotebookRun, results: pd.DataFrame):
     """The base-vs-adapted CKA matrix of ``cka_heatmap_system``; None (said why) when no system adapted one."""
     system = cka_heatmap_system(results)
@@ -116,8 +216,12 @@ def save_cka_matrix(run: NotebookRun, results: pd.DataFrame):
 
 
 def save_critical_difference(run: NotebookRun):
-    """The critical-difference diagram over every target in the results store; None (said why) with one target."""
-    ranking = tables.ranking_across_targets(run.store.to_frame())
+    """The critical-difference diagram over every target in the results store; None (said why) with one target.
+    The store knows runs by what they trained, not by a study's names: a system here is a strategy and its sources."""
+    stored = run.store.to_frame()
+    if "strategy" in stored:
+        stored["system"] = [system_name(strategy, sources) for strategy, sources in zip(stored.strategy, stored.sources)]
+    ranking = tables.ranking_across_targets(stored) if "system" in stored else None
     if ranking is None:
         print(f"fewer than 2 targets (or 3 systems run on each) in the results store: no critical-difference "
               f"diagram (it ranks systems over targets)")
@@ -134,14 +238,16 @@ def cka_heatmap_system(results: pd.DataFrame) -> str | None:
     return None if ranked.empty else str(ranked.idxmax())
 
 
-def transferability_against_gain(run: NotebookRun, comparisons: Comparisons) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    """Each source's transferability beside the observed gain of single-source transfer from it, and the rank
-    correlation of each score with that gain (None when the study has too few sources for one). With two or
-    more sources, the LogME-against-gain figure is saved too."""
+def transferability_against_gain(run: NotebookRun, results: pd.DataFrame,
+                                 comparisons: Comparisons) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Each source's transferability beside the observed gain of single-source transfer from it over its
+    matched control, and the rank correlation of each score with that gain (None when the study has too few
+    sources for one). With two or more sources, the LogME-against-gain figure is saved too."""
     fusion_size = run.parameters["fusion_size"]
     transferability = study_transferability(run.study("fusion"), fusion_size)
-    seeds = comparisons.across_seeds
-    gains = tables.source_gains(seeds[seeds["train_size"] == fusion_size], transferability)
+    systems = results[["system", "strategy", "sources"]].drop_duplicates("system")
+    knowledge = comparisons.knowledge.merge(systems, on="system")
+    gains = tables.source_gains(knowledge[knowledge["train_size"] == fusion_size], transferability)
     if len(gains) >= 2:
         run.save(plots.transferability_vs_gain(gains, "logme", "gain", "source"), "05_logme_vs_gain",
                  "observed gain of single-source transfer from each source against its LogME score")
@@ -154,16 +260,49 @@ def transferability_against_gain(run: NotebookRun, comparisons: Comparisons) -> 
     return gains, correlations
 
 
-def write_findings(run: NotebookRun, summary: pd.DataFrame, comparisons: Comparisons,
+def protocol_notes(run: NotebookRun, results: pd.DataFrame) -> list[str]:
+    """How the numbers were made, in words: the tuning, the seeds, the verdict rule, the validation split."""
+    parameters = run.parameters
+    seeds, validation_cap = parameters["seeds"], parameters.get("validation_cap")
+    tuned = results[results["role"].isin([FUSION, BASELINE_ROLE])]
+    budget = parameters.get("tuning_budget", 1)
+    notes = [f"Tuning: every baseline and fusion system ({tuned['system'].nunique()}) was given the same budget of "
+             f"{budget} configuration(s), compared on seed {seeds[0]}'s target validation accuracy; the chosen one "
+             f"ran for seeds {seeds} (tuning.csv lists every configuration). Controls and leave-one-out runs use "
+             f"their fusion system's chosen configuration. Experts are retrained for every seed.",
+             f"Verdict rule: the paired t-test over the {len(seeds)} seeds against the matched control, Holm-adjusted "
+             f"over the fusion systems, 'helps' or 'hurts' when p < {parameters['alpha']:g} and the gain is at least "
+             f"{parameters['min_effect']:g} accuracy points (declared before the study). The test over test examples "
+             f"is shown as secondary and never changes a verdict."]
+    if validation_cap:
+        notes.append(f"Validation split capped to {validation_cap} examples (a speed knob): every choice and early "
+                     f"stop above was made on that subset.")
+    experts = tables.artefact_quality(results)
+    experts = experts[(experts["strategy"].isin(EXPERT_STRATEGIES)) & (experts["task"] != run.target)]
+    if len(experts):
+        quality = experts.drop_duplicates(["task", "seed"]).groupby("task")["val_accuracy"].agg(["mean", "min", "max",
+                                                                                                "count"])
+        notes.append("Experts, by accuracy on their own source's validation split over the seeds (mean [range] x "
+                     "experts): " + "; ".join(f"{task} {row['mean']:.3f} [{row['min']:.3f}-{row['max']:.3f}] "
+                                              f"x{int(row['count'])}" for task, row in quality.iterrows()) + ".")
+    return notes
+
+
+def write_findings(run: NotebookRun, results: pd.DataFrame, summary: pd.DataFrame, comparisons: Comparisons,
                    correlations: pd.DataFrame | None, n_sources_scored: int) -> list[str]:
-    """Write verdicts.json (the question, the verdicts of both tests, the notes), print them, return the notes."""
+    """Write verdicts.json (the question, every comparison's verdicts, the notes), print them, return the notes."""
     parameters, fusion_size = run.parameters, run.parameters["fusion_size"]
     negative = comparisons.negative_transfer()
-    best = summary[summary.train_size == fusion_size].iloc[0]
-    notes = [f"Negative transfer (significantly worse than {BASELINE} after Holm, by either test): "
+    at_size = summary[(summary.train_size == fusion_size) & summary.role.isin([FUSION, BASELINE_ROLE])]
+    best = at_size.iloc[0]
+    helps = comparisons.knowledge[comparisons.knowledge["verdict"] == "helps"]
+    notes = [f"Knowledge that helps (against the matched control, across seeds): "
+             f"{', '.join(helps.system) if len(helps) else 'none shown'}.",
+             f"Negative transfer (worse than the matched control, same test and rule): "
              f"{', '.join(sorted(set(negative.system))) if len(negative) else 'none detected'}.",
-             f"Best system at n={fusion_size}: {best.system}, accuracy {best.accuracy:.3f} "
-             f"[{best.ci_low:.3f}, {best.ci_high:.3f}] over {best.n_seeds} seeds."]
+             f"Most accurate system at n={fusion_size} on the test set: {best.system}, accuracy {best.accuracy:.3f} "
+             f"[{best.ci_low:.3f}, {best.ci_high:.3f}] over {best.n_seeds} seeds.",
+             *protocol_notes(run, results)]
     if correlations is None:
         notes.append(f"Transferability vs observed gain: not computed ({n_sources_scored} single-source gains; a "
                      f"rank correlation needs at least 3).")
@@ -171,8 +310,8 @@ def write_findings(run: NotebookRun, summary: pd.DataFrame, comparisons: Compari
         notes.append(f"Transferability vs observed gain (Kendall tau over {n_sources_scored} sources): " + ", ".join(
             f"{s} {correlations.loc[s, 'kendall_tau']:+.2f} (p={correlations.loc[s, 'kendall_p']:.2g})"
             for s in correlations.index) + ".")
-    question = (f"which way of fusing {', '.join(run.sources)} into {parameters['encoder']} helps on {run.target}? "
-                f"(profile {run.profile}, seeds {parameters['seeds']})")
+    question = (f"does fusing knowledge from {', '.join(run.sources)} into {parameters['encoder']} help on "
+                f"{run.target}, and which way? (profile {run.profile}, seeds {parameters['seeds']})")
     write_verdicts(run.out_dir, question, comparisons.sections(), notes)
     for title, _, sentences in comparisons.sections():
         print(title, *sentences, sep="\n", end="\n\n")

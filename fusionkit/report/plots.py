@@ -96,8 +96,10 @@ def cost_scatter(results: pd.DataFrame, metric: str, cost_column: str) -> Figure
     return figure
 
 
-def gain_forest(comparisons: pd.DataFrame) -> Figure:
-    """Forest plot of a compare_to_baseline table: each gain with its CI, coloured by verdict, a line at 0."""
+def gain_forest(comparisons: pd.DataFrame, reference: str | None = None) -> Figure:
+    """Forest plot of a comparisons table (``compare_pairs`` or ``compare_to_baseline``): each gain with its CI,
+    coloured by verdict, a line at 0. ``reference`` names what the gains are over (default: the baseline column's
+    one name, or "each system's reference")."""
     check_columns(comparisons, ["target", "train_size", "system", "metric", "gain", "ci_low", "ci_high", "verdict"],
                   "comparisons")
     figure = Figure(figsize=(7, 1 + 0.4 * len(comparisons)), layout="constrained")
@@ -109,10 +111,12 @@ def gain_forest(comparisons: pd.DataFrame) -> Figure:
         axes.errorbar(rows["gain"], rows["position"], xerr=spread, fmt="o", capsize=3,
                       color=VERDICT_COLOURS.get(verdict, "black"), label=verdict)
     axes.axvline(0, color="black", linewidth=0.8)
-    labels = [f"{row.system} | {row.target} n={row.train_size}" for row in comparisons.itertuples()]
+    labels = [f"{row.system} | n={row.train_size}" for row in comparisons.itertuples()]
     axes.set_yticks(positions, labels)
     if len(comparisons):
-        axes.set_xlabel(f"gain over baseline in {metric_unit(comparisons['metric'].iloc[0])}")
+        references = comparisons["baseline"].unique() if "baseline" in comparisons else ["baseline"]
+        reference = reference or (references[0] if len(references) == 1 else "each system's reference")
+        axes.set_xlabel(f"gain over {reference} in {metric_unit(comparisons['metric'].iloc[0])}")
     axes.legend(fontsize="small")
     return figure
 

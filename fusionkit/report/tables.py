@@ -16,6 +16,7 @@ from fusionkit.errors import InputError
 from fusionkit.evaluation.metrics import check_columns
 from fusionkit.evaluation.stats import friedman_nemenyi
 from fusionkit.evaluation.gains import aulc, learning_curve
+from fusionkit.strategies import STRATEGIES
 
 COST_COLUMNS = ("trainable_params", "train_seconds", "infer_ms_per_example")
 
@@ -80,6 +81,31 @@ def cka_by_layer(results: pd.DataFrame) -> pd.DataFrame:
     return table.groupby(["system", "layer"], as_index=False)["cka"].mean()
 
 
+def artefact_quality(results: pd.DataFrame) -> pd.DataFrame:
+    """Every artefact (expert, teacher) each run used, with its accuracy on its own task's validation split:
+    system, seed, strategy, task (an expert's source, e.g. "mr" or "mr-shuffled"; a teacher's target and the
+    sources it went through, e.g. "cr via mr"), val_accuracy."""
+    rows = [{"system": system, "seed": seed, "strategy": artefact.get("strategy"),
+             "task": artefact.get("task") + (f" via {'+'.join(artefact['sources'])}" if artefact.get("sources") else ""),
+             "val_accuracy": artefact.get("val_accuracy")}
+            for system, seed, details in zip(results["system"], results["seed"], _details(results))
+            for artefact in details.get("artefacts", [])]
+    return pd.DataFrame(rows, columns=["system", "seed", "strategy", "task", "val_accuracy"])
+
+
+def expert_quality(results: pd.DataFrame) -> pd.DataFrame:
+    """One row per system that used artefacts: ``experts``, each one's mean validation accuracy on its own task
+    over the seeds, its range and how many were trained, e.g. "mr 0.72 [0.70-0.74] x5"."""
+    used = artefact_quality(results).dropna(subset=["val_accuracy"])
+    rows = []
+    for system, group in used.groupby("system", sort=False):
+        summary = group.groupby("task")["val_accuracy"].agg(["mean", "min", "max", "count"])
+        rows.append({"system": system, "experts": "; ".join(
+            f"{task} {row['mean']:.2f} [{row['min']:.2f}-{row['max']:.2f}] x{int(row['count'])}"
+            for task, row in summary.iterrows())})
+    return pd.DataFrame(rows, columns=["system", "experts"])
+
+
 def cka_matrix(results: pd.DataFrame, system: str) -> np.ndarray:
     """The [base layer, adapted layer] CKA matrix of one system, averaged over its runs."""
     chosen = results[results["system"] == system]
@@ -89,9 +115,29 @@ def cka_matrix(results: pd.DataFrame, system: str) -> np.ndarray:
     return np.mean(np.asarray(matrices, dtype=np.float64), axis=0)
 
 
+def study_arms(config) -> pd.DataFrame:
+    """What a study runs, one row per arm: system, strategy, its own knobs, the search space it is tuned over,
+    its matched controls (the first is the verdict's reference) and whether it is also run without each source."""
+    rows = []
+    for arm in config.arms:
+        strategy = STRATEGIES[arm.strategy]
+        roles = [c.role for i, c in enumerate(strategy.controls()) if not i or arm.controls is None or
+                 c.role in arm.controls]
+        if len(roles) > 1 and arm.per_source and arm.further_controls_for is not None:
+            roles[1:] = [f"{role} (first {arm.further_controls_for} source(s) only)" for role in roles[1:]]
+        rows.append({"system": arm.system + (" (each source)" if arm.per_source else ""), "strategy": arm.strategy,
+                     "knobs": json.dumps(arm.knobs), "search": json.dumps(arm.search if arm.search is not None
+                                                                          else strategy.search_space),
+                     "controls": ", ".join(roles), "leave_one_out": arm.leave_one_out})
+    return pd.DataFrame(rows)
+
+
 def mean_attention_weights(results: pd.DataFrame) -> tuple[np.ndarray, list[str], list[int], str]:
-    """Mean attention-fusion weights [layers, candidates] over the attention runs, the candidate names, the
-    encoder layer of each row (0 = embeddings), and the system's system."""
+    """Mean attention-fusion weights [layers, candidates] over the attention runs of a fusion system (not its
+    controls or ablations, when ``results`` says which is which), the candidate names, the encoder layer of each
+    row (0 = embeddings), and the system's name."""
+    if "role" in results:
+        results = results[results["role"] == "fusion"]
     for system, group in results.groupby("system"):
         found = [d["arch"] for d in _details(group) if "attention_weights" in d.get("arch", {})]
         if found:
@@ -154,6 +200,14 @@ def dropped_rows_table(tasks) -> pd.DataFrame:
     return pd.DataFrame([{"task": task.name, "file": file, "line": line, "reason": reason}
                          for task in tasks for file, line, reason in task.dropped_rows],
                         columns=["task", "file", "line", "reason"])
+
+
+def overlap_matrix(card: pd.DataFrame) -> pd.DataFrame:
+    """An ``overlap_card`` as a matrix: rows (task, split), one column per other task, cells the texts that split
+    shares with any split of the other task."""
+    check_columns(card, ["task", "split", "other_task", "shared_texts"], "overlap card")
+    return card.pivot_table(index=["task", "split"], columns="other_task", values="shared_texts", aggfunc="sum",
+                            fill_value=0, sort=False)
 
 
 def task_fingerprints(tasks) -> pd.DataFrame:
