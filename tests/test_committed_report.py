@@ -8,8 +8,8 @@ import nbformat
 import pandas as pd
 import pytest
 
-from fusionkit.report import tables as summaries
-from fusionkit.evaluation.verdicts import compare_to_baseline, verdict_sentences
+from fusionkit.evaluation.verdicts import compare_pairs, verdict_sentences
+from fusionkit.report.findings import Comparisons
 
 REPORTS = Path(__file__).resolve().parent.parent / "reports"
 FOLDERS = sorted(path.parent for path in REPORTS.glob("*/index.html"))
@@ -44,19 +44,31 @@ def test_executed_notebooks_hold_no_error_output(report):
 
 
 def test_verdicts_are_recomputed_exactly_from_the_results_csv(report):
+    """Every verdict sentence on the page is what compare_pairs says from results.csv: each fusion system against
+    its matched control, with the declared alpha and minimum effect."""
     results = pd.read_csv(report / "results.csv", keep_default_na=False, na_values=[""])
-    results["sources"] = results["sources"].fillna("").astype(str)
-    comparisons = compare_to_baseline(summaries.comparable_runs(results, "finetune"), "finetune", metric="accuracy",
-                                      distinguish_by=["system"], name_column="system")
+    parameters = json.loads((report / "provenance.json").read_text())["parameters"]["study_parameters"]
+    controls = results[(results["role"] == "control") & results["primary_control"]]
+    pairs = list(dict.fromkeys(zip(controls["of"], controls["system"])))
+    knowledge = compare_pairs(results, pairs, metric="accuracy", alpha=parameters["alpha"],
+                              min_effect=parameters["min_effect"])
     sections = {s["title"]: s["sentences"] for s in json.loads((report / "verdicts.json").read_text())["sections"]}
-    assert verdict_sentences(comparisons) == sections["Across seeds (retraining noise)"]
-    # The per-example test judges the same point estimates (a mean of per-example differences).
-    per_example = sections["Across test examples (test-set noise)"]
-    gain = re.compile(r"^(.*?: [+-][0-9.]+ accuracy points)")
-    assert [gain.match(s).group(1) for s in per_example] == [gain.match(s).group(1) for s in comparisons["sentence"]]
+    assert verdict_sentences(knowledge) == sections[Comparisons.TITLES["knowledge"]]
+    assert set(knowledge["system"]) == set(results.loc[results["role"] == "fusion", "system"])  # every one judged
     page = (report / "index.html").read_text(encoding="utf-8")
-    for sentence in [*per_example, *comparisons["sentence"]]:
+    for sentence in knowledge["sentence"]:
         assert html.escape(sentence) in page
+
+
+def test_every_system_was_tuned_with_the_same_budget_on_validation(report):
+    tuning = pd.read_csv(report / "tuning.csv")
+    parameters = json.loads((report / "provenance.json").read_text())["parameters"]["study_parameters"]
+    counts = tuning.groupby(["system", "train_size"]).size()
+    assert set(counts) == {parameters["tuning_budget"]}
+    chosen = tuning[tuning["chosen"]]
+    assert (chosen.groupby(["system", "train_size"]).size() == 1).all()
+    best = tuning.groupby(["system", "train_size"])["val_accuracy"].transform("max")
+    assert (chosen["val_accuracy"] == best[chosen.index]).all()  # chosen on validation accuracy
 
 
 def test_provenance_says_how_the_report_was_made(report):
@@ -68,17 +80,22 @@ def test_provenance_says_how_the_report_was_made(report):
 
 @pytest.mark.slow
 def test_the_code_plans_exactly_the_runs_of_the_committed_report(report, data_dir):
-    """The committed report is what the code would run: the run ids its study plans today are the ids in its
-    results.csv, so regenerating it from its stored runs trains nothing and gives the same numbers."""
+    """The committed report is what the code would run: the tuning runs its study plans today are the ids in its
+    tuning.csv, and with the choices those runs made, the other runs are the ids in its results.csv; so
+    regenerating it from its stored runs trains nothing and gives the same numbers."""
     from fusionkit.report import notebook_run
-    from fusionkit.study import load_study_tasks, planned_runs, run_key
+    from fusionkit.study import StudyDesign, load_study_tasks
 
     parameters = json.loads((report / "provenance.json").read_text())["parameters"]
     run = notebook_run(parameters["profile"], parameters["target"], parameters["sources"], workdir="unused",
                        out_dir=str(report), data_dir=str(data_dir), overrides=parameters["overrides"])
-    planned = set()
+    tuning = pd.read_csv(report / "tuning.csv")
+    scores = dict(zip(tuning["run_id"], tuning["val_accuracy"]))
+    planned_tuning, planned = set(), set()
     for part in ("baselines", "fusion"):
         config = run.study(part)
-        planned |= {run_key(r) for r in planned_runs(config, *load_study_tasks(config))}
-    committed = set(pd.read_csv(report / "results.csv")["run_id"])
-    assert planned == committed
+        design = StudyDesign(config, *load_study_tasks(config))
+        planned_tuning |= {p.key for p in design.tuning_runs()}
+        planned |= {p.key for p in design.final_runs(scores)}
+    assert planned_tuning == set(tuning["run_id"])
+    assert planned == set(pd.read_csv(report / "results.csv")["run_id"])

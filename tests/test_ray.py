@@ -16,10 +16,11 @@ ray = pytest.importorskip("ray")
 from fusionkit.errors import TrainingError  # noqa: E402
 from fusionkit.study import RayExecutor, run_study, study_config  # noqa: E402
 
-ARMS = [{"system": "sequential", "strategy": "sequential", "per_source": True},
+# Each fusion system also runs its matched control: 6 systems, one run each per seed (tuning budget 1).
+ARMS = [{"system": "sequential", "strategy": "sequential", "per_source": True, "controls": []},
         {"system": "distill", "strategy": "distill"},
         {"system": "merge task_arithmetic", "strategy": "merge", "knobs": {"method": "task_arithmetic"}}]
-SMALL = {"seeds": [0, 1], "task_train_cap": 80, "validation_cap": 20, "test_cap": 40, "cka_examples": 8,
+SMALL = {"seeds": [0, 1], "tuning_budget": 1, "task_train_cap": 80, "validation_cap": 20, "test_cap": 40, "cka_examples": 8,
          "fusion_size": 40, "fusion_arms": ARMS, "train_knobs": {"epochs": 1, "batch_size": 16, "progress": False},
          "expert_knobs": {"expert_train_size": 40, "expert_epochs": 1, "expert_seed": None}}
 
@@ -53,14 +54,15 @@ def test_ray_gives_bit_identical_predictions_to_local(data_dir, tmp_path, local_
     finally:
         torch.set_num_threads(threads)
     on_ray = run_study(small_study(data_dir, tmp_path / "ray"), progress=False, executor=RayExecutor(workers=2))
-    assert set(local["run_id"]) == set(on_ray["run_id"]) and len(local) == 6
-    assert on_ray.attrs["runs_trained"] == 6
+    assert set(local["run_id"]) == set(on_ray["run_id"]) and len(local) == 12
+    assert on_ray.attrs["runs_trained"] == 12
     ours, theirs = predictions(tmp_path / "local" / "results"), predictions(tmp_path / "ray" / "results")
     for run_id, (y, probs) in ours.items():
         assert np.array_equal(y, theirs[run_id][0]) and np.array_equal(probs, theirs[run_id][1]), run_id
-    # every artefact once: one expert per seed, one teacher (the sequential run) per seed
+    # every artefact once: one expert per seed; per seed, two teachers, each a run of the study (the sequential
+    # run, and its no-source control, which is distill's control's target-only teacher)
     assert len([p for p in (tmp_path / "ray" / "experts").iterdir() if p.is_dir()]) == 2
-    assert len([p for p in (tmp_path / "ray" / "models").iterdir() if p.is_dir()]) == 2
+    assert len([p for p in (tmp_path / "ray" / "models").iterdir() if p.is_dir()]) == 4
 
 
 def _kill_one_run_worker(stop: threading.Event, killed: list) -> None:
@@ -87,8 +89,8 @@ def test_a_worker_killed_mid_run_is_retried_and_each_run_is_stored_once(data_dir
         killer.join()
     assert killed, "no run task was seen running"
     store = tmp_path / "results"
-    assert len(results) == 6 and results["run_id"].is_unique
-    assert len(list(store.glob("*.json"))) == 6 and len(list(store.glob("*.npz"))) == 6
+    assert len(results) == 12 and results["run_id"].is_unique
+    assert len(list(store.glob("*.json"))) == 12 and len(list(store.glob("*.npz"))) == 12
     assert not list(store.glob(".*.tmp")) and not (store / "damaged").exists()
 
 
@@ -118,8 +120,8 @@ def test_two_drivers_on_one_work_folder_train_each_run_once(data_dir, tmp_path):
     outputs = [driver.communicate(timeout=600)[0] for driver in drivers]
     assert [driver.returncode for driver in drivers] == [0, 0], outputs
     counts = [line.split() for output in outputs for line in output.splitlines() if line.startswith("trained ")]
-    assert [int(count[3]) for count in counts] == [6, 6]
-    assert sum(int(count[1]) for count in counts) == 6  # together they trained each run exactly once
+    assert [int(count[3]) for count in counts] == [12, 12]
+    assert sum(int(count[1]) for count in counts) == 12  # together they trained each run exactly once
 
 
 @pytest.mark.slow
@@ -129,4 +131,4 @@ def test_experts_trained_in_process_are_reused_by_ray_tasks(data_dir, tmp_path, 
     run_study(small_study(data_dir, tmp_path, fusion_arms=merge_only, seeds=[0]), progress=False)
     experts = sorted(p.name for p in (tmp_path / "experts").iterdir() if p.is_dir())
     results = run_study(small_study(data_dir, tmp_path, seeds=[0]), progress=False, executor=RayExecutor(workers=2))
-    assert len(results) == 3 and sorted(p.name for p in (tmp_path / "experts").iterdir() if p.is_dir()) == experts
+    assert len(results) == 6 and sorted(p.name for p in (tmp_path / "experts").iterdir() if p.is_dir()) == experts

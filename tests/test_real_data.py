@@ -14,7 +14,7 @@ KNOBS = {
     "scratch": {**TRAIN, "epochs": 3, "lr": 2e-4}, "finetune": TRAIN, "lora": {**TRAIN, "epochs": 3, "lr": 2e-3},
     "linear_probe": {}, "sequential": {**TRAIN, **EXPERT}, "multitask": {**TRAIN, "source_train_size": 256},
     "representation": {**EXPERT, "mode": "attention"}, "merge": {**EXPERT, "method": "task_arithmetic"},
-    "distill": {**TRAIN, **EXPERT},
+    "distill": {**TRAIN, **EXPERT, "unlabelled_size": 256},
 }
 accuracies: dict[str, float] = {}
 

@@ -43,6 +43,12 @@ def assert_complete(out: Path) -> None:
     captions = json.loads((out / "figures" / "figures.json").read_text())
     assert len(captions) >= 6 and all((out / "figures" / f"{name}.png").is_file() for name in captions)
     assert all(sentence in page for section in verdicts["sections"] for sentence in section["sentences"][:1])
+    # every fusion system is judged against its matched control, which ran for the same seeds
+    results, table = pd.read_csv(out / "results.csv"), pd.read_csv(out / "verdict_table.csv")
+    fusion = set(results.loc[results["role"] == "fusion", "system"])
+    assert set(table["system"]) == fusion and table["control"].notna().all()
+    seeds = results.groupby("system")["seed"].apply(frozenset)
+    assert all(seeds[row.system] == seeds[row.control] for row in table.itertuples())
 
 
 @pytest.mark.slow
@@ -71,7 +77,11 @@ def test_two_reports_on_one_work_folder_train_each_run_once(tmp_path, data_dir):
     for name in "ab":
         assert_complete(tmp_path / name)
     records = [json.loads((tmp_path / name / "provenance.json").read_text()) for name in "ab"]
-    runs = set(pd.read_csv(tmp_path / "a" / "results.csv")["run_id"])
-    assert runs == set(pd.read_csv(tmp_path / "b" / "results.csv")["run_id"])
+    def runs(name: str) -> set:  # every run a report stands on: the results and the configurations tried
+        return {run_id for table in ("results.csv", "tuning.csv")
+                for run_id in pd.read_csv(tmp_path / name / table)["run_id"]}
+
+    assert runs("a") == runs("b")
+    runs = runs("a")
     assert sum(record["runs_trained"] for record in records) == len(runs)
     assert all(record["runs_trained"] + record["runs_found_stored"] == len(runs) for record in records)

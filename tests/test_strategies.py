@@ -10,7 +10,7 @@ from fusionkit.strategies.representation import FusionLayer, fitted_attention_we
 FAST = {"epochs": 1, "batch_size": 16}
 EXPERT = {"expert_train_size": 40, "expert_epochs": 1}
 KNOBS = {
-    "scratch": FAST, "finetune": FAST, "lora": FAST, "linear_probe": {"c_grid": [1.0]},
+    "scratch": FAST, "finetune": FAST, "lora": FAST, "linear_probe": {"c": 1.0},
     "sequential": {**FAST, **EXPERT}, "multitask": {**FAST, "source_train_size": 40},
     "representation": {**EXPERT, "epochs": 2, "layers": "all"}, "merge": {**EXPERT, "method": "ties"},
     "distill": {**FAST, **EXPERT},

@@ -5,7 +5,13 @@ from fusionkit.errors import ConfigError
 from fusionkit.study.profiles import PROFILES, profile_parameters, study_config
 from fusionkit.strategies import STRATEGIES
 from fusionkit.study.executors import run_study
-from fusionkit.study.runner import Arm, StudyConfig, arm_knobs, planned_runs
+from fusionkit.study.design import StudyDesign
+from fusionkit.study.runner import Arm, StudyConfig, arm_knobs
+
+
+def planned_runs(config, target, sources):
+    """The runs a study with a tuning budget of 1 trains, one per system, seed and size."""
+    return [{**p.run, "system": p.system} for p in StudyDesign(config, target, sources).final_runs(None)]
 
 
 def config(arms, **settings):
@@ -70,13 +76,15 @@ def test_planned_run_count_is_sizes_times_seeds_times_sources(toy_task, toy_sour
     other = toy_source.subsample(40)
     other.name = "other"
     arms = [Arm("probe", "linear_probe", train_sizes=[20, 40, None]),
-            Arm("seq", "sequential", per_source=True),
-            Arm("multi", "multitask")]
+            Arm("seq", "sequential", per_source=True, controls=[]),
+            Arm("multi", "multitask", controls=[])]
     study = StudyConfig("toy", ["toysrc", "other"], arms, seeds=[0, 1], train_sizes=[30])
     runs = planned_runs(study, toy_task, [toy_source, other])
-    assert len(runs) == 3 * 2 + 1 * 2 * 2 + 1 * 2
+    # each fusion system also runs its matched control (finetune for both: one run per seed and configuration)
+    assert len(runs) == 3 * 2 + 1 * 2 * 2 + 1 * 2 + 3 * 2
     assert len({tuple(sorted(r["sources"])) + (r["system"], r["seed"], r["train_size"]) for r in runs}) == len(runs)
     assert {tuple(r["sources"]) for r in runs if r["system"] == "multi"} == {("toysrc", "other")}
+    assert {r["strategy"] for r in runs if r["system"].endswith(": no source")} == {"finetune"}
     assert all(r["sources"] == [] for r in runs if r["strategy"] == "linear_probe")
 
 
@@ -87,7 +95,8 @@ def test_train_size_none_becomes_the_train_split_length(toy_task):
 
 def test_per_source_labels_name_the_source(toy_task, toy_source):
     runs = planned_runs(config([Arm("sequential", "sequential", per_source=True)], seeds=[0]), toy_task, [toy_source])
-    assert [r["system"] for r in runs] == ["sequential (toysrc)"]
+    assert [r["system"] for r in runs] == ["sequential (toysrc)", "sequential (toysrc): no source",
+                                           "sequential (toysrc): shuffled-label source"]
     assert runs[0]["sources"] == ["toysrc"]
 
 
@@ -116,7 +125,7 @@ def test_arm_knobs_win_over_shared_knobs():
 SMALL = {"seeds": [0, 1], "task_train_cap": 60, "validation_cap": 20, "test_cap": 30, "cka_examples": 8,
          "train_knobs": {"epochs": 1, "batch_size": 16, "progress": False},
          "baseline_arms": [{"system": "linear_probe", "strategy": "linear_probe", "train_sizes": [30, None],
-                            "knobs": {"c_grid": [1.0]}},
+                            "knobs": {"c": 1.0}},
                            {"system": "finetune", "strategy": "finetune", "train_sizes": [30]}]}
 
 
@@ -168,23 +177,29 @@ def test_a_second_study_call_reuses_stored_runs(small_study, monkeypatch):
 
 def test_a_run_key_changes_with_the_data_caps(toy_task, toy_source):
     from fusionkit.study.store import run_key
-    from fusionkit.study.runner import _capped
 
     study = config([Arm("f", "finetune", train_sizes=[20])], seeds=[0])
-    capped = _capped(toy_task, "validation", 5)
+    capped = toy_task.capped("validation", 5)
     keys = {run_key(run) for task in (toy_task, capped) for run in planned_runs(study, task, [toy_source])}
     assert len(keys) == 2
 
 
 def test_a_run_that_another_run_needs_is_trained_once(data_dir, tmp_path):
-    """distill's teachers are the study's own sequential runs (same knobs, data and seed): one fit serves both,
-    and the study never names a strategy to know it."""
-    arms = [{"system": "sequential", "strategy": "sequential", "per_source": True},
+    """distill's teachers are the study's own sequential runs (same knobs, data and seed), and its control's
+    target-only teacher is sequential's no-source control (fine-tuning, same knobs): one fit serves both, and the
+    study never names a strategy to know it. Experts follow the seed: one per seed."""
+    arms = [{"system": "sequential", "strategy": "sequential", "per_source": True, "controls": []},
             {"system": "distill", "strategy": "distill"}]
     study = study_config("smoke", "fusion", "cr", ["mr"], str(tmp_path), str(data_dir),
-                         overrides={**SMALL, "fusion_arms": arms, "task_train_cap": 60, "fusion_size": 30})
+                         overrides={**SMALL, "fusion_arms": arms, "task_train_cap": 60, "fusion_size": 30,
+                                    "tuning_budget": 1})
     results = run_study(study, progress=False)
-    assert sorted(results["system"]) == ["distill", "distill", "sequential (mr)", "sequential (mr)"]
-    teachers = sorted(p.name for p in (tmp_path / "models").iterdir())
-    assert len(teachers) == 2 and all(name.startswith("sequential-cr-mr-s") for name in teachers)
-    assert len(list((tmp_path / "experts").iterdir())) == 1  # expert_seed 0: one expert for both seeds
+    assert sorted(set(results["system"])) == ["distill", "distill: target-only teacher", "sequential (mr)",
+                                              "sequential (mr): no source"]
+    assert (results.groupby("system")["seed"].nunique() == 2).all()
+    teachers = sorted(p.name.rsplit("-", 1)[0] for p in (tmp_path / "models").iterdir())
+    assert teachers == ["finetune-cr-s0", "finetune-cr-s1", "sequential-cr-mr-s0", "sequential-cr-mr-s1"]
+    teacher_runs = results[results["system"].isin(["sequential (mr)", "sequential (mr): no source"])]
+    assert teacher_runs["run_id"].nunique() == 4 and results.attrs["runs_trained"] == 8
+    assert sorted(p.name.rsplit("-", 1)[0] for p in (tmp_path / "experts").iterdir()) == [
+        "finetune-mr-s0", "finetune-mr-s1"]

@@ -121,5 +121,5 @@ def test_knob_groups_read_one_flat_dict_and_keep_their_own_defaults():
 def test_an_unknown_knob_is_named_with_every_known_one():
     from fusionkit.strategies.merge import MergeKnobs
 
-    with pytest.raises(ConfigError, match=r"unknown knob\(s\) \['sclae'\]; known: .*'c_grid'.*'expert_kind'.*'scale'"):
+    with pytest.raises(ConfigError, match=r"unknown knob\(s\) \['sclae'\]; known: .*'c'.*'expert_kind'.*'scale'"):
         MergeKnobs.from_knobs({"sclae": 0.5})

@@ -1,0 +1,319 @@
+"""The fair protocol: equal tuning budgets on validation, matched controls, per-seed experts, the seed-level verdict
+with a declared minimum effect and its power statement, the shuffled-label control, the data overlap card,
+distillation on unlabelled text."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.stats
+
+from fusionkit.errors import ConfigError
+from fusionkit.evaluation.stats import detectable_effect, paired_t_power, seeds_needed
+from fusionkit.evaluation.verdicts import compare_pairs
+from fusionkit.strategies import STRATEGIES, get_strategy
+from fusionkit.study.design import CONTROL, FUSION, StudyDesign, configurations
+from fusionkit.study.profiles import PROFILES, study_config
+from fusionkit.study.runner import Arm, StudyConfig
+
+
+def design(profile, part, target, sources, **overrides):
+    config = study_config(profile, part, target.name, [s.name for s in sources], "unused", overrides=overrides)
+    return StudyDesign(config, target, sources)
+
+
+# ---------------------------------------------------------------- equal tuning budget, on validation
+
+@pytest.mark.parametrize("profile", ["smoke", "quick", "full"])
+@pytest.mark.parametrize("part", ["baselines", "fusion"])
+def test_every_tuned_system_tries_the_same_number_of_configurations(profile, part, toy_task, toy_source):
+    planned = design(profile, part, toy_task, [toy_source], fusion_size=40).tuning_runs()
+    per_system = pd.Series([(p.system, p.run["train_size"]) for p in planned]).value_counts()
+    assert set(per_system) == {PROFILES[profile]["tuning_budget"]}
+    assert {p.run["seed"] for p in planned} == {PROFILES[profile]["seeds"][0]}  # tuned on the first seed only
+    # the configurations of one system differ, and each is recorded with its run
+    for (system, _), group in pd.DataFrame([(p.system, p.run["train_size"], json.dumps(p.configuration))
+                                            for p in planned]).groupby([0, 1]):
+        assert group[2].is_unique, system
+
+
+def test_a_search_space_smaller_than_the_budget_is_a_config_error_naming_the_arm():
+    with pytest.raises(ConfigError, match=r"arm 'probe'.*1 configuration\(s\), fewer than the study's "
+                                          r"tuning_budget 3"):
+        configurations(Arm("probe", "linear_probe", search={"c": [1.0]}), 3)
+    with pytest.raises(ConfigError, match=r"arm 'ft'.*unknown knob\(s\) \['lrr'\]"):
+        configurations(Arm("ft", "finetune", search={"lrr": [1e-4, 2e-4]}), 2)
+
+
+def test_every_strategy_declares_a_search_space_and_merging_can_fall_back_to_the_base_encoder():
+    for name, strategy in STRATEGIES.items():
+        assert strategy.search_space, name
+        assert set(strategy.search_space) <= strategy.Knobs.knob_names(), name
+    assert 0.0 in STRATEGIES["merge"].search_space["scale"]
+
+
+def test_the_configuration_with_the_best_validation_accuracy_runs_for_every_seed(toy_task, toy_source, tmp_path):
+    from fusionkit.study.store import ResultsStore
+
+    config = StudyConfig("toy", [], [Arm("ft", "finetune", search={"lr": [1e-4, 2e-4, 3e-4]})], seeds=[3, 4],
+                         train_sizes=[40], tuning_budget=3)
+    study = StudyDesign(config, toy_task, [])
+    store = ResultsStore(tmp_path)
+    scores = {1e-4: 0.6, 2e-4: 0.8, 3e-4: 0.7}  # validation accuracies, as the runner stores them
+    for planned in study.tuning_runs():
+        store.put(planned.key, planned.run, {"val_accuracy": scores[planned.configuration["lr"]]}, {},
+                  [0, 1], [[0.5, 0.5], [0.5, 0.5]])
+    final = study.final_runs(study.validation_scores(store))
+    assert [(p.run["seed"], p.run["knobs"]["lr"]) for p in final] == [(3, 2e-4), (4, 2e-4)]
+    table = study.tuning_table(study.validation_scores(store))
+    assert table.loc[table["chosen"], "configuration"].tolist() == ['{"lr": 0.0002}']
+
+
+# ---------------------------------------------------------------- matched controls
+
+def test_every_fusion_system_has_one_matched_control_per_seed_with_its_configuration(toy_task, toy_source):
+    planned = design("quick", "fusion", toy_task, [toy_source], fusion_size=40, tuning_budget=1).final_runs(None)
+    fusion = {(p.system, p.run["seed"]): p for p in planned if p.role == FUSION}
+    controls = [p for p in planned if p.role == CONTROL and p.primary]
+    assert sorted((p.of, p.run["seed"]) for p in controls) == sorted(fusion)
+    for control in controls:
+        fused = fusion[(control.of, control.run["seed"])]
+        shared = set(control.run["knobs"]) & set(fused.run["knobs"])
+        assert {"lr", "epochs"} <= shared or {"c"} <= shared, control.system
+        assert all(control.run["knobs"][k] == fused.run["knobs"][k] for k in shared
+                   if k not in ("expert_labels", "teachers")), control.system
+    strategies = {p.of.split(" (")[0]: p.run["strategy"] for p in controls}
+    assert strategies == {"sequential": "finetune", "representation sum": "representation",
+                          "representation pooled-attention": "representation", "merge task_arithmetic": "linear_probe"}
+    assert all(p.run["sources"] == [] for p in controls)
+
+
+def test_further_controls_can_be_limited_to_the_first_sources_but_the_matched_control_always_runs(
+        toy_task, toy_source):
+    other = toy_source.subsample(40)
+    other.name = "other"
+    arms = [Arm("seq", "sequential", per_source=True, further_controls_for=1)]
+    config = StudyConfig("toy", ["toysrc", "other"], arms, seeds=[0, 1], train_sizes=[30])
+    controls = [(p.system, p.run["seed"]) for p in StudyDesign(config, toy_task, [toy_source, other]).final_runs(None)
+                if p.role == CONTROL]
+    assert sorted(controls) == sorted([(f"seq ({s}): no source", seed) for s in ("toysrc", "other") for seed in (0, 1)]
+                                      + [("seq (toysrc): shuffled-label source", seed) for seed in (0, 1)])
+
+
+def test_a_profile_cannot_drop_the_matched_control_or_name_an_unknown_one():
+    arms = [{"system": "seq", "strategy": "sequential", "controls": ["shuffled labels"]}]
+    with pytest.raises(ConfigError, match=r"arm 'seq': unknown control\(s\) \['shuffled labels'\]; sequential has "
+                                          r"\['no source', 'shuffled-label source'\]"):
+        study_config("smoke", "fusion", "cr", ["mr"], "w", overrides={"fusion_arms": arms})
+
+
+def test_experts_are_retrained_for_every_seed(toy_task, toy_source, tmp_path):
+    strategy = get_strategy("sequential", {"expert_train_size": 40}, encoder="tiny", workdir=tmp_path)
+    keys = {seed: strategy.requirements(toy_task, [toy_source], seed)[0].key for seed in (0, 1)}
+    assert keys[0] != keys[1]
+    shared = get_strategy("sequential", {"expert_train_size": 40, "expert_seed": 0}, encoder="tiny", workdir=tmp_path)
+    assert {shared.requirements(toy_task, [toy_source], seed)[0].key for seed in (0, 1)} == {keys[0]}
+
+
+# ---------------------------------------------------------------- the verdict rule and its power statement
+
+def seed_results(gains: dict[str, list[float]], base: float = 0.80) -> pd.DataFrame:
+    """Per-seed accuracies: a control at ``base`` + seed noise, each system at control + its gain (in points)."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for seed in range(len(next(iter(gains.values())))):
+        control = base + rng.normal(0, 0.02)
+        rows.append({"system": "control", "seed": seed, "target": "t", "train_size": 100, "accuracy": control})
+        rows += [{"system": system, "seed": seed, "target": "t", "train_size": 100,
+                  "accuracy": control + values[seed] / 100} for system, values in gains.items()]
+    return pd.DataFrame(rows)
+
+
+def test_a_significant_gain_below_the_declared_minimum_effect_is_inconclusive_and_says_why():
+    results = seed_results({"small": [0.50, 0.52, 0.49, 0.51, 0.50], "large": [3.0, 3.1, 2.9, 3.0, 3.05]})
+    table = compare_pairs(results, [("small", "control"), ("large", "control")], min_effect=1.0).set_index("system")
+    assert (table["p_holm"] < 0.05).all()
+    assert table.loc["small", "verdict"] == "inconclusive" and table.loc["large", "verdict"] == "helps"
+    assert "smaller than the declared minimum effect of 1 accuracy points" in table.loc["small", "sentence"]
+
+
+def test_an_inconclusive_verdict_states_the_detectable_effect_and_the_seeds_needed():
+    results = seed_results({"noisy": [2.0, -1.0, 1.5, 0.0, 0.5]})
+    row = compare_pairs(results, [("noisy", "control")], min_effect=1.0).iloc[0]
+    spread = float(np.std([2.0, -1.0, 1.5, 0.0, 0.5], ddof=1))
+    assert row["verdict"] == "inconclusive"
+    assert row["sd_difference"] == pytest.approx(spread)
+    assert row["detectable_effect"] == pytest.approx(detectable_effect(spread, 5))
+    assert row["seeds_needed"] == seeds_needed(0.6, spread)
+    assert f"detects a true effect of {row['detectable_effect']:.1f}" in row["sentence"]
+    assert f"would need about {row['seeds_needed']:.0f} seeds" in row["sentence"]
+
+
+def test_the_detectable_effect_has_its_stated_power_on_simulated_studies():
+    """Studies with a known effect (the one said detectable) and spread: the t-test rejects in ~80% of them."""
+    rng = np.random.default_rng(1)
+    spread, n_seeds = 1.5, 5
+    effect = detectable_effect(spread, n_seeds)
+    differences = rng.normal(effect, spread, size=(20_000, n_seeds))
+    rejected = scipy.stats.ttest_1samp(differences, 0.0, axis=1).pvalue < 0.05
+    assert rejected.mean() == pytest.approx(0.80, abs=0.012)
+    # and a smaller effect than that is detected less often than the stated power
+    weaker = scipy.stats.ttest_1samp(rng.normal(effect / 2, spread, size=(20_000, n_seeds)), 0.0, axis=1).pvalue
+    assert (weaker < 0.05).mean() < 0.5
+
+
+def test_seeds_needed_is_the_smallest_seed_count_with_the_power():
+    rng = np.random.default_rng(2)
+    effect, spread = 1.0, 2.0
+    needed = int(seeds_needed(effect, spread))
+    assert paired_t_power(effect / spread, needed) >= 0.8 > paired_t_power(effect / spread, needed - 1)
+    simulated = scipy.stats.ttest_1samp(rng.normal(effect, spread, size=(20_000, needed)), 0.0, axis=1).pvalue
+    assert (simulated < 0.05).mean() == pytest.approx(paired_t_power(effect / spread, needed), abs=0.012)
+    assert seeds_needed(0.0, 1.0) == np.inf and seeds_needed(1e-4, 1.0) == np.inf
+
+
+def test_the_power_function_agrees_with_statsmodels():
+    from statsmodels.stats.power import TTestPower
+
+    for size, n in [(0.3, 10), (1.0, 5), (2.0, 3), (0.8, 20)]:
+        assert paired_t_power(size, n) == pytest.approx(TTestPower().power(size, n, 0.05), abs=1e-9)
+
+
+def test_the_best_target_only_baseline_is_chosen_on_validation_not_on_test():
+    from fusionkit.report.findings import best_baseline
+
+    results = pd.DataFrame({"system": ["probe", "probe", "finetune", "finetune", "sequential (mr)"],
+                            "role": ["baseline", "baseline", "baseline", "baseline", "fusion"],
+                            "train_size": [128] * 5, "seed": [0, 1, 0, 1, 0],
+                            "accuracy": [0.90, 0.90, 0.80, 0.80, 0.95], "val_accuracy": [0.70, 0.72, 0.80, 0.78, 0.99]})
+    assert best_baseline(results, 128) == "finetune"
+    assert best_baseline(results, 64) is None
+
+
+def test_the_per_example_test_never_changes_a_verdict():
+    from fusionkit.report.findings import Comparisons
+
+    knowledge = compare_pairs(seed_results({"sys": [-2.0, 1.0, -1.5, 0.5, -1.0]}), [("sys", "control")],
+                              min_effect=1.0)
+    on_test_set = knowledge.assign(verdict="hurts (negative transfer)", p_holm=0.001)
+    empty = knowledge.iloc[0:0]
+    comparisons = Comparisons(knowledge, on_test_set, empty, empty, empty, empty)
+    assert knowledge["verdict"].tolist() == ["inconclusive"]
+    assert comparisons.negative_transfer().empty
+
+
+# ---------------------------------------------------------------- the shuffled-label control
+
+def test_shuffled_labels_keep_texts_and_label_counts_but_not_their_pairing(toy_task):
+    shuffled = toy_task.with_shuffled_labels(seed=0)
+    assert shuffled.name == "toy-shuffled" and shuffled.fingerprint() != toy_task.fingerprint()
+    assert list(shuffled.train["text"]) == list(toy_task.train["text"])
+    before, after = np.asarray(toy_task.train["label"]), np.asarray(shuffled.train["label"])
+    assert np.array_equal(np.bincount(before), np.bincount(after)) and (before != after).mean() > 0.3
+    assert list(shuffled.test["label"]) == list(toy_task.test["label"])  # judged on its true labels
+
+
+def test_the_shuffled_label_control_runs_through_an_expert_trained_on_shuffled_labels(data_dir, tmp_path):
+    from fusionkit.study.executors import run_study
+
+    arms = [{"system": "sequential", "strategy": "sequential", "per_source": True}]
+    overrides = {"fusion_arms": arms, "seeds": [0], "tuning_budget": 1, "task_train_cap": 60, "validation_cap": 20,
+                 "test_cap": 30, "fusion_size": 30, "train_knobs": {"epochs": 1, "progress": False}}
+    results = run_study(study_config("smoke", "fusion", "cr", ["mr"], str(tmp_path), str(data_dir),
+                                     overrides=overrides), progress=False)
+    assert sorted(results["system"]) == ["sequential (mr)", "sequential (mr): no source",
+                                         "sequential (mr): shuffled-label source"]
+    shuffled = results[results["system"] == "sequential (mr): shuffled-label source"].iloc[0]
+    assert shuffled["strategy"] == "sequential" and json.loads(shuffled["knobs"])["expert_labels"] == "shuffled"
+    experts = sorted(p.name.rsplit("-", 1)[0] for p in (tmp_path / "experts").iterdir())
+    assert experts == ["finetune-mr-s0", "finetune-mr-shuffled-s0"]
+    used = json.loads(shuffled["details"])["artefacts"]
+    assert [a["task"] for a in used] == ["mr-shuffled"]
+
+
+# ---------------------------------------------------------------- the data overlap card
+
+def test_the_overlap_card_counts_a_planted_overlap_exactly(tmp_path, toy_csv):
+    from fusionkit import load_task_from_files
+    from fusionkit.data import overlap_card
+
+    target = load_task_from_files(toy_csv(tmp_path / "target.csv", 100, seed=3), name="target")
+    planted = list(target.test["text"])[:3]
+    source_file = toy_csv(tmp_path / "source.csv", 60, seed=4)
+    # the same sentences, with other spacing and case: normalised, they are the same text
+    lines = source_file.read_text().splitlines() + [f"  {text.upper()} ,pos" for text in planted]
+    source_file.write_text("\n".join(lines) + "\n")
+    source = load_task_from_files(source_file, name="source")
+    card = overlap_card([target, source]).set_index(["task", "split", "other_task", "other_split"])
+    found = card.loc[("target", "test", "source", slice(None)), "shared_texts"].sum()
+    assert found == 3
+    assert card["shared_texts"].sum() == 2 * 3  # each shared text counted once from each side, nowhere else
+    assert card.loc[("target", "test", "source", "train"), "share_of_split"] == pytest.approx(
+        card.loc[("target", "test", "source", "train"), "shared_texts"] / len(set(target.test["text"])))
+
+
+def test_a_study_drops_the_targets_held_out_texts_from_its_sources(tmp_path, toy_csv):
+    from fusionkit.study.runner import load_study_tasks
+
+    target_file = toy_csv(tmp_path / "target.csv", 100, seed=3)
+    source_file = toy_csv(tmp_path / "source.csv", 60, seed=4)
+    from fusionkit import load_task_from_files
+
+    target = load_task_from_files(target_file, name="target")
+    held_out = list(target.validation["text"])[:2] + list(target.test["text"])[:2]
+    source_file.write_text(source_file.read_text() + "".join(f"{t},neg\n" for t in held_out))
+    config = StudyConfig(str(target_file), [str(source_file)], [])
+    _, (source,) = load_study_tasks(config)
+    texts = {t for split in source.splits.values() for t in split["text"]}
+    assert not texts & set(held_out)
+    assert any("dropped: also in" in note for note in source.notes)
+
+
+# ---------------------------------------------------------------- distillation on unlabelled target text
+
+def test_a_subsample_keeps_the_rest_of_the_training_texts_as_unlabelled(toy_task):
+    sample = toy_task.subsample(20, seed=0)
+    assert len(sample.train) == 20
+    assert sorted(sample.unlabelled + list(sample.train["text"])) == sorted(toy_task.train["text"])
+    assert sample.fingerprint() != toy_task.subsample(20, seed=1).fingerprint()
+
+
+def test_distillation_trains_on_the_labels_and_the_teachers_soft_labels_of_unlabelled_texts(toy_task, tmp_path):
+    knobs = {"epochs": 1, "progress": False, "teachers": "finetune", "unlabelled_size": 30}
+    fitted = get_strategy("distill", knobs, encoder="tiny", workdir=tmp_path, max_length=16).fit(
+        toy_task, seed=0, train_size=20)
+    arch = fitted.spec["arch"]
+    assert (arch["labelled_texts"], arch["unlabelled_texts"]) == (20, 30)
+    assert fitted.spec["train_size"] == 20  # n counts labels
+    assert fitted.history.steps == 4  # (20 + 30) texts in batches of 16
+    with pytest.raises(ConfigError, match="teachers='finetune' uses the target only"):
+        get_strategy("distill", knobs, encoder="tiny", workdir=tmp_path).fit(toy_task, [toy_task], train_size=20)
+
+
+# ---------------------------------------------------------------- controls that are a strategy without its sources
+
+def test_merging_at_scale_zero_is_its_control_the_probe_on_the_base_encoder(toy_task, toy_source, tmp_path):
+    expert = {"expert_train_size": 40, "expert_epochs": 1}
+    merged = get_strategy("merge", {**expert, "scale": 0.0, "c": 1.0}, encoder="tiny", workdir=tmp_path,
+                          max_length=16).fit(toy_task, [toy_source], seed=0, train_size=40)
+    probe = get_strategy("linear_probe", {"c": 1.0}, encoder="tiny", workdir=tmp_path, max_length=16).fit(
+        toy_task, seed=0, train_size=40)
+    texts = list(toy_task.test["text"])
+    assert np.allclose(merged.predict_proba(texts), probe.predict_proba(texts), atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["sum", "attention"])
+def test_representation_without_sources_is_the_same_head_on_the_base_encoder(mode, toy_task, tmp_path):
+    fitted = get_strategy("representation", {"mode": mode, "epochs": 2, "progress": False}, encoder="tiny",
+                          workdir=tmp_path, max_length=16).fit(toy_task, [], seed=0, train_size=40)
+    texts = list(toy_task.test["text"])
+    assert fitted.spec["arch"]["num_sources"] == 0
+    assert np.allclose(fitted.probabilities["test"], fitted.predict_proba(texts), atol=1e-5)
+
+
+def test_multitask_ends_with_a_target_phase_like_fine_tuning(toy_task, toy_source, tmp_path):
+    knobs = {"epochs": 1, "progress": False, "source_train_size": 40, "batches_per_epoch": 3}
+    fitted = get_strategy("multitask", knobs, encoder="tiny", workdir=tmp_path, max_length=16).fit(
+        toy_task, [toy_source], seed=0, train_size=32)
+    assert fitted.spec["arch"]["joint_phase"]["steps"] == 3
+    assert fitted.history.steps == 3 + 2  # then 32 target examples in batches of 16
