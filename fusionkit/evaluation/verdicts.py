@@ -20,7 +20,8 @@ UNTESTED = "not tested (fewer than 2 seeds)"
 # Differences this close on every seed are the same difference (in points, float rounding apart).
 NO_SPREAD_TOLERANCE = 1e-9
 NO_SPREAD = "not tested (the same difference on every seed: a t-test is undefined)"
-# A target-only baseline that beats or trails finetune is not transfer: its verdict says better or worse.
+# A target-only baseline that beats or trails finetune is not transfer, nor is a fusion system that trails a
+# baseline of another kind (negative transfer is against its matched control): their verdicts say better or worse.
 BASELINE_VERDICTS = {HELPS: "better", HURTS: "worse"}
 _OUTPUT_COLUMNS = ("baseline", "metric", "gain", "ci_low", "ci_high", "p_value", "p_holm", "verdict", "sentence",
                    "system", "test", "n_fused", "n_baseline", "confidence", "alpha", "min_effect")

@@ -131,7 +131,9 @@ def compare_systems(run: NotebookRun, results: pd.DataFrame) -> Comparisons:
         knowledge=compare_pairs(results, matched, **rule),
         on_test_set=compare_pairs(results, matched, predictions=run.store.predictions, **rule),
         other_controls=compare_pairs(results, _pairs(results, "control", primary=False), **rule),
-        against_best=compare_pairs(results, [(s, best) for s in fusion_systems] if best else [], **rule),
+        # against a baseline of another kind, a loss is "worse", not negative transfer (that is against the control)
+        against_best=compare_pairs(results, [(s, best) for s in fusion_systems] if best else [],
+                                   words=BASELINE_VERDICTS, **rule),
         leave_one_out=compare_pairs(results, _pairs(results, "ablation"), **rule),
         baselines=compare_pairs(results, baselines, words=BASELINE_VERDICTS, **rule))
     for name in Comparisons.TITLES:
