@@ -85,3 +85,5 @@ def test_two_reports_on_one_work_folder_train_each_run_once(tmp_path, data_dir):
     runs = runs("a")
     assert sum(record["runs_trained"] for record in records) == len(runs)
     assert all(record["runs_trained"] + record["runs_found_stored"] == len(runs) for record in records)
+    # both say when the study they share was trained, whichever of them trained it
+    assert records[0]["runs_created_between"] == records[1]["runs_created_between"]

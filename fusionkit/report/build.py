@@ -123,6 +123,10 @@ def run_report(out: str | Path, profile: str = DEFAULT_PROFILE, target: str = "c
     records = _run_records(run.workdir / "results", out)
     ours = [r for r in records if r.get("session") == session]
     record["runs_trained"], record["runs_found_stored"] = len(ours), len(records) - len(ours)
+    # When the runs this report stands on were made, whichever report made them: a report regenerated from a
+    # stored study still says how long the study took to train.
+    created = sorted(r["created_at"] for r in records)
+    record["runs_created_between"] = [created[0], created[-1]] if created else None
     # How far the study is from the machine's limit: model FLOPs of what this report trained and scored,
     # over (wall time x the float32 matmul rate measured now).
     record["model_flops"] = sum(r["cost"].get("model_flops", 0.0) for r in ours)
