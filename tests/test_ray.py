@@ -20,7 +20,8 @@ from fusionkit.study import RayExecutor, run_study, study_config  # noqa: E402
 ARMS = [{"system": "sequential", "strategy": "sequential", "per_source": True, "controls": []},
         {"system": "distill", "strategy": "distill"},
         {"system": "merge task_arithmetic", "strategy": "merge", "knobs": {"method": "task_arithmetic"}}]
-SMALL = {"seeds": [0, 1], "tuning_budget": 1, "task_train_cap": 80, "validation_cap": 20, "test_cap": 40, "cka_examples": 8,
+SMALL = {"seeds": [0, 1], "tuning_budget": 1, "task_train_cap": 80, "validation_cap": 20, "test_cap": 40,
+         "cka_examples": 8,
          "fusion_size": 40, "fusion_arms": ARMS, "train_knobs": {"epochs": 1, "batch_size": 16, "progress": False},
          "expert_knobs": {"expert_train_size": 40, "expert_epochs": 1, "expert_seed": None}}
 

@@ -222,7 +222,8 @@ def save_critical_difference(run: NotebookRun):
     The store knows runs by what they trained, not by a study's names: a system here is a strategy and its sources."""
     stored = run.store.to_frame()
     if "strategy" in stored:
-        stored["system"] = [system_name(strategy, sources) for strategy, sources in zip(stored.strategy, stored.sources)]
+        stored["system"] = [system_name(strategy, sources)
+                            for strategy, sources in zip(stored["strategy"], stored["sources"])]
     ranking = tables.ranking_across_targets(stored) if "system" in stored else None
     if ranking is None:
         print(f"fewer than 2 targets (or 3 systems run on each) in the results store: no critical-difference "

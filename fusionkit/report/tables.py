@@ -86,7 +86,8 @@ def artefact_quality(results: pd.DataFrame) -> pd.DataFrame:
     system, seed, strategy, task (an expert's source, e.g. "mr" or "mr-shuffled"; a teacher's target and the
     sources it went through, e.g. "cr via mr"), val_accuracy."""
     rows = [{"system": system, "seed": seed, "strategy": artefact.get("strategy"),
-             "task": artefact.get("task") + (f" via {'+'.join(artefact['sources'])}" if artefact.get("sources") else ""),
+             "task": artefact.get("task") + (f" via {'+'.join(artefact['sources'])}"
+                                             if artefact.get("sources") else ""),
              "val_accuracy": artefact.get("val_accuracy")}
             for system, seed, details in zip(results["system"], results["seed"], _details(results))
             for artefact in details.get("artefacts", [])]

@@ -246,7 +246,8 @@ def artefact_quality(fitted: FittedModel) -> dict:
     split: shown beside every verdict that uses it."""
     history = fitted.history
     return {"strategy": fitted.spec.get("strategy"), "task": fitted.spec.get("target"),
-            "sources": fitted.spec.get("sources", []), "seed": fitted.spec.get("seed"), "train_size": fitted.spec.get("train_size"),
+            "sources": fitted.spec.get("sources", []), "seed": fitted.spec.get("seed"),
+            "train_size": fitted.spec.get("train_size"),
             "val_accuracy": history.val_metric[history.best_epoch] if history.val_metric else None}
 
 

@@ -3,7 +3,8 @@
 An expert is a fitted ``finetune`` (kind "full") or ``lora`` (kind "lora") model on the source task, an
 ``Artefact`` kept under ``<workdir>/experts/``, keyed by (encoder, source content, kind, seed, train size,
 knobs). It is early-stopped on its source's validation split, and its seed follows the run's, so a study's
-seeds retrain the experts too: the training run, experts included, is the unit of replication. A strategy that fuses sources carries ``ExpertKnobs`` as a knob group and asks ``expert_artefacts``
+seeds retrain the experts too: the training run, experts included, is the unit of replication. A strategy
+that fuses sources carries ``ExpertKnobs`` as a knob group and asks ``expert_artefacts``
 for its experts; the study asks the same function with the study's expert knobs, so both get the same ones.
 """
 from __future__ import annotations
