@@ -79,12 +79,6 @@ def test_aulc_table_covers_systems_with_two_sizes_and_matches_transfer_aulc(resu
     assert table["aulc"].is_monotonic_decreasing
 
 
-def test_comparable_runs_keeps_only_the_baseline_train_sizes(results):
-    kept = summaries.comparable_runs(results, baseline="finetune")
-    assert set(kept.train_size) == {32, 128}
-    assert len(kept) == len(results) - 3  # the three probe runs at 512
-
-
 def test_by_system_makes_each_arm_a_system(results):
     relabelled = summaries.by_system(results)
     assert (relabelled["strategy"] == results["system"]).all() and (relabelled["sources"] == "").all()

@@ -21,13 +21,6 @@ from fusionkit.strategies import STRATEGIES
 COST_COLUMNS = ("trainable_params", "train_seconds", "infer_ms_per_example")
 
 
-def comparable_runs(results: pd.DataFrame, baseline: str = "finetune") -> pd.DataFrame:
-    """The runs at the train sizes where `baseline` also ran: a gain needs both sides at the same size."""
-    check_columns(results, ["strategy", "train_size"])
-    sizes = results.loc[results["strategy"] == baseline, "train_size"].unique()
-    return results[results["train_size"].isin(sizes)].reset_index(drop=True)
-
-
 def by_system(results: pd.DataFrame) -> pd.DataFrame:
     """The runs with each study arm's system name as its strategy (the plots group by strategy and sources)."""
     check_columns(results, ["system"])

@@ -220,7 +220,7 @@ class Strategy:
                 "target": target.name, "sources": [s.name if isinstance(s, Task) else s.spec.get("target")
                                                    for s in sources],
                 "seed": seed, "train_size": len(train_task.train),
-                "artefacts": [artefact_quality(artefact) for artefact in needed]}
+                "artefacts": [artefact_record(artefact) for artefact in needed]}
         with Timer() as timer:
             module, base, history, arch, *probabilities = self._fit(train_task, sources, seed, needed, spec)
         spec.update(arch=arch, base_fingerprint=base.fingerprint())
@@ -241,7 +241,7 @@ class Strategy:
         raise NotImplementedError
 
 
-def artefact_quality(fitted: FittedModel) -> dict:
+def artefact_record(fitted: FittedModel) -> dict:
     """What a fitted artefact (an expert, a teacher) was trained on and how good it is on its own validation
     split: shown beside every verdict that uses it."""
     history = fitted.history

@@ -178,18 +178,24 @@ def run_study(config: StudyConfig, progress: bool = True, executor="local"):
     design = StudyDesign(config, target, sources)
     executor = make_executor(executor)
     runner = None
-    trained = 0
-    for step in (design.tuning_runs, lambda: design.final_runs(design.validation_scores(store))):
-        planned = step()
+
+    def execute(planned) -> int:
+        """Fit the planned runs not yet stored (each once, whatever systems it serves); how many were trained."""
         todo = list({p.key: p.run for p in planned if not store.has(p.key)}.values())
-        if todo:
-            systems: dict[str, list[str]] = {}
-            for p in planned:
-                systems.setdefault(p.key, []).append(p.system)
-            runner = runner or StudyRunner(config, target, sources, store)
-            trained += executor.execute(make_plan(runner, todo, systems), runner, progress)
-    scores = design.validation_scores(store)
-    frame = results_frame(store, design.final_runs(scores))
+        if not todo:
+            return 0
+        nonlocal runner
+        systems: dict[str, list[str]] = {}
+        for p in planned:
+            systems.setdefault(p.key, []).append(p.system)
+        runner = runner or StudyRunner(config, target, sources, store)
+        return executor.execute(make_plan(runner, todo, systems), runner, progress)
+
+    trained = execute(design.tuning_runs())
+    scores = design.validation_scores(store)  # the tuning runs are all stored now: each arm's choice is known
+    final = design.final_runs(scores)
+    trained += execute(final)
+    frame = results_frame(store, final)
     frame.attrs["tuning"] = design.tuning_table(scores)
     frame.attrs["runs_trained"] = trained  # by this call; the others were found stored
     return frame

@@ -188,7 +188,10 @@ class StudyRunner:
         sample_probs = fitted.predict_proba(sample)
         infer_ms = 1000 * (time.perf_counter() - start) / len(sample)
         probs = fitted.probabilities.get("test")
-        probs = fitted.predict_proba(texts) if probs is None or len(texts) <= INFERENCE_SAMPLE else probs
+        if len(texts) <= INFERENCE_SAMPLE:
+            probs = sample_probs
+        elif probs is None:
+            probs = fitted.predict_proba(texts)
         if not np.allclose(probs[:len(sample)], sample_probs, atol=1e-4):
             raise TrainingError(f"{run['strategy']}: its cached test probabilities differ from its module's")
         cost = Cost(fitted.num_trainable_params, fitted.train_seconds, infer_ms,
