@@ -9,7 +9,7 @@ import warnings
 # back to text bars, which is what the reports want; the warning would print this machine's paths into them.
 warnings.filterwarnings("ignore", message="IProgress not found")
 
-from fusionkit import data, evaluation, modeling, report, strategies, study  # noqa: E402
+from fusionkit import data, evaluation, modeling, report, selection, strategies, study  # noqa: E402
 from fusionkit.data import TASKS, Task, load_task, load_task_from_files  # noqa: E402
 from fusionkit.errors import ConfigError, DataError, FusionkitError, InputError, TrainingError  # noqa: E402
 from fusionkit.modeling import Encoder, load_encoder  # noqa: E402
@@ -20,5 +20,5 @@ __version__ = "0.1.0"
 __all__ = [
     "TASKS", "Task", "load_task", "load_task_from_files", "Encoder", "load_encoder",
     "STRATEGIES", "FittedModel", "get_strategy", "FusionkitError", "DataError", "ConfigError", "InputError",
-    "TrainingError", "data", "modeling", "strategies", "evaluation", "study", "report", "__version__",
+    "TrainingError", "data", "modeling", "strategies", "evaluation", "selection", "study", "report", "__version__",
 ]

@@ -1,4 +1,5 @@
-"""Evaluation: arrays in, numbers out. Metrics, statistics, gains and verdicts, transferability, similarity.
+"""Evaluation: arrays in, numbers out. Metrics, statistics, gains and verdicts, transferability, task
+selection, similarity.
 
 Owns every number a report states and the rules that turn numbers into words ("helps", "inconclusive").
 Free of torch and of models: functions take numpy arrays or results tables and validate them at the door
@@ -6,6 +7,6 @@ Free of torch and of models: functions take numpy arrays or results tables and v
 statsmodels), the function here is a thin, validated wrapper around it.
 May import: ``fusionkit.errors`` only.
 """
-from fusionkit.evaluation import gains, metrics, similarity, stats, transferability, verdicts
+from fusionkit.evaluation import gains, metrics, selection, similarity, stats, transferability, verdicts
 
-__all__ = ["gains", "metrics", "similarity", "stats", "transferability", "verdicts"]
+__all__ = ["gains", "metrics", "selection", "similarity", "stats", "transferability", "verdicts"]
