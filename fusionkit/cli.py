@@ -40,13 +40,16 @@ def parse_parameters(pairs: list[str]) -> dict:
 
 @app.command()
 def report(
-    profile: str = typer.Option("quick", help="smoke, quick or full (see fusionkit.study.profiles)"),
+    profile: str = typer.Option("quick", help="smoke, quick, matrix or full (see fusionkit.study.profiles)"),
     target: str = typer.Option("cr", help="target task"),
     sources: str = typer.Option("mr,subj,trec", help="comma-separated source tasks"),
+    targets: Optional[str] = typer.Option(None, help="a transfer matrix instead: comma-separated tasks, each a "
+                                                     "target and a source for the others, or 'all' (every task "
+                                                     "whose files are present); --target/--sources unused"),
     out: Path = typer.Option(..., help="report folder, e.g. reports/quick-cr"),
     param: list[str] = typer.Option([], "--param", "-p", help="override a study parameter: -p key=value"),
     workdir: Optional[str] = typer.Option(None, help="run folder for experts, features and results "
-                                                     "(default runs/<profile>-<target>)"),
+                                                     "(default runs/<profile>-<target>, runs/<profile>-matrix)"),
     data_dir: Optional[str] = typer.Option(None, help="SentEval folder (default: FUSIONKIT_DATA, then the Hub)"),
     executor: str = typer.Option("local", help="local (this process) or ray (parallel runs, or a Ray cluster)"),
     workers: Optional[int] = typer.Option(None, help="ray: runs at once on this machine (default: one per core)"),
@@ -61,7 +64,8 @@ def report(
     if executor == "ray":
         options.update(workers=workers, address=ray_address, gpu_fraction=gpu_fraction)
     try:
-        run_report(out, profile, target, sources, parse_parameters(param), workdir, data_dir, executor=options)
+        run_report(out, profile, target, sources, parse_parameters(param), workdir, data_dir, executor=options,
+                   targets=targets)
     except FusionkitError as error:
         typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None

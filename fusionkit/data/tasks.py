@@ -345,6 +345,14 @@ def _resolve_data_dir(data_dir: str | Path | None) -> Path | None:
     return folder
 
 
+def tasks_present(data_dir: str | Path | None = None) -> list[str]:
+    """The registered tasks whose every file is in the data folder (``data_dir``, else FUSIONKIT_DATA), in
+    registry order; with no data folder, every registered task (they load from the Hugging Face Hub)."""
+    folder = _resolve_data_dir(data_dir)
+    return [name for name, definition in TASKS.items()
+            if folder is None or all((folder / file).is_file() for file in definition.files.values())]
+
+
 def _load_registered(definition: TaskDefinition, folder: Path, encoding: str, dedup: bool) -> Task:
     split_rows = {}
     for split_name, file_name in definition.files.items():

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from fusionkit._io import atomic_write
 from fusionkit.errors import ConfigError, FusionkitError
-from fusionkit.report.notebook import DEFAULT_PROFILE, notebook_run, notebooks_dir
+from fusionkit.report.notebook import DEFAULT_PROFILE, matrix_run, notebook_run, notebooks_dir
 from fusionkit.report.provenance import matmul_peak_flops, provenance
 from fusionkit.study.store import SESSION_VARIABLE
 
@@ -42,10 +42,19 @@ def write_verdicts(out_dir: Path, question: str, sections: list[tuple[str, str, 
     return atomic_write(Path(out_dir) / "verdicts.json", json.dumps(payload, indent=1))
 
 
-def _notebooks(notebooks_dir: Path) -> list[Path]:
-    found = sorted(notebooks_dir.glob("[0-9][0-9]_*.ipynb"))
+MATRIX = "matrix"  # a notebook's metadata {"fusionkit": {"report": "matrix"}}: it belongs to the matrix report
+
+
+def report_kind(notebook: Path) -> str:
+    """"matrix" for a notebook of the transfer-matrix report, "target" for one of the single-target report."""
+    metadata = json.loads(notebook.read_text(encoding="utf-8")).get("metadata", {})
+    return metadata.get("fusionkit", {}).get("report", "target")
+
+
+def _notebooks(notebooks_dir: Path, kind: str = "target") -> list[Path]:
+    found = [path for path in sorted(notebooks_dir.glob("[0-9][0-9]_*.ipynb")) if report_kind(path) == kind]
     if not found:
-        raise ConfigError(f"no numbered notebooks (NN_name.ipynb) in {notebooks_dir}")
+        raise ConfigError(f"no numbered notebooks (NN_name.ipynb) of the {kind} report in {notebooks_dir}")
     return found
 
 
@@ -89,22 +98,29 @@ def _relative_paths(notebook: Path, executed: Path) -> None:
 def run_report(out: str | Path, profile: str = DEFAULT_PROFILE, target: str = "cr",
                sources=("mr", "subj", "trec"), overrides: dict | None = None, workdir: str | None = None,
                data_dir: str | None = None, notebooks_folder: str | Path | None = None,
-               progress: bool = True, executor: dict | None = None) -> Path:
+               progress: bool = True, executor: dict | None = None, targets=None) -> Path:
     """Execute every numbered notebook in order into ``out`` and write ``out/index.html``; return its path.
     ``executor``: how the study's runs are carried out, e.g. ``{"kind": "ray", "workers": 2}`` (see
-    ``fusionkit.study.executors.make_executor``); in this process by default."""
+    ``fusionkit.study.executors.make_executor``); in this process by default. ``targets`` (a list, "a,b,c", or
+    "all": every task whose files are present) makes the transfer-matrix report instead: its notebooks, every
+    task of the pool a target (``target`` and ``sources`` are then unused)."""
     out = Path(out).resolve()
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out '{out}' is a file; the report needs a folder")
-    run = notebook_run(profile, target, sources, workdir, str(out), data_dir, overrides, executor)
     # The notebooks run in the current folder and get paths relative to it: the report (executed notebooks,
     # provenance) then names no folder of the machine that made it.
-    parameters = {"profile": run.profile, "target": run.target, "sources": run.sources,
-                  "workdir": os.path.relpath(run.workdir), "out_dir": os.path.relpath(out),
-                  "data_dir": data_dir and os.path.relpath(data_dir), "overrides": run.overrides,
-                  "executor": run.executor}
+    common = {"data_dir": data_dir and os.path.relpath(data_dir), "out_dir": os.path.relpath(out)}
+    if targets is None:
+        run = notebook_run(profile, target, sources, workdir, str(out), data_dir, overrides, executor)
+        parameters = {"profile": run.profile, "target": run.target, "sources": run.sources}
+    else:
+        run = matrix_run(profile, None if targets == "all" else targets, workdir, str(out), data_dir, overrides,
+                         executor)
+        parameters = {"profile": run.profile, "targets": run.targets}
+    parameters.update(workdir=os.path.relpath(run.workdir), overrides=run.overrides, executor=run.executor, **common)
     (out / "notebooks").mkdir(parents=True, exist_ok=True)
-    notebooks = _notebooks(Path(notebooks_folder) if notebooks_folder else notebooks_dir())
+    notebooks = _notebooks(Path(notebooks_folder) if notebooks_folder else notebooks_dir(),
+                           "target" if targets is None else MATRIX)
     # The runs this report trains carry its session id, so it counts its own even when another report shares
     # the work folder (a resumed report finds everything stored and trains nothing).
     session = uuid.uuid4().hex
@@ -127,6 +143,7 @@ def run_report(out: str | Path, profile: str = DEFAULT_PROFILE, target: str = "c
     # stored study still says how long the study took to train.
     created = sorted(r["created_at"] for r in records)
     record["runs_created_between"] = [created[0], created[-1]] if created else None
+    record["experts"] = _expert_reuse(records)
     # How far the study is from the machine's limit: model FLOPs of what this report trained and scored,
     # over (wall time x the float32 matmul rate measured now).
     record["model_flops"] = sum(r["cost"].get("model_flops", 0.0) for r in ours)
@@ -162,6 +179,15 @@ def _run_records(store_root: Path, out: Path) -> list[dict]:
     return [json.loads((store_root / f"{run_id}.json").read_text()) for run_id in run_ids]
 
 
+def _expert_reuse(records: list[dict]) -> dict:
+    """How many experts (task, seed) the report's runs used, and how many (target, task, seed) uses they served:
+    in a matrix each expert serves every target it is a source of and is trained once."""
+    uses = {(record["config"]["target"], artefact["task"], artefact["seed"]) for record in records
+            for artefact in record["config"].get("details", {}).get("artefacts", [])
+            if artefact["task"] != record["config"]["target"]}
+    return {"distinct": len({use[1:] for use in uses}), "target_uses": len(uses)}
+
+
 def _table(rows: dict) -> str:
     cells = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows.items())
     return f"<table>{cells}</table>"
@@ -191,8 +217,9 @@ def write_index(out: Path, notebooks: list[Path], record: dict) -> Path:
     parts.append("<h2>Notebooks and tables</h2><ul>")
     parts += [f"<li><a href='notebooks/{n.stem}.html'>{n.stem}</a> "
               f"(<a href='notebooks/{n.name}'>ipynb</a>)</li>" for n in notebooks]
-    tables = ["verdict_table.csv", "results.csv", "summary.csv", "tuning.csv", "overlap_card.csv",
-              *sorted(path.name for path in out.glob("comparisons_*.csv"))]
+    tables = ["verdict_table.csv", "transfer_matrix.csv", "selection.csv", "selection_by_target.csv",
+              "across_targets.csv", "asymmetry.csv", "beyond_sequential.csv", "source_estimates.csv", "results.csv",
+              "summary.csv", "tuning.csv", "overlap_card.csv", *sorted(path.name for path in out.glob("comparisons_*.csv"))]
     parts += [f"<li><a href='{name}'>{name}</a></li>" for name in tables if (out / name).is_file()]
     parts.append("</ul><h2>Provenance</h2>")
     flat = {k: v for k, v in record.items() if not isinstance(v, dict)}

@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fusionkit._io import atomic_write
-from fusionkit.data import TASKS
+from fusionkit.data import TASKS, tasks_present
 from fusionkit.errors import ConfigError
 from fusionkit.report.plots import save_figure
-from fusionkit.study.profiles import profile_parameters, study_config
-from fusionkit.study.executors import make_executor, run_study
+from fusionkit.study.profiles import matrix_configs, profile_parameters, study_config
+from fusionkit.study.executors import make_executor, run_studies, run_study
 from fusionkit.study.store import ResultsStore
 from fusionkit.strategies import STRATEGIES
 
@@ -61,19 +61,64 @@ class NotebookRun:
         return ResultsStore(self.workdir / "results")
 
     def save(self, figure, name: str, caption: str):
-        """Save a figure as PNG and SVG under out_dir/figures, note its caption, and return it for display."""
-        folder = self.out_dir / "figures"
-        save_figure(figure, folder, name)
-        manifest_path = folder / "figures.json"
-        manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-        manifest[name] = caption
-        atomic_write(manifest_path, json.dumps(manifest, indent=1, sort_keys=True))
-        return figure
+        return save_captioned(self.out_dir, figure, name, caption)
 
     def write_table(self, frame, name: str) -> Path:
-        path = self.out_dir / f"{name}.csv"
-        frame.to_csv(path, index=False)
-        return path
+        return write_table(self.out_dir, frame, name)
+
+
+def save_captioned(out_dir: Path, figure, name: str, caption: str):
+    """Save a figure as PNG and SVG under out_dir/figures, note its caption, and return it for display."""
+    folder = out_dir / "figures"
+    save_figure(figure, folder, name)
+    manifest_path = folder / "figures.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    manifest[name] = caption
+    atomic_write(manifest_path, json.dumps(manifest, indent=1, sort_keys=True))
+    return figure
+
+
+def write_table(out_dir: Path, frame, name: str) -> Path:
+    """``frame`` as out_dir/<name>.csv (without the index)."""
+    path = out_dir / f"{name}.csv"
+    atomic_write(path, frame.to_csv(index=False))
+    return path
+
+
+@dataclass
+class MatrixRun:
+    """What the matrix notebook of one report works with: the pool (every task a target, every other task its
+    source), the study parameters, and where outputs go (``fusionkit.study.matrix_configs``)."""
+
+    profile: str
+    targets: list[str]
+    workdir: Path
+    out_dir: Path
+    data_dir: str | None = None
+    overrides: dict = field(default_factory=dict)
+    executor: dict = field(default_factory=lambda: {"kind": "local"})
+
+    @property
+    def parameters(self) -> dict:
+        return profile_parameters(self.profile, self.overrides)
+
+    def configs(self):
+        """One study per target, in the pool's order."""
+        return matrix_configs(self.profile, self.targets, str(self.workdir), self.data_dir, self.overrides)
+
+    def run_studies(self, progress: bool = True):
+        """Every target's study, run together on this report's executor (see ``run_studies``)."""
+        return run_studies(self.configs(), progress=progress, executor=make_executor(**self.executor))
+
+    @property
+    def store(self) -> ResultsStore:
+        return ResultsStore(self.workdir / "results")
+
+    def save(self, figure, name: str, caption: str):
+        return save_captioned(self.out_dir, figure, name, caption)
+
+    def write_table(self, frame, name: str) -> Path:
+        return write_table(self.out_dir, frame, name)
 
 
 def notebook_run(profile: str | None = None, target: str = "cr", sources=("mr", "subj", "trec"),
@@ -94,6 +139,42 @@ def notebook_run(profile: str | None = None, target: str = "cr", sources=("mr", 
     executor = dict(executor or {"kind": "local"})
     make_executor(**executor)  # an unknown executor or option fails here, before any work
     return NotebookRun(profile, target, list(sources), workdir, out_dir, data_dir, dict(overrides or {}), executor)
+
+
+def matrix_run(profile: str | None = None, targets=None, workdir: str | None = None, out_dir: str | None = None,
+               data_dir: str | None = None, overrides: dict | None = None, executor: dict | None = None) -> MatrixRun:
+    """Resolve the matrix notebook's parameters as ``notebook_run`` does; ``targets`` (a list or "a,b,c") is the
+    pool, by default every registered task whose files are in the data folder. Default work folder:
+    runs/<profile>-matrix (runs/matrix for the matrix profile)."""
+    profile = profile or os.environ.get("FUSIONKIT_PROFILE") or DEFAULT_PROFILE
+    parameters = profile_parameters(profile, overrides)
+    if isinstance(targets, str):
+        targets = [name.strip() for name in targets.split(",") if name.strip()]
+    targets = list(targets or tasks_present(data_dir))
+    for target in targets:
+        _check_tasks(target, [t for t in targets if t != target], parameters)
+    root = _default_root()
+    default = "matrix" if profile == "matrix" else f"{profile}-matrix"
+    workdir = Path(workdir or os.environ.get("FUSIONKIT_WORKDIR") or root / "runs" / default)
+    out_dir = Path(out_dir or os.environ.get("FUSIONKIT_OUT") or workdir / "report")
+    check_writable_folder(workdir, "work folder")
+    check_writable_folder(out_dir / "figures", "report folder")
+    executor = dict(executor or {"kind": "local"})
+    make_executor(**executor)
+    run = MatrixRun(profile, targets, workdir, out_dir, data_dir, dict(overrides or {}), executor)
+    run.configs()  # a pool of fewer than 3 tasks, or a profile without the matrix's systems, fails here
+    return run
+
+
+def setup_matrix_notebook(profile: str | None = None, targets=None, workdir: str | None = None,
+                          out_dir: str | None = None, data_dir: str | None = None, overrides: dict | None = None,
+                          executor: dict | None = None) -> MatrixRun:
+    """The first call of the matrix notebook (see ``matrix_run``), as ``setup_notebook`` is for the others."""
+    _quiet_notebook()
+    run = matrix_run(profile, targets, workdir, out_dir, data_dir, overrides, executor)
+    print(f"profile {run.profile}: transfer matrix over {run.targets} (each a target, the others its sources), "
+          f"executor {run.executor['kind']}\nwork folder {run.workdir}\noutputs {run.out_dir}")
+    return run
 
 
 def _check_tasks(target: str, sources: list[str], parameters: dict) -> None:
@@ -125,11 +206,7 @@ def check_writable_folder(folder: Path, what: str) -> None:
 
 
 
-def setup_notebook(profile: str | None = None, target: str = "cr", sources=("mr", "subj", "trec"),
-                   workdir: str | None = None, out_dir: str | None = None, data_dir: str | None = None,
-                   overrides: dict | None = None, executor: dict | None = None) -> NotebookRun:
-    """The first call of every notebook: resolve its parameters (see ``notebook_run``), set table display, and
-    say what this report studies and where its files go."""
+def _quiet_notebook() -> None:
     import warnings
 
     import pandas as pd
@@ -137,6 +214,14 @@ def setup_notebook(profile: str | None = None, target: str = "cr", sources=("mr"
     pd.set_option("display.precision", 3)
     # Noise that says nothing about the study and prints this machine's paths into the executed notebook.
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+
+
+def setup_notebook(profile: str | None = None, target: str = "cr", sources=("mr", "subj", "trec"),
+                   workdir: str | None = None, out_dir: str | None = None, data_dir: str | None = None,
+                   overrides: dict | None = None, executor: dict | None = None) -> NotebookRun:
+    """The first call of every notebook: resolve its parameters (see ``notebook_run``), set table display, and
+    say what this report studies and where its files go."""
+    _quiet_notebook()
     run = notebook_run(profile, target, sources, workdir, out_dir, data_dir, overrides, executor)
     print(f"profile {run.profile}: target {run.target}, sources {run.sources}, executor {run.executor['kind']}\n"
           f"work folder {run.workdir}\noutputs {run.out_dir}")

@@ -241,3 +241,50 @@ def cka_profile(table: pd.DataFrame) -> Figure:
              title="How much each layer changed")
     axes.legend(fontsize="small")
     return figure
+
+
+def transfer_matrix_heatmap(gains: pd.DataFrame, marks: pd.DataFrame | None = None) -> Figure:
+    """Gain of transfer from each source (rows) to each target (columns), in accuracy points, on a diverging
+    colour scale centred on 0 (blue: helps, red: hurts; readable with red-green colour blindness). ``marks``
+    (same shape, strings) is written after each number; a cell without a value (a task and itself) is grey."""
+    values = gains.to_numpy(dtype=np.float64)
+    limit = max(1.0, float(np.nanmax(np.abs(values)))) if np.isfinite(values).any() else 1.0
+    figure = Figure(figsize=(2.0 + 0.9 * values.shape[1], 1.6 + 0.6 * values.shape[0]), layout="constrained")
+    axes = figure.add_subplot()
+    axes.set_facecolor("lightgrey")
+    image = axes.imshow(np.ma.masked_invalid(values), cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
+    axes.set_xticks(range(values.shape[1]), [str(c) for c in gains.columns])
+    axes.set_yticks(range(values.shape[0]), [str(r) for r in gains.index])
+    axes.set(xlabel="target", ylabel="source")
+    for (row, column), value in np.ndenumerate(values):
+        mark = "" if marks is None else str(marks.iloc[row, column])
+        text = "—" if np.isnan(value) else f"{value:+.1f}{mark}"
+        axes.text(column, row, text, ha="center", va="center", fontsize="small",
+                  color="white" if abs(value) > 0.6 * limit else "black")
+    figure.colorbar(image, ax=axes, label="gain (accuracy points)")
+    return figure
+
+
+def asymmetry_scatter(pairs: pd.DataFrame) -> Figure:
+    """gain(A->B) against gain(B->A) for every pair of tasks, the diagonal (symmetric transfer) and Spearman's rho
+    in the title (from 3 pairs on)."""
+    check_columns(pairs, ["task_a", "task_b", "gain_a_to_b", "gain_b_to_a"], "pairs")
+    figure = Figure(figsize=(5, 5), layout="constrained")
+    axes = figure.add_subplot()
+    axes.scatter(pairs["gain_a_to_b"], pairs["gain_b_to_a"])
+    for _, row in pairs.iterrows():
+        axes.annotate(f"{row['task_a']}/{row['task_b']}", (row["gain_a_to_b"], row["gain_b_to_a"]),
+                      textcoords="offset points", xytext=(4, 4), fontsize="small")
+    values = pairs[["gain_a_to_b", "gain_b_to_a"]].to_numpy(dtype=np.float64)
+    low, high = float(values.min()) - 0.5, float(values.max()) + 0.5
+    axes.plot([low, high], [low, high], linestyle="--", color="grey", linewidth=0.8, label="symmetric")
+    axes.axhline(0, color="grey", linewidth=0.5)
+    axes.axvline(0, color="grey", linewidth=0.5)
+    if len(pairs) >= 3:
+        correlation = rank_correlation(pairs["gain_a_to_b"], pairs["gain_b_to_a"])
+        title = f"Spearman ρ = {correlation['spearman_rho']:.2f} (p = {correlation['spearman_p']:.2g}, {len(pairs)} pairs)"
+    else:
+        title = f"{len(pairs)} pairs: too few for a rank correlation"
+    axes.set(xlabel="gain of A -> B (accuracy points)", ylabel="gain of B -> A (accuracy points)", title=title)
+    axes.legend(loc="upper left")
+    return figure

@@ -7,11 +7,11 @@ or Ray, resumable, every run fitted at most once per work folder), the named pro
 May import: ``fusionkit.errors``, ``fusionkit._io``, ``data``, ``modeling``, ``strategies``, ``evaluation``.
 """
 from fusionkit.study import source_scores
-from fusionkit.study.profiles import PROFILES, profile_parameters, study_config
-from fusionkit.study.executors import LocalExecutor, RayExecutor, run_study
+from fusionkit.study.profiles import MATRIX_SYSTEMS, PROFILES, matrix_configs, profile_parameters, study_config
+from fusionkit.study.executors import LocalExecutor, RayExecutor, run_studies, run_study
 from fusionkit.study.design import StudyDesign
 from fusionkit.study.runner import Arm, StudyConfig, load_study_tasks
 from fusionkit.study.store import ResultsStore, run_key
 
-__all__ = ["source_scores", "PROFILES", "profile_parameters", "study_config", "Arm", "StudyConfig", "StudyDesign",
-           "load_study_tasks", "run_study", "LocalExecutor", "RayExecutor", "ResultsStore", "run_key"]
+__all__ = ["source_scores", "PROFILES", "MATRIX_SYSTEMS", "matrix_configs", "profile_parameters", "study_config", "Arm", "StudyConfig", "StudyDesign",
+           "load_study_tasks", "run_study", "run_studies", "LocalExecutor", "RayExecutor", "ResultsStore", "run_key"]

@@ -17,6 +17,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 from fusionkit._io import digest
@@ -35,23 +36,29 @@ def describe(run: dict, systems: dict[str, list[str]] | None = None) -> str:
     return f"run {key} ({names}, seed {run['seed']}, n={run['train_size']}, target {run['target']})"
 
 
+Job = tuple[StudyPlan, StudyRunner]  # a plan and the runner of its study (one per target)
+
+
 class LocalExecutor:
     """In this process: the artefacts in order, then the runs (a run another process holds is waited for)."""
 
     name = "local"
 
-    def execute(self, plan: StudyPlan, runner: StudyRunner, progress: bool = True) -> int:
-        """Carry out the plan; returns how many runs this process trained."""
+    def execute(self, jobs: list[Job], progress: bool = True) -> int:
+        """Carry out the plans, one study after another; returns how many runs this process trained."""
         from tqdm.auto import tqdm
 
-        for artefact in plan.artefacts.values():
-            artefact_at(runner, artefact.run, artefact.path).provide()
-        outcomes = {run_key(run): fit_and_store(runner, run, plan.required, wait=False)
-                    for run in tqdm(plan.runs, disable=not progress, desc=f"study {runner.config.target}")}
-        for run in plan.runs:  # another process was training it: wait for it (or train it, if that process died)
-            if outcomes[run_key(run)] == BUSY:
-                outcomes[run_key(run)] = fit_and_store(runner, run, plan.required, wait=True)
-        return sum(outcome == TRAINED for outcome in outcomes.values())
+        trained = 0
+        for plan, runner in jobs:
+            for artefact in plan.artefacts.values():
+                artefact_at(runner, artefact.run, artefact.path).provide()
+            outcomes = {run_key(run): fit_and_store(runner, run, plan.required, wait=False)
+                        for run in tqdm(plan.runs, disable=not progress, desc=f"study {runner.config.target}")}
+            for run in plan.runs:  # another process was training it: wait for it (or train it, if that process died)
+                if outcomes[run_key(run)] == BUSY:
+                    outcomes[run_key(run)] = fit_and_store(runner, run, plan.required, wait=True)
+            trained += sum(outcome == TRAINED for outcome in outcomes.values())
+        return trained
 
 
 _RUNNERS: dict[str, StudyRunner] = {}
@@ -117,8 +124,9 @@ class RayExecutor:
             cpus = (self.workers or os.cpu_count() or 1) * self.cpus_per_task
             ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
 
-    def execute(self, plan: StudyPlan, runner: StudyRunner, progress: bool = True) -> int:
-        """Carry out the plan on Ray; returns how many runs this driver's tasks trained."""
+    def execute(self, jobs: list[Job], progress: bool = True) -> int:
+        """Carry out the plans on Ray, every study's runs side by side (the studies of a matrix share the
+        workers); returns how many runs this driver's tasks trained."""
         import ray
         from tqdm.auto import tqdm
 
@@ -127,17 +135,22 @@ class RayExecutor:
         options = dict(num_cpus=self.cpus_per_task, num_gpus=gpus, max_retries=self.max_retries)
         artefact_remote = ray.remote(_artefact_task).options(**options)
         run_remote = ray.remote(_run_task).options(**options)
-        config, refs = runner.config, {}
-        for key, artefact in plan.artefacts.items():  # in dependency order: the refs they need exist already
-            refs[key] = artefact_remote.remote(config, artefact.run, artefact.path, *(refs[k] for k in artefact.needs))
-        pending = {run_remote.remote(config, run, frozenset(plan.required),
-                                     *(refs[k] for k in plan.run_needs[run_key(run)])): run for run in plan.runs}
+        pending = {}
+        for plan, runner in jobs:
+            config, refs = runner.config, {}
+            for key, artefact in plan.artefacts.items():  # in dependency order: the refs they need exist already
+                refs[key] = artefact_remote.remote(config, artefact.run, artefact.path,
+                                                   *(refs[k] for k in artefact.needs))
+            pending.update({run_remote.remote(config, run, frozenset(plan.required),
+                                              *(refs[k] for k in plan.run_needs[run_key(run)])): (run, plan)
+                            for run in plan.runs})
         slots = max(1, int(ray.cluster_resources().get("CPU", 1) // self.cpus_per_task))
+        targets = ", ".join(dict.fromkeys(runner.config.target for _, runner in jobs))
         trained = 0
-        with tqdm(total=len(pending), disable=not progress, desc=f"study {config.target} on Ray") as bar:
+        with tqdm(total=len(pending), disable=not progress, desc=f"study {targets} on Ray") as bar:
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)
-                run = pending.pop(done[0])
+                run, plan = pending.pop(done[0])
                 try:
                     trained += ray.get(done[0]) == TRAINED
                 except ray.exceptions.RayError as error:
@@ -173,29 +186,48 @@ def run_study(config: StudyConfig, progress: bool = True, executor="local"):
     under a lock, a run another process is training is waited for and counted as found, and one whose
     process died without storing it is trained here.
     """
-    target, sources = load_study_tasks(config)
-    store = ResultsStore(Path(config.workdir) / "results")
-    design = StudyDesign(config, target, sources)
+    return run_studies([config], progress, executor)
+
+
+def run_studies(configs: list[StudyConfig], progress: bool = True, executor="local"):
+    """``run_study`` for several studies at once (the targets of a transfer matrix, sharing one work folder):
+    every study's tuning runs go to the executor together, then every study's final runs, so parallel workers
+    are never idle between targets. Returns the studies' results tables concatenated (``attrs`` as
+    ``run_study``'s, the tuning table with a ``target`` column)."""
     executor = make_executor(executor)
-    runner = None
+    studies = []
+    for config in configs:
+        target, sources = load_study_tasks(config)
+        studies.append((config, target, sources, ResultsStore(Path(config.workdir) / "results"),
+                        StudyDesign(config, target, sources)))
+    runners: dict[int, StudyRunner] = {}
 
-    def execute(planned) -> int:
+    def execute(planned_by_study: list[list]) -> int:
         """Fit the planned runs not yet stored (each once, whatever systems it serves); how many were trained."""
-        todo = list({p.key: p.run for p in planned if not store.has(p.key)}.values())
-        if not todo:
-            return 0
-        nonlocal runner
-        systems: dict[str, list[str]] = {}
-        for p in planned:
-            systems.setdefault(p.key, []).append(p.system)
-        runner = runner or StudyRunner(config, target, sources, store)
-        return executor.execute(make_plan(runner, todo, systems), runner, progress)
+        jobs = []
+        for index, ((config, target, sources, store, _), planned) in enumerate(zip(studies, planned_by_study)):
+            todo = list({p.key: p.run for p in planned if not store.has(p.key)}.values())
+            if not todo:
+                continue
+            systems: dict[str, list[str]] = {}
+            for p in planned:
+                systems.setdefault(p.key, []).append(p.system)
+            runner = runners.setdefault(index, StudyRunner(config, target, sources, store))
+            jobs.append((make_plan(runner, todo, systems), runner))
+        return executor.execute(jobs, progress) if jobs else 0
 
-    trained = execute(design.tuning_runs())
-    scores = design.validation_scores(store)  # the tuning runs are all stored now: each arm's choice is known
-    final = design.final_runs(scores)
-    trained += execute(final)
-    frame = results_frame(store, final)
-    frame.attrs["tuning"] = design.tuning_table(scores)
+    trained = execute([design.tuning_runs() for *_, design in studies])
+    # the tuning runs are all stored now: each arm's choice is known
+    scores = [design.validation_scores(store) for *_, store, design in studies]
+    finals = [design.final_runs(study_scores) for (*_, design), study_scores in zip(studies, scores)]
+    trained += execute(finals)
+    frames, tuning = [], []
+    for (config, _, _, store, design), study_scores, final in zip(studies, scores, finals):
+        frames.append(results_frame(store, final))
+        table = design.tuning_table(study_scores)
+        table.insert(0, "target", config.target)
+        tuning.append(table)
+    frame = pd.concat(frames, ignore_index=True)
+    frame.attrs["tuning"] = pd.concat(tuning, ignore_index=True)
     frame.attrs["runs_trained"] = trained  # by this call; the others were found stored
     return frame

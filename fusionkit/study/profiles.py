@@ -1,4 +1,5 @@
-"""Named study sizes: ``smoke`` (CI, seconds), ``quick`` (a real report on 2 CPU cores), ``full`` (a GPU).
+"""Named study sizes: ``smoke`` (CI, seconds), ``quick`` (a real report on 2 CPU cores), ``full`` (a GPU), and
+``matrix`` (a transfer matrix over a pool of tasks on 2 CPU cores, see ``matrix_configs``).
 
 A profile fixes the encoder, seeds, train sizes, caps and the arms of the baseline and fusion notebooks
 (``arm_knobs`` adds knobs to the arms it names by system);
@@ -22,7 +23,7 @@ from fusionkit.study.runner import Arm, StudyConfig
 
 # The parameters that StudyConfig takes as they are; the others (sizes, arms) are turned into its arms.
 STUDY_CONFIG_FIELDS = {f.name for f in fields(StudyConfig)} - {"target", "sources", "arms", "workdir", "data_dir",
-                                                               "train_sizes"}
+                                                               "train_sizes", "held_out_tasks"}
 
 # Fusion arms shared by every profile; only their sizes and knobs change between profiles.
 FUSION_ARMS = [
@@ -106,6 +107,30 @@ PROFILES: dict[str, dict] = {
                         if arm["system"] not in ("merge ties", "multitask", "distill")],
         "arm_knobs": {"multitask": {"source_train_size": 500, "batches_per_epoch": 16},
                       "distill": {"unlabelled_size": 512}},
+    },
+    # A transfer matrix over a pool of tasks (``matrix_configs``): every task a target, every other one a source,
+    # 3 seeds at n=128. Its compute goes to the pairs (20 sequential systems on 5 tasks), so every arm gets a
+    # tuning budget of 1: the configuration below, the same for every target and none chosen on test data (the
+    # fine-tuning step is the default; 6 epochs with early stopping, as quick searches; the merge scale 0.5, within
+    # the range Ilharco et al. 2023 find for several task vectors). Validation and test are capped for speed.
+    "matrix": {
+        "encoder": "minilm", "seeds": [0, 1, 2], "max_length": 64, "tuning_budget": 1,
+        "validation_cap": 200, "test_cap": 500, "cka_examples": 64,
+        "train_knobs": {"patience": 2, "batch_size": 16},
+        "expert_knobs": {"expert_train_size": 400, "expert_epochs": 2, "expert_validation_size": 256},
+        "fusion_size": 128,
+        "baseline_arms": [
+            {"system": "linear_probe", "strategy": "linear_probe", "train_sizes": [128]},
+            {"system": "finetune", "strategy": "finetune", "train_sizes": [128], "knobs": {"epochs": 6}},
+        ],
+        "fusion_arms": [
+            {"system": "sequential", "strategy": "sequential", "per_source": True, "further_controls_for": 0,
+             "knobs": {"epochs": 6}},
+            {"system": "representation pooled-attention", "strategy": "representation",
+             "knobs": {"mode": "attention", "layers": "all", "patience": 5}},
+            {"system": "merge task_arithmetic", "strategy": "merge", "knobs": {"method": "task_arithmetic",
+                                                                             "scale": 0.5}},
+        ],
     },
     "full": {
         "encoder": "minilm", "seeds": [0, 1, 2, 3, 4], "max_length": 128, "cka_examples": 512, "tuning_budget": 4,
@@ -195,7 +220,7 @@ def _check(parameters: dict) -> dict:
         knobs_class = STRATEGIES[arm["strategy"]].Knobs
         shared = {**parameters["train_knobs"], **parameters["expert_knobs"]}
         given = {k: v for k, v in shared.items() if k in knobs_class.knob_names()}
-        extra = parameters["arm_knobs"].get(arm["system"], {})
+        extra = parameters.get("arm_knobs", {}).get(arm["system"], {})
         try:
             knobs_class.from_knobs({**given, **extra, **arm.get("knobs", {})})
         except ConfigError as error:
@@ -218,6 +243,35 @@ def profile_parameters(profile: str, overrides: dict | None = None) -> dict:
     parameters.setdefault("fusion_arms", copy.deepcopy(FUSION_ARMS))
     parameters.update(copy.deepcopy(overrides or {}))
     return _check(parameters)
+
+
+# What a transfer matrix runs on every target, at the profile's fusion size: the target-only baselines, sequential
+# transfer from each source, and two families over all the sources (the systems a profile names so).
+MATRIX_SYSTEMS = ("finetune", "linear_probe", "sequential", "representation pooled-attention", "merge task_arithmetic")
+
+
+def matrix_configs(profile: str, pool: list[str], workdir: str, data_dir: str | None = None,
+                   overrides: dict | None = None) -> list[StudyConfig]:
+    """One study per task of ``pool``, with every other task of the pool as its sources: the profile's arms named
+    in ``MATRIX_SYSTEMS`` at its fusion size, one work folder for all (each expert is trained once and serves
+    every target), and no source holding a text of any pool task's validation or test split."""
+    if len(pool) < 3 or len(set(pool)) < len(pool):
+        raise ConfigError(f"a transfer matrix needs at least 3 distinct tasks (targets), got {pool}")
+    parameters = profile_parameters(profile, overrides)
+    arms = [arm for arm in [*parameters["baseline_arms"], *parameters["fusion_arms"]]
+            if arm["system"] in MATRIX_SYSTEMS]
+    missing = sorted(set(MATRIX_SYSTEMS) - {arm["system"] for arm in arms})
+    if missing:
+        raise ConfigError(f"profile {profile!r} has no arm for the matrix system(s) {missing}; a matrix runs "
+                          f"{', '.join(MATRIX_SYSTEMS)}")
+    extra_knobs = parameters.get("arm_knobs", {})
+    for arm in arms:
+        arm["train_sizes"] = [parameters["fusion_size"]]
+        arm["knobs"] = {**extra_knobs.get(arm["system"], {}), **arm.get("knobs", {})}
+    study = {key: value for key, value in parameters.items() if key in STUDY_CONFIG_FIELDS}
+    return [StudyConfig(target=target, sources=[task for task in pool if task != target], arms=copy.deepcopy(arms),
+                        workdir=workdir, data_dir=data_dir, held_out_tasks=list(pool), **study)
+            for target in pool]
 
 
 def study_config(profile: str, part: str, target: str, sources: list[str], workdir: str,

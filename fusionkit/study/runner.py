@@ -74,6 +74,9 @@ class StudyConfig:
     expert_knobs: dict = field(default_factory=dict)  # given to every arm that uses sources
     cka_examples: int = 256  # target test texts on which base and adapted encoders are compared
     tuning_budget: int = 1  # configurations every tuned arm evaluates on the first seed (1: the defaults)
+    # Tasks whose validation and test texts no source may contain (None: the target's). A transfer matrix names
+    # its whole pool, so each source's data, and so its experts, are the same whichever target they serve.
+    held_out_tasks: list[str] | None = None
 
     def __post_init__(self):
         self.arms = [a if isinstance(a, Arm) else Arm(**a) for a in self.arms]
@@ -86,14 +89,23 @@ class StudyConfig:
 def load_study_tasks(config: StudyConfig) -> tuple[Task, list[Task]]:
     """The target and the sources, with the study's caps applied (fixed seed: every run sees the same data),
     and every source without the texts of the target's validation and test splits (normalised verbatim
-    matches): knowledge fused from a source must not include the sentences the target is judged on."""
-    target = load_task(config.target, data_dir=config.data_dir)
-    target = target.capped("train", config.task_train_cap).capped("validation", config.validation_cap)
-    target = target.capped("test", config.test_cap)
-    held_out = {normalised(text) for split in (target.validation, target.test) for text in split["text"]}
-    sources = [load_task(name, data_dir=config.data_dir).capped("train", config.task_train_cap)
-               .without_texts(held_out, f"also in {target.name}'s validation or test split")
-               for name in config.sources]
+    matches): knowledge fused from a source must not include the sentences the target is judged on. With
+    ``held_out_tasks``, without those tasks' validation and test texts too (every target of a matrix)."""
+    def evaluation_splits(name: str) -> Task:
+        task = load_task(name, data_dir=config.data_dir)
+        return task.capped("validation", config.validation_cap).capped("test", config.test_cap)
+
+    target = evaluation_splits(config.target).capped("train", config.task_train_cap)
+    judged_on = {target.name: target, **{name: evaluation_splits(name) for name in config.held_out_tasks or []
+                                         if name != config.target}}
+    texts = {name: {normalised(text) for split in (task.validation, task.test) for text in split["text"]}
+             for name, task in judged_on.items()}
+    sources = []
+    for name in config.sources:
+        source = load_task(name, data_dir=config.data_dir).capped("train", config.task_train_cap)
+        others = sorted(other for other in judged_on if other != source.name)  # its own splits stay its own
+        sources.append(source.without_texts(set().union(*(texts[other] for other in others)),
+                                            f"also in the validation or test split of {' or '.join(others)}"))
     return target, sources
 
 

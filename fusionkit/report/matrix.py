@@ -1,0 +1,300 @@
+"""What the matrix notebook states: which source helps which target, whether transfer is symmetric, which
+strategy wins across targets, and whether a cheap estimator picks the right source before anything is trained.
+
+Every comparison follows the single-target protocol (equal tuning budgets, matched controls, seed-level verdicts
+with a declared minimum effect); the matrix only adds targets. The notebook shows these tables and figures; the
+logic lives here where tests reach it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from fusionkit.errors import InputError
+from fusionkit.evaluation.selection import RANDOM, selection_table
+from fusionkit.evaluation.stats import friedman_nemenyi
+from fusionkit.evaluation.transferability import rank_correlation
+from fusionkit.evaluation.verdicts import compare_pairs, methods_header, verdict_sentences
+from fusionkit.report import plots, tables
+from fusionkit.report.build import write_verdicts
+from fusionkit.report.notebook import MatrixRun
+from fusionkit.study.runner import load_study_tasks
+from fusionkit.study.source_scores import study_transferability
+
+METRIC = "accuracy"
+SEQUENTIAL = "sequential"
+ESTIMATORS = ("logme", "hscore", "leep", "nce")
+SOURCE_SIZE = "source train size"  # the heuristic estimator: a bigger source is expected to help more
+SEED_MARK, TEST_SET_MARK = "*", "†"
+# Demšar (2006) tabulates Friedman's test from N = 10 datasets on; fewer make its chi-square approximation rough.
+FEW_TARGETS = 10
+
+
+def matrix_results(run: MatrixRun) -> pd.DataFrame:
+    """Every run of every target's study (run if missing, all targets on the executor together); written to
+    results.csv, and every configuration tried to tuning.csv."""
+    results = run.run_studies(progress=False)
+    run.write_table(results.drop(columns=["details"]), "results")
+    run.write_table(results.attrs["tuning"], "tuning")
+    print(f"{len(results)} runs over {results.target.nunique()} targets ({results.attrs['runs_trained']} trained "
+          f"now, the rest found stored), {results.system.nunique()} systems, seeds "
+          f"{sorted(results.seed.unique().tolist())}")
+    return results
+
+
+def _rule(run: MatrixRun) -> dict:
+    return dict(metric=METRIC, alpha=run.parameters["alpha"], min_effect=run.parameters["min_effect"])
+
+
+def _matched_pairs(results: pd.DataFrame, sequential: bool) -> list[tuple[str, str]]:
+    """(fusion system, its matched control) for the sequential systems, or for every other fusion system."""
+    controls = results[(results["role"] == "control") & results["primary_control"]]
+    strategy = results.drop_duplicates("system").set_index("system")["strategy"]
+    pairs = dict.fromkeys(zip(controls["of"], controls["system"]))
+    return [(system, control) for system, control in pairs if (strategy[system] == SEQUENTIAL) == sequential]
+
+
+@dataclass
+class TransferMatrix:
+    """``cells``: one row per (source, target) with the seed-level gain of sequential transfer over its matched
+    control (interval, Holm p over every cell, verdict) beside the same gain over test examples (secondary);
+    ``seed_level`` and ``on_test_set`` are the two ``compare_pairs`` tables it comes from."""
+
+    cells: pd.DataFrame
+    seed_level: pd.DataFrame
+    on_test_set: pd.DataFrame
+
+    def pivot(self, column: str) -> pd.DataFrame:
+        """``column`` as a sources x targets table (a task and itself: empty)."""
+        tasks = sorted(set(self.cells["source"]) | set(self.cells["target"]))
+        return self.cells.pivot(index="source", columns="target", values=column).reindex(index=tasks, columns=tasks)
+
+    def negative_transfer(self) -> pd.DataFrame:
+        return self.cells[self.cells["verdict"].str.startswith("hurts")]
+
+
+def transfer_matrix(run: MatrixRun, results: pd.DataFrame) -> TransferMatrix:
+    """Sequential transfer from every source to every target against its matched control (fine-tuning with the
+    same knobs), Holm over all cells; written to transfer_matrix.csv (long) and transfer_matrix_gains.csv."""
+    pairs = _matched_pairs(results, sequential=True)
+    seed_level = compare_pairs(results, pairs, **_rule(run))
+    on_test_set = compare_pairs(results, pairs, predictions=run.store.predictions, **_rule(run))
+    sources = results[results["role"] == "fusion"].drop_duplicates("system").set_index("system")["sources"]
+    alpha = run.parameters["alpha"]
+    test = on_test_set.set_index(["system", "target"])
+    cells = seed_level[["target", "system", "baseline", "gain", "ci_low", "ci_high", "p_holm", "verdict",
+                        "detectable_effect"]].copy()
+    cells.insert(0, "source", cells["system"].map(sources))
+    keys = list(zip(cells["system"], cells["target"]))
+    cells["test_set_gain"] = [test.loc[key, "gain"] for key in keys]
+    cells["test_set_p_holm"] = [test.loc[key, "p_holm"] for key in keys]
+    cells["mark"] = np.where(cells["verdict"] != "inconclusive", SEED_MARK,
+                             np.where(cells["test_set_p_holm"] < alpha, TEST_SET_MARK, ""))
+    matrix = TransferMatrix(cells.drop(columns="system").rename(columns={"baseline": "control"}), seed_level,
+                            on_test_set)
+    run.write_table(matrix.cells, "transfer_matrix")
+    run.write_table(matrix.pivot("gain").reset_index(), "transfer_matrix_gains")
+    return matrix
+
+
+def save_transfer_matrix(run: MatrixRun, matrix: TransferMatrix):
+    return run.save(plots.transfer_matrix_heatmap(matrix.pivot("gain"), matrix.pivot("mark").fillna("")),
+                    "06_transfer_matrix",
+                    f"gain of sequential transfer (source, row) over its matched control on each target (column), "
+                    f"accuracy points, mean over seeds; {SEED_MARK} the seed-level verdict (paired t-test, Holm over "
+                    f"all cells, minimum effect {run.parameters['min_effect']:g}); {TEST_SET_MARK} significant only "
+                    f"over test examples (secondary); red: transfer hurt")
+
+
+def asymmetry(run: MatrixRun, matrix: TransferMatrix) -> tuple[pd.DataFrame, dict | None]:
+    """Every pair of tasks with both directions measured: gain(A->B), gain(B->A), and Spearman's rho between the
+    two directions over the pairs (None with fewer than 3 pairs); the scatter is saved, asymmetry.csv written."""
+    gains = matrix.cells.set_index(["source", "target"])["gain"]
+    tasks = sorted(set(matrix.cells["source"]) | set(matrix.cells["target"]))
+    rows = [{"task_a": a, "task_b": b, "gain_a_to_b": gains[(a, b)], "gain_b_to_a": gains[(b, a)]}
+            for i, a in enumerate(tasks) for b in tasks[i + 1:] if (a, b) in gains and (b, a) in gains]
+    pairs = pd.DataFrame(rows, columns=["task_a", "task_b", "gain_a_to_b", "gain_b_to_a"])
+    run.write_table(pairs, "asymmetry")
+    run.save(plots.asymmetry_scatter(pairs), "06_asymmetry",
+             "gain of transfer A->B against B->A for every pair of tasks (points on the diagonal: symmetric)")
+    correlation = rank_correlation(pairs["gain_a_to_b"], pairs["gain_b_to_a"]) if len(pairs) >= 3 else None
+    return pairs, correlation
+
+
+def families_against_controls(run: MatrixRun, results: pd.DataFrame) -> pd.DataFrame:
+    """The fusion systems over all sources (representation, merging) on every target against their matched
+    controls, seed-level, Holm over every (system, target); comparisons_families.csv."""
+    table = compare_pairs(results, _matched_pairs(results, sequential=False), **_rule(run))
+    run.write_table(table, "comparisons_families")
+    return table
+
+
+def across_targets(run: MatrixRun, results: pd.DataFrame) -> pd.DataFrame:
+    """Mean test accuracy of every main system on every target (rows); sequential enters once per target, through
+    the source with the best mean *validation* accuracy (test data never chooses), named in
+    ``attrs["sequential_source"]``. Written to across_targets.csv."""
+    main = results[results["role"].isin(["baseline", "fusion"])]
+    grid = main[main["strategy"] != SEQUENTIAL].groupby(["target", "system"])[METRIC].mean().unstack()
+    sequential = main[main["strategy"] == SEQUENTIAL]
+    chosen = sequential.groupby(["target", "sources"])["val_accuracy"].mean().groupby(level="target").idxmax()
+    name = f"{SEQUENTIAL} (source chosen on validation)"
+    grid[name] = [sequential[(sequential["target"] == t) & (sequential["sources"] == chosen[t][1])][METRIC].mean()
+                  for t in grid.index]
+    grid = grid * 100
+    grid.attrs["sequential_source"] = {target: key[1] for target, key in chosen.items()}
+    run.write_table(grid.round(2).reset_index().assign(sequential_source=lambda f: f["target"].map(
+        grid.attrs["sequential_source"])), "across_targets")
+    return grid
+
+
+def ranking_across_targets(run: MatrixRun, grid: pd.DataFrame):
+    """Friedman test and Nemenyi critical difference of the systems over the targets, with the CD diagram saved;
+    None (said why) with fewer than 2 targets or 3 systems."""
+    complete = grid.dropna(axis=1)
+    if len(complete) < 2 or complete.shape[1] < 3:
+        print(f"{len(complete)} target(s) and {complete.shape[1]} system(s) run on all: no Friedman test")
+        return None
+    ranking = friedman_nemenyi(complete, alpha=run.parameters["alpha"])
+    run.save(plots.critical_difference_diagram(ranking.avg_ranks, ranking.cd), "06_critical_difference",
+             f"average rank of each system over the {ranking.n_datasets} targets (1 = best); systems joined by a bar "
+             f"are within the Nemenyi critical difference (alpha={ranking.alpha:g})")
+    return ranking
+
+
+def ranking_caveat(ranking) -> str:
+    """The Friedman result in words, with the caveat a small number of targets calls for."""
+    if ranking is None:
+        return "Across targets: too few targets or systems for a Friedman test."
+    best = ranking.avg_ranks.index[0]
+    verdict = (f"the systems differ (Friedman p={ranking.p_value:.2g}); {best} ranks best on average "
+               f"({ranking.avg_ranks.iloc[0]:.2f})" if ranking.p_value < ranking.alpha else
+               f"no system wins across targets (Friedman p={ranking.p_value:.2g}; {best} has the best average rank, "
+               f"{ranking.avg_ranks.iloc[0]:.2f}, by chance as far as this test can tell)")
+    caveat = (f" With {ranking.n_datasets} targets the test has little power and the critical difference is "
+              f"{ranking.cd:.2f} ranks of {ranking.n_methods}: Demšar (2006) tabulates it from 10 datasets on, so "
+              f"read a missing difference as not shown, not as absent." if ranking.n_datasets < FEW_TARGETS else "")
+    return f"Across {ranking.n_datasets} targets, {verdict}.{caveat}"
+
+
+def source_estimates(run: MatrixRun) -> pd.DataFrame:
+    """Every estimator's score of every source for every target, computed before any fusion: LogME, H-score,
+    LEEP and NCE of the first seed's expert on the target's fusion-size training sample (notebook 3's table,
+    kept in the work folder), and the source's training-set size. Long: target, source, estimator, score."""
+    rows = []
+    for config in run.configs():
+        scores = study_transferability(config, run.parameters["fusion_size"])
+        scores = scores[scores["source"].isin(config.sources)]
+        for estimator in ESTIMATORS:
+            rows += [{"target": config.target, "source": source, "estimator": estimator, "score": score}
+                     for source, score in zip(scores["source"], scores[estimator])]
+        _, sources = load_study_tasks(config)
+        rows += [{"target": config.target, "source": source.name, "estimator": SOURCE_SIZE,
+                  "score": float(len(source.train))} for source in sources]
+    estimates = pd.DataFrame(rows)
+    run.write_table(estimates, "source_estimates")
+    return estimates
+
+
+def task_selection(run: MatrixRun, estimates: pd.DataFrame, matrix: TransferMatrix) -> pd.DataFrame:
+    """``selection_table`` of every estimator against the observed gains of sequential transfer (random ranking
+    as the reference); selection.csv and selection_by_target.csv."""
+    gains = matrix.cells[["target", "source", "gain"]]
+    table = selection_table(estimates, gains, ks=(1, 3), alpha=run.parameters["alpha"])
+    run.write_table(table, "selection")
+    run.write_table(table.attrs["by_target"], "selection_by_target")
+    return table
+
+
+def attention_by_source(results: pd.DataFrame) -> pd.DataFrame:
+    """Per target and source, the mean weight representation attention gave the source's expert (over layers and
+    seeds, the base encoder's share left out): which sources the fusion layer drew on. Long: target, source,
+    attention."""
+    rows = []
+    for target, runs in results[results["strategy"] == "representation"].groupby("target"):
+        try:
+            weights, names, _, _ = tables.mean_attention_weights(runs)
+        except InputError:  # a target whose representation runs did not use attention has no row
+            continue
+        per_source = np.asarray(weights).mean(axis=0)
+        rows += [{"target": target, "source": name, "attention": float(weight)}
+                 for name, weight in zip(names, per_source) if name != "base"]
+    return pd.DataFrame(rows, columns=["target", "source", "attention"])
+
+
+def beyond_sequential(run: MatrixRun, results: pd.DataFrame, estimates: pd.DataFrame,
+                      matrix: TransferMatrix) -> pd.DataFrame:
+    """Does an estimator also predict what representation fusion draws on? Per estimator (and the observed
+    sequential gain), the Kendall tau between its scores and the attention weight of each source, per target and
+    its mean over targets; beyond_sequential.csv."""
+    attention = attention_by_source(results)
+    gains = matrix.cells[["target", "source", "gain"]].rename(columns={"gain": "score"})
+    candidates = pd.concat([estimates, gains.assign(estimator="observed sequential gain")], ignore_index=True)
+    merged = candidates.merge(attention, on=["target", "source"])
+    rows = []
+    for (estimator, target), group in merged.groupby(["estimator", "target"]):
+        tau = (rank_correlation(group["score"], group["attention"])["kendall_tau"]
+               if len(group) >= 3 and group["score"].nunique() > 1 else np.nan)
+        rows.append({"estimator": estimator, "target": target, "kendall_tau": tau})
+    per_target = pd.DataFrame(rows, columns=["estimator", "target", "kendall_tau"])
+    table = per_target.groupby("estimator")["kendall_tau"].agg(["mean", "count"]).rename(
+        columns={"mean": "mean_kendall_tau_with_attention", "count": "n_targets"}).reset_index()
+    run.write_table(table, "beyond_sequential")
+    return table
+
+
+def _best_sources(matrix: TransferMatrix) -> list[str]:
+    by_target = matrix.cells.sort_values("gain", ascending=False).groupby("target", sort=True).head(1)
+    return [f"{row.target}: {row.source} ({row.gain:+.1f} points, {row.verdict})" for row in by_target.itertuples()]
+
+
+def trusted_estimator(selection: pd.DataFrame) -> str:
+    """Which estimator to trust, in words: the lowest mean Regret@1 among those that pick better than random."""
+    tested = selection[(selection["estimator"] != RANDOM) & (selection["verdict"].str.startswith("picks"))]
+    random_regret = selection.loc[selection["estimator"] == RANDOM, "regret@1"].iloc[0]
+    if tested.empty:
+        best = selection[selection["estimator"] != RANDOM].iloc[0]
+        return (f"no estimator picks sources better than random here (pooled permutation test); the lowest mean "
+                f"Regret@1 is {best['estimator']}'s, {best['regret@1']:.2f} points, against {random_regret:.2f} for a "
+                f"random pick")
+    best = tested.iloc[0]
+    return (f"trust {best['estimator']}: it picks better than random ({best['verdict'].split('(')[1].rstrip(')')}) "
+            f"with a mean Regret@1 of {best['regret@1']:.2f} points against {random_regret:.2f} for a random pick")
+
+
+def write_matrix_findings(run: MatrixRun, matrix: TransferMatrix, families: pd.DataFrame, ranking,
+                          asymmetry_correlation: dict | None, selection: pd.DataFrame) -> list[str]:
+    """verdicts.json for the matrix report: the verdicts in words first, then every cell's sentence; printed."""
+    negative = matrix.negative_transfer()
+    helps = matrix.cells[matrix.cells["verdict"] == "helps"]
+    notes = [f"Best source per target (by observed gain of sequential transfer over its matched control): "
+             f"{'; '.join(_best_sources(matrix))}.",
+             f"Sources that help at the seed level: " + (", ".join(f"{r.source}->{r.target}" for r in helps.itertuples())
+                                                         or "none shown") + ".",
+             f"Negative transfer (seed-level, Holm over all {len(matrix.cells)} cells): "
+             + (", ".join(f"{r.source}->{r.target} ({r.gain:+.1f})" for r in negative.itertuples()) or "none detected")
+             + ".",
+             ranking_caveat(ranking),
+             "Asymmetry: " + ("too few task pairs for a rank correlation." if asymmetry_correlation is None else
+                              f"Spearman rho between gain(A->B) and gain(B->A) is "
+                              f"{asymmetry_correlation['spearman_rho']:+.2f} (p="
+                              f"{asymmetry_correlation['spearman_p']:.2g})."),
+             f"Which estimator to trust: {trusted_estimator(selection)}."]
+    parameters = run.parameters
+    notes.append(f"Protocol: every target's study gave each arm a tuning budget of {parameters['tuning_budget']} "
+                 f"configuration(s) on validation, seeds {parameters['seeds']}, n={parameters['fusion_size']} target "
+                 f"training examples; verdicts are paired t-tests over seeds against matched controls, Holm-adjusted, "
+                 f"with a minimum effect of {parameters['min_effect']:g} points. One expert per (task, seed) serves every "
+                 f"target; no source holds a text of any pool task's validation or test split.")
+    sections = [("Transfer matrix: sequential transfer from each source to each target, against its matched control "
+                 "across seeds", methods_header(matrix.seed_level), verdict_sentences(matrix.seed_level))]
+    if not families.empty:
+        sections.append(("Fusion over all sources (representation, merging) on each target, against the matched "
+                         "control across seeds", methods_header(families), verdict_sentences(families)))
+    question = (f"which of {', '.join(run.targets)} helps which, as sources of knowledge fused into "
+                f"{parameters['encoder']}, and can a cheap estimator pick the source before training? "
+                f"(profile {run.profile}, seeds {parameters['seeds']})")
+    write_verdicts(run.out_dir, question, sections, notes)
+    print(*notes, sep="\n")
+    return notes
