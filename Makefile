@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 
-.PHONY: setup test report lab clean
+.PHONY: setup test report matrix lab clean
 
 setup: $(VENV)/.installed
 
@@ -38,6 +38,10 @@ test: setup
 # tuning, matched controls, per-seed experts, leave-one-source-out); a rerun on the same work folder trains nothing.
 report: setup
 	$(VENV)/bin/fusionkit report --profile quick --target cr --sources mr,subj,trec --out reports/quick-cr --executor ray --workers 2
+
+# The transfer matrix over the five shared tasks (each a target, the others its sources), 3 seeds at n=128.
+matrix: setup
+	$(VENV)/bin/fusionkit report --profile matrix --targets cr,mr,subj,trec,sst2 --out reports/matrix --executor ray --workers 2
 
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks/

@@ -15,19 +15,39 @@ REPORTS = Path(__file__).resolve().parent.parent / "reports"
 FOLDERS = sorted(path.parent for path in REPORTS.glob("*/index.html"))
 
 
+def is_matrix(folder: Path) -> bool:
+    return "targets" in json.loads((folder / "provenance.json").read_text())["parameters"]
+
+
+TARGET_FOLDERS = [folder for folder in FOLDERS if not is_matrix(folder)]
+MATRIX_FOLDERS = [folder for folder in FOLDERS if is_matrix(folder)]
+# What each kind of report holds at least: its notebooks and figures.
+NOTEBOOKS, FIGURES = {False: 5, True: 1}, {False: 8, True: 3}
+
+
 @pytest.fixture(params=FOLDERS, ids=[folder.name for folder in FOLDERS])
 def report(request) -> Path:
     return request.param
 
 
-def test_a_report_is_committed():
-    assert FOLDERS, f"no reports/*/index.html under {REPORTS}"
+@pytest.fixture(params=TARGET_FOLDERS, ids=[folder.name for folder in TARGET_FOLDERS])
+def target_report(request) -> Path:
+    return request.param
+
+
+@pytest.fixture(params=MATRIX_FOLDERS, ids=[folder.name for folder in MATRIX_FOLDERS])
+def matrix_report(request) -> Path:
+    return request.param
+
+
+def test_a_report_of_each_kind_is_committed():
+    assert TARGET_FOLDERS and MATRIX_FOLDERS, f"reports/*/index.html under {REPORTS}: {FOLDERS}"
 
 
 def test_index_has_figures_and_every_link_resolves(report):
     page = (report / "index.html").read_text(encoding="utf-8")
     images = re.findall(r"<img src='([^']+)'", page)
-    assert len(images) >= 8
+    assert len(images) >= FIGURES[is_matrix(report)]
     links = images + re.findall(r"href='([^']+)'", page)
     missing = [link for link in links if not (report / link).is_file()]
     assert not missing, missing
@@ -36,16 +56,17 @@ def test_index_has_figures_and_every_link_resolves(report):
 
 def test_executed_notebooks_hold_no_error_output(report):
     notebooks = sorted((report / "notebooks").glob("*.ipynb"))
-    assert len(notebooks) == 5
+    assert len(notebooks) == NOTEBOOKS[is_matrix(report)]
     for path in notebooks:
         for cell in nbformat.read(path, as_version=4).cells:
             errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
             assert not errors, f"{path.name}: {errors[0]['ename']}: {errors[0]['evalue']}"
 
 
-def test_verdicts_are_recomputed_exactly_from_the_results_csv(report):
+def test_verdicts_are_recomputed_exactly_from_the_results_csv(target_report):
     """Every verdict sentence on the page is what compare_pairs says from results.csv: each fusion system against
     its matched control, with the declared alpha and minimum effect."""
+    report = target_report
     results = pd.read_csv(report / "results.csv", keep_default_na=False, na_values=[""])
     parameters = json.loads((report / "provenance.json").read_text())["parameters"]["study_parameters"]
     controls = results[(results["role"] == "control") & results["primary_control"]]
@@ -63,11 +84,12 @@ def test_verdicts_are_recomputed_exactly_from_the_results_csv(report):
 def test_every_system_was_tuned_with_the_same_budget_on_validation(report):
     tuning = pd.read_csv(report / "tuning.csv")
     parameters = json.loads((report / "provenance.json").read_text())["parameters"]["study_parameters"]
-    counts = tuning.groupby(["system", "train_size"]).size()
+    arm = [column for column in ("target", "system", "train_size") if column in tuning]
+    counts = tuning.groupby(arm).size()
     assert set(counts) == {parameters["tuning_budget"]}
     chosen = tuning[tuning["chosen"]]
-    assert (chosen.groupby(["system", "train_size"]).size() == 1).all()
-    best = tuning.groupby(["system", "train_size"])["val_accuracy"].transform("max")
+    assert (chosen.groupby(arm).size() == 1).all()
+    best = tuning.groupby(arm)["val_accuracy"].transform("max")
     assert (chosen["val_accuracy"] == best[chosen.index]).all()  # chosen on validation accuracy
 
 
@@ -75,17 +97,18 @@ def test_provenance_says_how_the_report_was_made(report):
     record = json.loads((report / "provenance.json").read_text())
     assert re.fullmatch(r"[0-9a-f]{40}(\+dirty)?", record["git_commit"])
     assert {"torch", "transformers", "fusionkit"} <= set(record["versions"])
-    assert record["profile"] in ("smoke", "quick", "full") and record["hardware"]
+    assert record["profile"] in ("smoke", "quick", "matrix", "full") and record["hardware"]
 
 
 @pytest.mark.slow
-def test_the_code_plans_exactly_the_runs_of_the_committed_report(report, data_dir):
+def test_the_code_plans_exactly_the_runs_of_the_committed_report(target_report, data_dir):
     """The committed report is what the code would run: the tuning runs its study plans today are the ids in its
     tuning.csv, and with the choices those runs made, the other runs are the ids in its results.csv; so
     regenerating it from its stored runs trains nothing and gives the same numbers."""
     from fusionkit.report import notebook_run
     from fusionkit.study import StudyDesign, load_study_tasks
 
+    report = target_report
     parameters = json.loads((report / "provenance.json").read_text())["parameters"]
     run = notebook_run(parameters["profile"], parameters["target"], parameters["sources"], workdir="unused",
                        out_dir=str(report), data_dir=str(data_dir), overrides=parameters["overrides"])
@@ -99,3 +122,45 @@ def test_the_code_plans_exactly_the_runs_of_the_committed_report(report, data_di
         planned |= {p.key for p in design.final_runs(scores)}
     assert planned_tuning == set(tuning["run_id"])
     assert planned == set(pd.read_csv(report / "results.csv")["run_id"])
+
+
+def test_the_matrix_report_has_five_targets_its_figures_and_the_selection_measures(matrix_report):
+    targets = json.loads((matrix_report / "provenance.json").read_text())["parameters"]["targets"]
+    assert len(targets) >= 5
+    cells = pd.read_csv(matrix_report / "transfer_matrix.csv")
+    assert len(cells) == len(targets) * (len(targets) - 1) and (cells["source"] != cells["target"]).all()
+    figures = json.loads((matrix_report / "figures" / "figures.json").read_text())
+    assert {"06_transfer_matrix", "06_critical_difference", "06_asymmetry"} <= set(figures)
+    selection = pd.read_csv(matrix_report / "selection.csv")
+    assert {"ndcg@1", "ndcg@3", "regret@1", "regret@3", "p_vs_random@3"} <= set(selection.columns)
+    assert {"logme", "hscore", "leep", "nce", "random", "source train size"} == set(selection["estimator"])
+    size = sum(path.stat().st_size for path in matrix_report.rglob("*") if path.is_file())
+    assert size < 15e6, f"{size / 1e6:.1f} MB"
+
+
+def test_the_matrix_cells_and_selection_are_recomputed_exactly_from_its_csvs(matrix_report):
+    """Each cell is compare_pairs on results.csv (sequential against its matched control, Holm over all cells),
+    and the selection table is selection_table on source_estimates.csv against those gains."""
+    from fusionkit.evaluation.selection import selection_table
+
+    results = pd.read_csv(matrix_report / "results.csv", keep_default_na=False, na_values=[""])
+    parameters = json.loads((matrix_report / "provenance.json").read_text())["parameters"]["study_parameters"]
+    controls = results[(results["role"] == "control") & results["primary_control"]
+                       & results["of"].str.startswith("sequential")]
+    pairs = list(dict.fromkeys(zip(controls["of"], controls["system"])))
+    seed_level = compare_pairs(results, pairs, metric="accuracy", alpha=parameters["alpha"],
+                               min_effect=parameters["min_effect"])
+    cells = pd.read_csv(matrix_report / "transfer_matrix.csv")
+    assert seed_level["gain"].round(9).tolist() == cells["gain"].round(9).tolist()
+    assert seed_level["verdict"].tolist() == cells["verdict"].tolist()
+    estimates = pd.read_csv(matrix_report / "source_estimates.csv")
+    recomputed = selection_table(estimates, cells[["target", "source", "gain"]], alpha=parameters["alpha"])
+    committed = pd.read_csv(matrix_report / "selection.csv")
+    pd.testing.assert_frame_equal(recomputed.reset_index(drop=True), committed, check_dtype=False, atol=1e-9)
+
+
+def test_each_expert_of_the_matrix_was_trained_once_for_every_target(matrix_report):
+    record = json.loads((matrix_report / "provenance.json").read_text())
+    targets, seeds = record["parameters"]["targets"], record["parameters"]["study_parameters"]["seeds"]
+    assert record["experts"] == {"distinct": len(targets) * len(seeds),
+                                 "target_uses": len(targets) * (len(targets) - 1) * len(seeds)}

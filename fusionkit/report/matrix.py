@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from fusionkit.errors import InputError
+from fusionkit.evaluation.gains import HELPS, HURTS
 from fusionkit.evaluation.selection import RANDOM, selection_table
 from fusionkit.evaluation.stats import friedman_nemenyi
 from fusionkit.evaluation.transferability import rank_correlation
@@ -72,7 +73,7 @@ class TransferMatrix:
         return self.cells.pivot(index="source", columns="target", values=column).reindex(index=tasks, columns=tasks)
 
     def negative_transfer(self) -> pd.DataFrame:
-        return self.cells[self.cells["verdict"].str.startswith("hurts")]
+        return self.cells[self.cells["verdict"] == HURTS]
 
 
 def transfer_matrix(run: MatrixRun, results: pd.DataFrame) -> TransferMatrix:
@@ -90,7 +91,7 @@ def transfer_matrix(run: MatrixRun, results: pd.DataFrame) -> TransferMatrix:
     keys = list(zip(cells["system"], cells["target"]))
     cells["test_set_gain"] = [test.loc[key, "gain"] for key in keys]
     cells["test_set_p_holm"] = [test.loc[key, "p_holm"] for key in keys]
-    cells["mark"] = np.where(cells["verdict"] != "inconclusive", SEED_MARK,
+    cells["mark"] = np.where(cells["verdict"].isin([HELPS, HURTS]), SEED_MARK,
                              np.where(cells["test_set_p_holm"] < alpha, TEST_SET_MARK, ""))
     matrix = TransferMatrix(cells.drop(columns="system").rename(columns={"baseline": "control"}), seed_level,
                             on_test_set)
@@ -267,7 +268,7 @@ def write_matrix_findings(run: MatrixRun, matrix: TransferMatrix, families: pd.D
                           asymmetry_correlation: dict | None, selection: pd.DataFrame) -> list[str]:
     """verdicts.json for the matrix report: the verdicts in words first, then every cell's sentence; printed."""
     negative = matrix.negative_transfer()
-    helps = matrix.cells[matrix.cells["verdict"] == "helps"]
+    helps = matrix.cells[matrix.cells["verdict"] == HELPS]
     notes = [f"Best source per target (by observed gain of sequential transfer over its matched control): "
              f"{'; '.join(_best_sources(matrix))}.",
              f"Sources that help at the seed level: " + (", ".join(f"{r.source}->{r.target}" for r in helps.itertuples())
