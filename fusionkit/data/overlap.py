@@ -17,7 +17,7 @@ COLUMNS = ["task", "split", "other_task", "other_split", "shared_texts", "share_
 
 
 def _normalised_texts(task: Task) -> dict[str, set[str]]:
-    return {split: {normalised(text) for text in data["text"]} for split, data in task.splits.items()}
+    return {split: {normalised(text) for text in data["text"][:]} for split, data in task.splits.items()}
 
 
 def overlap_card(tasks: list[Task]) -> pd.DataFrame:

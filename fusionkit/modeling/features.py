@@ -60,5 +60,5 @@ class FeatureCache:
     def task_features(self, encoder: Encoder, task, layers: list[int] | None = None,
                       name: str | None = None) -> dict[str, np.ndarray]:
         """Features of the train, validation and test splits of a task (cached under ``name``, default its name)."""
-        return {split: self.features(encoder, data["text"], name or task.name, split, layers)
+        return {split: self.features(encoder, data["text"][:], name or task.name, split, layers)
                 for split, data in task.splits.items()}

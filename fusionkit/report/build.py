@@ -219,7 +219,8 @@ def write_index(out: Path, notebooks: list[Path], record: dict) -> Path:
               f"(<a href='notebooks/{n.name}'>ipynb</a>)</li>" for n in notebooks]
     tables = ["verdict_table.csv", "transfer_matrix.csv", "selection.csv", "selection_by_target.csv",
               "across_targets.csv", "asymmetry.csv", "beyond_sequential.csv", "source_estimates.csv", "results.csv",
-              "summary.csv", "tuning.csv", "overlap_card.csv", *sorted(path.name for path in out.glob("comparisons_*.csv"))]
+              "summary.csv", "tuning.csv", "overlap_card.csv",
+              *sorted(path.name for path in out.glob("comparisons_*.csv"))]
     parts += [f"<li><a href='{name}'>{name}</a></li>" for name in tables if (out / name).is_file()]
     parts.append("</ul><h2>Provenance</h2>")
     flat = {k: v for k, v in record.items() if not isinstance(v, dict)}

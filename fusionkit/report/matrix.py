@@ -271,8 +271,8 @@ def write_matrix_findings(run: MatrixRun, matrix: TransferMatrix, families: pd.D
     helps = matrix.cells[matrix.cells["verdict"] == HELPS]
     notes = [f"Best source per target (by observed gain of sequential transfer over its matched control): "
              f"{'; '.join(_best_sources(matrix))}.",
-             f"Sources that help at the seed level: " + (", ".join(f"{r.source}->{r.target}" for r in helps.itertuples())
-                                                         or "none shown") + ".",
+             "Sources that help at the seed level: "
+             + (", ".join(f"{r.source}->{r.target}" for r in helps.itertuples()) or "none shown") + ".",
              f"Negative transfer (seed-level, Holm over all {len(matrix.cells)} cells): "
              + (", ".join(f"{r.source}->{r.target} ({r.gain:+.1f})" for r in negative.itertuples()) or "none detected")
              + ".",
@@ -286,8 +286,8 @@ def write_matrix_findings(run: MatrixRun, matrix: TransferMatrix, families: pd.D
     notes.append(f"Protocol: every target's study gave each arm a tuning budget of {parameters['tuning_budget']} "
                  f"configuration(s) on validation, seeds {parameters['seeds']}, n={parameters['fusion_size']} target "
                  f"training examples; verdicts are paired t-tests over seeds against matched controls, Holm-adjusted, "
-                 f"with a minimum effect of {parameters['min_effect']:g} points. One expert per (task, seed) serves every "
-                 f"target; no source holds a text of any pool task's validation or test split.")
+                 f"with a minimum effect of {parameters['min_effect']:g} points. One expert per (task, seed) serves "
+                 f"every target; no source holds a text of any pool task's validation or test split.")
     sections = [("Transfer matrix: sequential transfer from each source to each target, against its matched control "
                  "across seeds", methods_header(matrix.seed_level), verdict_sentences(matrix.seed_level))]
     if not families.empty:

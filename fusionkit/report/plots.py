@@ -282,7 +282,8 @@ def asymmetry_scatter(pairs: pd.DataFrame) -> Figure:
     axes.axvline(0, color="grey", linewidth=0.5)
     if len(pairs) >= 3:
         correlation = rank_correlation(pairs["gain_a_to_b"], pairs["gain_b_to_a"])
-        title = f"Spearman ρ = {correlation['spearman_rho']:.2f} (p = {correlation['spearman_p']:.2g}, {len(pairs)} pairs)"
+        title = (f"Spearman ρ = {correlation['spearman_rho']:.2f} (p = {correlation['spearman_p']:.2g}, "
+                 f"{len(pairs)} pairs)")
     else:
         title = f"{len(pairs)} pairs: too few for a rank correlation"
     axes.set(xlabel="gain of A -> B (accuracy points)", ylabel="gain of B -> A (accuracy points)", title=title)

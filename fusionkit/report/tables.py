@@ -168,7 +168,7 @@ def label_counts(tasks) -> pd.DataFrame:
     rows = []
     for task in tasks:
         for split, data in task.splits.items():
-            labels = np.asarray(data["label"])
+            labels = np.asarray(data["label"][:])
             rows += [{"task": task.name, "split": split, "label": name, "count": int((labels == index).sum()),
                       "share": float((labels == index).mean())} for index, name in enumerate(task.label_names)]
     return pd.DataFrame(rows)
@@ -177,7 +177,7 @@ def label_counts(tasks) -> pd.DataFrame:
 def text_length_table(tasks, split: str = "train") -> pd.DataFrame:
     """Length in words of every text of one split of each task."""
     return pd.DataFrame([{"task": task.name, "words": len(text.split())}
-                         for task in tasks for text in getattr(task, split)["text"]])
+                         for task in tasks for text in getattr(task, split)["text"][:]])
 
 
 def task_overview(tasks) -> pd.DataFrame:

@@ -37,7 +37,7 @@ WEIGHTS_FILE, SPEC_FILE = "model.safetensors", "config.json"
 
 def _texts(texts_or_dataset) -> list[str]:
     if hasattr(texts_or_dataset, "column_names"):
-        return list(texts_or_dataset["text"])
+        return list(texts_or_dataset["text"][:])
     if isinstance(texts_or_dataset, str):
         raise ConfigError("predict_proba takes a list of texts or a dataset, not a single string")
     return list(texts_or_dataset)

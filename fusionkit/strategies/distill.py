@@ -87,7 +87,7 @@ class Distill(Finetune):
         if not 0 <= knobs.alpha <= 1 or knobs.temperature <= 0:
             raise ConfigError(f"distill: need 0 <= alpha <= 1 and temperature > 0, got alpha={knobs.alpha}, "
                               f"temperature={knobs.temperature}")
-        labelled = list(target.train["text"])
+        labelled = list(target.train["text"][:])
         unlabelled = list(target.unlabelled)
         if knobs.unlabelled_size is not None and knobs.unlabelled_size < len(unlabelled):
             chosen = np.random.default_rng(seed).choice(len(unlabelled), knobs.unlabelled_size, replace=False)
@@ -95,7 +95,7 @@ class Distill(Finetune):
         texts = labelled + unlabelled
         logits = [np.log(np.clip(teacher.predict_proba(texts), 1e-12, None)) for teacher in artefacts]
         targets = soft_targets(logits, knobs.temperature)
-        labels = list(target.train["label"]) + [UNLABELLED] * len(unlabelled)
+        labels = list(target.train["label"][:]) + [UNLABELLED] * len(unlabelled)
         teacher_accuracy = [float(t.history.val_metric[t.history.best_epoch]) for t in artefacts]
         encoder = self.load_base()
         torch.manual_seed(seed)

@@ -20,14 +20,14 @@ def cross_entropy_loss(model, batch) -> torch.Tensor:
 
 
 def validation_accuracy(module, tokenizer, task: Task, max_length: int) -> Callable[[], float]:
-    texts, labels = list(task.validation["text"]), np.asarray(task.validation["label"])
+    texts, labels = list(task.validation["text"][:]), np.asarray(task.validation["label"][:])
     return lambda: float((predict_logits(module, tokenizer, texts, max_length).argmax(1) == labels).mean())
 
 
 def train_classifier(module: torch.nn.Module, tokenizer, task: Task, knobs: TrainKnobs, seed: int,
                      max_length: int) -> History:
     """Supervised training of a text classifier on ``task.train``, early-stopped on validation accuracy."""
-    texts, labels = list(task.train["text"]), list(task.train["label"])
+    texts, labels = list(task.train["text"][:]), list(task.train["label"][:])
     collate = TextCollator(tokenizer, max_length)
     return train_loop(module, list(zip(texts, labels)), collate, cross_entropy_loss,
                       validation_accuracy(module, tokenizer, task, max_length), knobs, seed=seed,

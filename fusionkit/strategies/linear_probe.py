@@ -61,7 +61,7 @@ def probe(encoder: Encoder, task, cache: FeatureCache, knobs: ProbeKnobs,
     """Fit a logistic head on the (cached) features of a frozen ``encoder``; returns (module, history, the
     module's probabilities on each split of ``task``, from the same features)."""
     features = cache.task_features(encoder, task)
-    labels = {split: np.asarray(data["label"]) for split, data in task.splits.items()}
+    labels = {split: np.asarray(data["label"][:]) for split, data in task.splits.items()}
     head, history = fit_logistic_head(features, labels, task.num_labels, knobs.c, knobs.max_iter, seed)
     with torch.no_grad():
         probabilities = {split: scipy.special.softmax(head(torch.as_tensor(x)).double().numpy(), axis=1)

@@ -72,7 +72,7 @@ class Multitask(Strategy):
         tasks = [target] + sources
         examples, owner = [], []
         for task_id, task in enumerate(tasks):
-            examples += [(t, l, np.int64(task_id)) for t, l in zip(task.train["text"], task.train["label"])]
+            examples += [(t, l, np.int64(task_id)) for t, l in zip(task.train["text"], task.train["label"][:])]
             owner += [task_id] * len(task.train)
         owner = np.asarray(owner)
         encoder = self.load_base()

@@ -171,13 +171,13 @@ class RepresentationFusion(Strategy):
         fusion = module.fusion
         train_base, train_experts = features["train"]
         val_base, val_experts = (torch.as_tensor(x).to(self.device) for x in features["validation"])
-        val_labels = np.asarray(target.validation["label"])
+        val_labels = np.asarray(target.validation["label"][:])
 
         @torch.no_grad()
         def evaluate() -> float:
             return float((fusion(val_base, val_experts).argmax(1).cpu().numpy() == val_labels).mean())
 
-        batches = FeatureBatches(train_base, train_experts, np.asarray(target.train["label"]))
+        batches = FeatureBatches(train_base, train_experts, np.asarray(target.train["label"][:]))
         history = train_loop(fusion, list(range(len(train_base))), batches, _fusion_loss, evaluate, knobs.train,
                              seed=seed, device=self.device)
         if knobs.mode == "attention":

@@ -13,5 +13,6 @@ from fusionkit.study.design import StudyDesign
 from fusionkit.study.runner import Arm, StudyConfig, load_study_tasks
 from fusionkit.study.store import ResultsStore, run_key
 
-__all__ = ["source_scores", "PROFILES", "MATRIX_SYSTEMS", "matrix_configs", "profile_parameters", "study_config", "Arm", "StudyConfig", "StudyDesign",
-           "load_study_tasks", "run_study", "run_studies", "LocalExecutor", "RayExecutor", "ResultsStore", "run_key"]
+__all__ = ["source_scores", "PROFILES", "MATRIX_SYSTEMS", "matrix_configs", "profile_parameters", "study_config", "Arm",
+           "StudyConfig", "StudyDesign", "load_study_tasks", "run_study", "run_studies", "LocalExecutor", "RayExecutor",
+           "ResultsStore", "run_key"]

@@ -51,7 +51,7 @@ def transferability_table(target: Task, experts: dict[str, FittedModel], base: E
     features score below it is not expected to help. The sample is the one a low-resource user would have.
     """
     sample = target.subsample(n_examples, seed) if n_examples < len(target.train) else target
-    texts, labels = list(sample.train["text"]), np.asarray(sample.train["label"])
+    texts, labels = list(sample.train["text"][:]), np.asarray(sample.train["label"][:])
     base_features = base.encode(texts)
     rows = [{"source": "none (base)", "logme": logme(base_features, labels), "hscore": hscore(base_features, labels),
              "leep": np.nan, "nce": np.nan}]
