@@ -57,7 +57,7 @@ def test_sources_given_as_text_become_a_list(no_env, tmp_path):
 
 
 def test_unknown_profile_or_parameter_fails_before_creating_folders(no_env, tmp_path):
-    with pytest.raises(ConfigError, match="nosuch.*smoke, quick, full"):
+    with pytest.raises(ConfigError, match="nosuch.*smoke, quick, matrix, full"):
         notebook_run("nosuch", workdir=str(tmp_path / "w"))
     with pytest.raises(ConfigError, match="'epochz'"):
         notebook_run("smoke", workdir=str(tmp_path / "w"), overrides={"epochz": 1})
@@ -222,7 +222,7 @@ def test_tasks_command_says_where_each_task_comes_from(data_dir):
 def test_report_command_with_unknown_profile_exits_1_naming_the_profiles(tmp_path):
     result = CliRunner().invoke(app, ["report", "--profile", "nosuch", "--out", str(tmp_path / "x")])
     assert result.exit_code == 1
-    assert "unknown profile 'nosuch'" in result.output and "smoke, quick, full" in result.output
+    assert "unknown profile 'nosuch'" in result.output and "smoke, quick, matrix, full" in result.output
     assert not (tmp_path / "x").exists()
 
 

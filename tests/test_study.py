@@ -21,7 +21,7 @@ def config(arms, **settings):
 # ---------------------------------------------------------------- profiles
 
 def test_unknown_profile_lists_the_known_profiles():
-    with pytest.raises(ConfigError, match="unknown profile 'nosuch'.*smoke, quick, full"):
+    with pytest.raises(ConfigError, match="unknown profile 'nosuch'.*smoke, quick, matrix, full"):
         profile_parameters("nosuch")
 
 
