@@ -95,6 +95,7 @@ def test_selection_table_ranks_a_perfect_estimator_above_random_and_an_inverted_
     assert table.loc["perfect", "kendall_tau"] == pytest.approx(1.0)
     assert table.loc["inverted", "spearman_rho"] == pytest.approx(-1.0)
     assert table.loc["perfect", "p_vs_random@3"] < 0.01 and "better than random" in table.loc["perfect", "verdict"]
+    assert table.loc["perfect", "p_holm"] == pytest.approx(2 * table.loc["perfect", "p_vs_random@3"])  # Holm, 2 tests
     assert table.loc["inverted", "p_vs_random@3"] > 0.5 and "no better" in table.loc["inverted", "verdict"]
     assert table.loc[RANDOM, "kendall_tau"] == 0.0 and table.loc["perfect", "n_targets"] == 6
     by_target = table.attrs["by_target"]

@@ -20,6 +20,7 @@ import scipy.stats
 
 from fusionkit.errors import InputError
 from fusionkit.evaluation.metrics import as_checked_array, check_columns, check_lengths, check_positive_int
+from fusionkit.evaluation.stats import holm
 
 RANDOM = "random"  # the reference row of ``selection_table``: a uniformly random ranking, in expectation
 
@@ -208,7 +209,8 @@ def selection_table(estimates: pd.DataFrame, gains: pd.DataFrame, ks=(1, 3), alp
                     n_permutations: int = 2000, seed: int = 0) -> pd.DataFrame:
     """One row per estimator (and the ``random`` reference): the means over targets of Kendall tau, Spearman rho,
     NDCG@k and Regret@k (``selection_by_target``), the pooled permutation test against random rankings on the mean
-    NDCG@max(ks) (``permutation_test_vs_random``) and a verdict in words. Sorted by mean Regret@min(ks), best first.
+    NDCG@max(ks) (``permutation_test_vs_random``), its p-value Holm-adjusted over the estimators (``p_holm``), and a
+    verdict in words from ``p_holm`` and ``alpha``. Sorted by mean Regret@min(ks), best first.
     ``attrs["by_target"]`` holds the per-target table."""
     by_target = selection_by_target(estimates, gains, ks)
     measures = ["kendall_tau", "spearman_rho", *[f"{m}@{k}" for k in ks for m in ("ndcg", "regret")]]
@@ -216,20 +218,25 @@ def selection_table(estimates: pd.DataFrame, gains: pd.DataFrame, ks=(1, 3), alp
     table.insert(1, "n_targets", by_target.groupby("estimator", sort=False).size().to_numpy())
     grouped = _grouped(estimates, gains)
     test_k = max(ks)
-    p_values, verdicts = [], []
-    for estimator in table["estimator"]:
+    p_values = np.array([float("nan") if estimator == RANDOM else
+                         permutation_test_vs_random(grouped[estimator], test_k, n_permutations, seed)
+                         for estimator in table["estimator"]])
+    # One test per estimator: "the best of several estimators beats random" needs the correction across them.
+    adjusted = np.full_like(p_values, np.nan)
+    tested = ~np.isnan(p_values)
+    if tested.any():
+        adjusted[tested] = holm(p_values[tested])
+    verdicts = []
+    for estimator, p in zip(table["estimator"], adjusted):
         if estimator == RANDOM:
-            p_values.append(float("nan"))
             verdicts.append("the reference: a uniformly random ranking (exact expectations)")
-            continue
-        p = permutation_test_vs_random(grouped[estimator], test_k, n_permutations, seed)
-        p_values.append(p)
-        if np.isnan(p):
+        elif np.isnan(p):
             verdicts.append("untestable: no target has a source with a positive gain")
         else:
-            verdicts.append(f"picks better than random (p={p:.3g})" if p < alpha else
-                            f"no better than random (p={p:.2g})")
+            verdicts.append(f"picks better than random (p_holm={p:.3g})" if p < alpha else
+                            f"no better than random (p_holm={p:.2g})")
     table[f"p_vs_random@{test_k}"] = p_values
+    table["p_holm"] = adjusted
     table["verdict"] = verdicts
     table = table.sort_values(f"regret@{min(ks)}", kind="stable").reset_index(drop=True)
     table.attrs["by_target"] = by_target

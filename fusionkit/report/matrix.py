@@ -256,9 +256,11 @@ def trusted_estimator(selection: pd.DataFrame) -> str:
     random_regret = selection.loc[selection["estimator"] == RANDOM, "regret@1"].iloc[0]
     if tested.empty:
         best = selection[selection["estimator"] != RANDOM].iloc[0]
-        return (f"no estimator picks sources better than random here (pooled permutation test); the lowest mean "
-                f"Regret@1 is {best['estimator']}'s, {best['regret@1']:.2f} points, against {random_regret:.2f} for a "
-                f"random pick")
+        p_column = next(column for column in selection if column.startswith("p_vs_random"))
+        return (f"none; no estimator picks sources better than random here (pooled permutation test, Holm over the "
+                f"{len(selection) - 1} estimators). The lowest mean Regret@1 is {best['estimator']}'s, "
+                f"{best['regret@1']:.2f} points against {random_regret:.2f} for a random pick (p={best[p_column]:.2g} "
+                f"before correction, {best['p_holm']:.2g} after)")
     best = tested.iloc[0]
     return (f"trust {best['estimator']}: it picks better than random ({best['verdict'].split('(')[1].rstrip(')')}) "
             f"with a mean Regret@1 of {best['regret@1']:.2f} points against {random_regret:.2f} for a random pick")
