@@ -131,14 +131,22 @@ def notebook_run(profile: str | None = None, target: str = "cr", sources=("mr", 
     if isinstance(sources, str):
         sources = [name.strip() for name in sources.split(",") if name.strip()]
     _check_tasks(target, sources, parameters)
-    root = _default_root()
-    workdir = Path(workdir or os.environ.get("FUSIONKIT_WORKDIR") or root / "runs" / f"{profile}-{target}")
+    workdir, out_dir, executor = _outputs(workdir, f"{profile}-{target}", out_dir, executor)
+    return NotebookRun(profile, target, list(sources), workdir, out_dir, data_dir, dict(overrides or {}), executor)
+
+
+def _outputs(workdir: str | None, default_workdir: str, out_dir: str | None,
+             executor: dict | None) -> tuple[Path, Path, dict]:
+    """The work and report folders (from the arguments, else FUSIONKIT_WORKDIR / FUSIONKIT_OUT, else
+    runs/<default_workdir> and <workdir>/report), each checked writable, and the executor's options, checked:
+    all before any work."""
+    workdir = Path(workdir or os.environ.get("FUSIONKIT_WORKDIR") or _default_root() / "runs" / default_workdir)
     out_dir = Path(out_dir or os.environ.get("FUSIONKIT_OUT") or workdir / "report")
     check_writable_folder(workdir, "work folder")
     check_writable_folder(out_dir / "figures", "report folder")
     executor = dict(executor or {"kind": "local"})
-    make_executor(**executor)  # an unknown executor or option fails here, before any work
-    return NotebookRun(profile, target, list(sources), workdir, out_dir, data_dir, dict(overrides or {}), executor)
+    make_executor(**executor)  # an unknown executor or option fails here
+    return workdir, out_dir, executor
 
 
 def matrix_run(profile: str | None = None, targets=None, workdir: str | None = None, out_dir: str | None = None,
@@ -153,14 +161,8 @@ def matrix_run(profile: str | None = None, targets=None, workdir: str | None = N
     targets = list(targets or tasks_present(data_dir))
     for target in targets:
         _check_tasks(target, [t for t in targets if t != target], parameters)
-    root = _default_root()
     default = "matrix" if profile == "matrix" else f"{profile}-matrix"
-    workdir = Path(workdir or os.environ.get("FUSIONKIT_WORKDIR") or root / "runs" / default)
-    out_dir = Path(out_dir or os.environ.get("FUSIONKIT_OUT") or workdir / "report")
-    check_writable_folder(workdir, "work folder")
-    check_writable_folder(out_dir / "figures", "report folder")
-    executor = dict(executor or {"kind": "local"})
-    make_executor(**executor)
+    workdir, out_dir, executor = _outputs(workdir, default, out_dir, executor)
     run = MatrixRun(profile, targets, workdir, out_dir, data_dir, dict(overrides or {}), executor)
     run.configs()  # a pool of fewer than 3 tasks, or a profile without the matrix's systems, fails here
     return run
