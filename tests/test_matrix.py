@@ -123,8 +123,9 @@ def test_selection_and_findings_of_the_tiny_matrix(tiny_matrix):
     assert len(pairs) == 3 and correlation is not None
     notes = matrix.write_matrix_findings(run, transfer, families, None, correlation, selection)
     verdicts = json.loads((Path(run.out_dir) / "verdicts.json").read_text())
-    assert verdicts["notes"] == notes and "Best source per target" in notes[0]
-    assert len(verdicts["sections"][0]["sentences"]) == len(transfer.cells)
+    assert verdicts["sections"][0]["sentences"] == notes and "Best source per target" in notes[0]  # first
+    assert len(verdicts["sections"][1]["sentences"]) == len(transfer.cells)
+    assert verdicts["notes"][0].startswith("Protocol")
     attention = matrix.attention_by_source(results)
     assert set(attention["target"]) == set(POOL)
     assert all(set(group["source"]) == set(POOL) - {target} for target, group in attention.groupby("target"))

@@ -268,7 +268,8 @@ def trusted_estimator(selection: pd.DataFrame) -> str:
 
 def write_matrix_findings(run: MatrixRun, matrix: TransferMatrix, families: pd.DataFrame, ranking,
                           asymmetry_correlation: dict | None, selection: pd.DataFrame) -> list[str]:
-    """verdicts.json for the matrix report: the verdicts in words first, then every cell's sentence; printed."""
+    """verdicts.json for the matrix report: the answers in words first (returned), then every comparison's sentence,
+    then the protocol; printed."""
     negative = matrix.negative_transfer()
     helps = matrix.cells[matrix.cells["verdict"] == HELPS]
     notes = [f"Best source per target (by observed gain of sequential transfer over its matched control): "
@@ -285,12 +286,13 @@ def write_matrix_findings(run: MatrixRun, matrix: TransferMatrix, families: pd.D
                               f"{asymmetry_correlation['spearman_p']:.2g})."),
              f"Which estimator to trust: {trusted_estimator(selection)}."]
     parameters = run.parameters
-    notes.append(f"Protocol: every target's study gave each arm a tuning budget of {parameters['tuning_budget']} "
-                 f"configuration(s) on validation, seeds {parameters['seeds']}, n={parameters['fusion_size']} target "
-                 f"training examples; verdicts are paired t-tests over seeds against matched controls, Holm-adjusted, "
-                 f"with a minimum effect of {parameters['min_effect']:g} points. One expert per (task, seed) serves "
-                 f"every target; no source holds a text of any pool task's validation or test split.")
-    sections = [("Transfer matrix: sequential transfer from each source to each target, against its matched control "
+    protocol = (f"Protocol: every target's study gave each arm a tuning budget of {parameters['tuning_budget']} "
+                f"configuration(s) on validation, seeds {parameters['seeds']}, n={parameters['fusion_size']} target "
+                f"training examples; verdicts are paired t-tests over seeds against matched controls, Holm-adjusted, "
+                f"with a minimum effect of {parameters['min_effect']:g} points. One expert per (task, seed) serves "
+                f"every target; no source holds a text of any pool task's validation or test split.")
+    sections = [("In short", "The answers, each from the tables and figures below.", notes),
+                ("Transfer matrix: sequential transfer from each source to each target, against its matched control "
                  "across seeds", methods_header(matrix.seed_level), verdict_sentences(matrix.seed_level))]
     if not families.empty:
         sections.append(("Fusion over all sources (representation, merging) on each target, against the matched "
@@ -298,6 +300,6 @@ def write_matrix_findings(run: MatrixRun, matrix: TransferMatrix, families: pd.D
     question = (f"which of {', '.join(run.targets)} helps which, as sources of knowledge fused into "
                 f"{parameters['encoder']}, and can a cheap estimator pick the source before training? "
                 f"(profile {run.profile}, seeds {parameters['seeds']})")
-    write_verdicts(run.out_dir, question, sections, notes)
-    print(*notes, sep="\n")
+    write_verdicts(run.out_dir, question, sections, [protocol])
+    print(*notes, protocol, sep="\n")
     return notes
