@@ -154,15 +154,18 @@ def _grouped(estimates: pd.DataFrame, gains: pd.DataFrame) -> dict[str, list[tup
 
 
 def selection_by_target(estimates: pd.DataFrame, gains: pd.DataFrame, ks=(1, 3)) -> pd.DataFrame:
-    """One row per (estimator, target): Kendall tau and Spearman rho of the scores with the gains, NDCG@k and
-    Regret@k for each k, the number of sources and the best source by observed gain; plus the rows of the
-    ``random`` reference (exact expectations of a uniformly random ranking).
+    """One row per (estimator, target): the number of sources, Kendall tau and Spearman rho of the scores with the
+    gains, and NDCG@k and Regret@k for each k; plus the rows of the ``random`` reference (exact expectations of a
+    uniformly random ranking).
 
     ``estimates``: columns target, source, estimator, score (higher = predicted to help more); ``gains``:
     columns target, source, gain (observed, one row per pair). Every scored pair needs a gain.
     """
+    return _by_target(_grouped(estimates, gains), ks)
+
+
+def _by_target(grouped: dict[str, list[tuple[str, np.ndarray, np.ndarray]]], ks) -> pd.DataFrame:
     rows = []
-    grouped = _grouped(estimates, gains)
     for estimator, targets in grouped.items():
         for target, scores, observed in targets:
             tau, rho = _rank_correlations(scores, observed)
@@ -211,12 +214,12 @@ def selection_table(estimates: pd.DataFrame, gains: pd.DataFrame, ks=(1, 3), alp
     NDCG@k and Regret@k (``selection_by_target``), the pooled permutation test against random rankings on the mean
     NDCG@max(ks) (``permutation_test_vs_random``), its p-value Holm-adjusted over the estimators (``p_holm``), and a
     verdict in words from ``p_holm`` and ``alpha``. Sorted by mean Regret@min(ks), best first.
-    ``attrs["by_target"]`` holds the per-target table."""
-    by_target = selection_by_target(estimates, gains, ks)
+    ``attrs["by_target"]`` holds the per-target table, ``attrs["alpha"]`` the level the verdicts used."""
+    grouped = _grouped(estimates, gains)
+    by_target = _by_target(grouped, ks)
     measures = ["kendall_tau", "spearman_rho", *[f"{m}@{k}" for k in ks for m in ("ndcg", "regret")]]
     table = by_target.groupby("estimator", sort=False)[measures].mean().reset_index()
     table.insert(1, "n_targets", by_target.groupby("estimator", sort=False).size().to_numpy())
-    grouped = _grouped(estimates, gains)
     test_k = max(ks)
     p_values = np.array([float("nan") if estimator == RANDOM else
                          permutation_test_vs_random(grouped[estimator], test_k, n_permutations, seed)
@@ -239,5 +242,5 @@ def selection_table(estimates: pd.DataFrame, gains: pd.DataFrame, ks=(1, 3), alp
     table["p_holm"] = adjusted
     table["verdict"] = verdicts
     table = table.sort_values(f"regret@{min(ks)}", kind="stable").reset_index(drop=True)
-    table.attrs["by_target"] = by_target
+    table.attrs.update(by_target=by_target, alpha=alpha)
     return table

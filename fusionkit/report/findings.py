@@ -104,7 +104,7 @@ class Comparisons:
                                                  "p_holm"]]
 
 
-def _pairs(results: pd.DataFrame, role: str, primary: bool | None = None) -> list[tuple[str, str]]:
+def role_pairs(results: pd.DataFrame, role: str, primary: bool | None = None) -> list[tuple[str, str]]:
     """(served system, system) for the rows of one role: a control's or an ablation's fusion system first."""
     rows = results[results["role"] == role]
     if primary is not None:
@@ -126,15 +126,15 @@ def compare_systems(run: NotebookRun, results: pd.DataFrame) -> Comparisons:
     best = best_baseline(results, parameters["fusion_size"])
     baselines = [(system, BASELINE) for system in results.loc[results["role"] == BASELINE_ROLE, "system"].unique()
                  if system != BASELINE and BASELINE in set(results["system"])]
-    matched = _pairs(results, "control", primary=True)
+    matched = role_pairs(results, "control", primary=True)
     comparisons = Comparisons(
         knowledge=compare_pairs(results, matched, **rule),
         on_test_set=compare_pairs(results, matched, predictions=run.store.predictions, **rule),
-        other_controls=compare_pairs(results, _pairs(results, "control", primary=False), **rule),
+        other_controls=compare_pairs(results, role_pairs(results, "control", primary=False), **rule),
         # against a baseline of another kind, a loss is "worse", not negative transfer (that is against the control)
         against_best=compare_pairs(results, [(s, best) for s in fusion_systems] if best else [],
                                    words=BASELINE_VERDICTS, **rule),
-        leave_one_out=compare_pairs(results, _pairs(results, "ablation"), **rule),
+        leave_one_out=compare_pairs(results, role_pairs(results, "ablation"), **rule),
         baselines=compare_pairs(results, baselines, words=BASELINE_VERDICTS, **rule))
     for name in Comparisons.TITLES:
         run.write_table(getattr(comparisons, name), f"comparisons_{name}")

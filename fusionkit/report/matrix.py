@@ -20,6 +20,7 @@ from fusionkit.evaluation.transferability import rank_correlation
 from fusionkit.evaluation.verdicts import compare_pairs, methods_header, verdict_sentences
 from fusionkit.report import plots, tables
 from fusionkit.report.build import write_verdicts
+from fusionkit.report.findings import role_pairs
 from fusionkit.report.notebook import MatrixRun
 from fusionkit.study.runner import load_study_tasks
 from fusionkit.study.source_scores import study_transferability
@@ -51,10 +52,9 @@ def _rule(run: MatrixRun) -> dict:
 
 def _matched_pairs(results: pd.DataFrame, sequential: bool) -> list[tuple[str, str]]:
     """(fusion system, its matched control) for the sequential systems, or for every other fusion system."""
-    controls = results[(results["role"] == "control") & results["primary_control"]]
     strategy = results.drop_duplicates("system").set_index("system")["strategy"]
-    pairs = dict.fromkeys(zip(controls["of"], controls["system"]))
-    return [(system, control) for system, control in pairs if (strategy[system] == SEQUENTIAL) == sequential]
+    return [(system, control) for system, control in role_pairs(results, "control", primary=True)
+            if (strategy[system] == SEQUENTIAL) == sequential]
 
 
 @dataclass
@@ -252,7 +252,8 @@ def _best_sources(matrix: TransferMatrix) -> list[str]:
 
 def trusted_estimator(selection: pd.DataFrame) -> str:
     """Which estimator to trust, in words: the lowest mean Regret@1 among those that pick better than random."""
-    tested = selection[(selection["estimator"] != RANDOM) & (selection["verdict"].str.startswith("picks"))]
+    alpha = selection.attrs["alpha"]
+    tested = selection[(selection["estimator"] != RANDOM) & (selection["p_holm"] < alpha)]
     random_regret = selection.loc[selection["estimator"] == RANDOM, "regret@1"].iloc[0]
     if tested.empty:
         best = selection[selection["estimator"] != RANDOM].iloc[0]
@@ -262,7 +263,7 @@ def trusted_estimator(selection: pd.DataFrame) -> str:
                 f"{best['regret@1']:.2f} points against {random_regret:.2f} for a random pick (p={best[p_column]:.2g} "
                 f"before correction, {best['p_holm']:.2g} after)")
     best = tested.iloc[0]
-    return (f"trust {best['estimator']}: it picks better than random ({best['verdict'].split('(')[1].rstrip(')')}) "
+    return (f"trust {best['estimator']}: it picks better than random (p_holm={best['p_holm']:.2g}) "
             f"with a mean Regret@1 of {best['regret@1']:.2f} points against {random_regret:.2f} for a random pick")
 
 

@@ -212,8 +212,9 @@ def run_studies(configs: list[StudyConfig], progress: bool = True, executor="loc
             systems: dict[str, list[str]] = {}
             for p in planned:
                 systems.setdefault(p.key, []).append(p.system)
-            runner = runners.setdefault(index, StudyRunner(config, target, sources, store))
-            jobs.append((make_plan(runner, todo, systems), runner))
+            if index not in runners:  # (setdefault would build a runner, loading the encoder, on every phase)
+                runners[index] = StudyRunner(config, target, sources, store)
+            jobs.append((make_plan(runners[index], todo, systems), runners[index]))
         return executor.execute(jobs, progress) if jobs else 0
 
     trained = execute([design.tuning_runs() for *_, design in studies])
