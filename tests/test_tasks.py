@@ -220,7 +220,8 @@ def fake_hub(name: str):
 
 @pytest.fixture
 def hub_calls(monkeypatch):
-    """Mock datasets.load_dataset and unset FUSIONKIT_DATA so load_task(name) goes to the (fake) Hub."""
+    """Mock datasets.load_dataset and unset FUSIONKIT_DATA so load_task(name) goes to the (fake) Hub; offline mode
+    is lifted for the call (nothing reaches the network: load_dataset is the fake)."""
     import datasets
 
     calls = []
@@ -231,6 +232,8 @@ def hub_calls(monkeypatch):
         return fake_hub(name)
 
     monkeypatch.delenv("FUSIONKIT_DATA", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
     monkeypatch.setattr(datasets, "load_dataset", load_dataset)
     return calls
 
@@ -276,6 +279,8 @@ def test_unreachable_hub_names_the_dataset_id(monkeypatch):
         raise ConnectionError("offline")
 
     monkeypatch.delenv("FUSIONKIT_DATA", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
     monkeypatch.setattr(datasets, "load_dataset", offline)
     with pytest.raises(DataError, match=r"task 'cr': no data_dir or FUSIONKIT_DATA .* 'SetFit/CR' could not be loaded"):
         load_task("cr")

@@ -26,6 +26,8 @@ class RawRows:
     line_numbers: list[int]
     encoding: str = "utf-8"
     dropped: list[tuple[int, str]] = field(default_factory=list)  # (line, reason)
+    # knowledge source name -> one float vector per kept row (read_table_file's knowledge_columns)
+    knowledge: dict[str, list] = field(default_factory=dict)
 
 
 def _require_file(path: Path) -> None:
@@ -176,22 +178,59 @@ def _is_missing(label) -> bool:
     return isinstance(label, str) and label.strip().lower() in MISSING_LABELS
 
 
+def _numbers(cell, path: Path, line_no: int, column: str) -> list[float]:
+    """A knowledge cell as floats: a number, or a vector (a list in JSONL/parquet, a JSON list in CSV/TSV)."""
+    value = cell
+    if isinstance(cell, str):
+        try:
+            value = json.loads(cell) if cell.strip() else None
+        except json.JSONDecodeError:
+            value = cell
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    values = value if isinstance(value, list) else [value]
+    for item in values:
+        if isinstance(item, bool) or not isinstance(item, (int, float)) or item != item or abs(item) == float("inf"):
+            what = "missing" if _is_missing(item) or value is None else f"not a number ({item!r})"
+            raise DataError(f"file '{path}', line {line_no}: knowledge column '{column}' is {what}; every row needs "
+                            f"a number (or a list of numbers) there")
+    if not values:
+        raise DataError(f"file '{path}', line {line_no}: knowledge column '{column}' holds an empty list")
+    return [float(item) for item in values]
+
+
+def _knowledge_vector(row: dict, columns: list[str], path: Path, line_no: int) -> list[float]:
+    vector = []
+    for column in columns:
+        vector += _numbers(row[column], path, line_no, column)
+    return vector
+
+
 def read_table_file(
-    path: str | Path, text_column: str = "text", label_column: str = "label", encoding: str = "auto"
+    path: str | Path, text_column: str = "text", label_column: str = "label", encoding: str = "auto",
+    knowledge_columns: dict[str, list[str]] | None = None,
 ) -> RawRows:
     """Read a CSV, TSV, JSONL or parquet file with a text and a label column.
 
     Rows with an empty text or a missing label (blank, NaN, NA, None, null in any case) are dropped and
     recorded; labels stay as read (numbers or strings) so the caller can map them consistently across splits.
     A label that is not a single value (a list in a parquet cell) is a DataError naming its line.
+
+    ``knowledge_columns`` (source name -> columns) reads knowledge features: numeric columns, or one column
+    holding a vector per row, concatenated in the order given. A missing or non-numeric value, or a vector
+    whose width differs from the first row's, is a DataError naming the file, line and column.
     """
     path = Path(path)
     _require_file(path)
     frame, first_line, used = _read_table(path, encoding)
-    for column in (text_column, label_column):
+    knowledge_columns = knowledge_columns or {}
+    for column in (text_column, label_column, *(c for columns in knowledge_columns.values() for c in columns)):
         if column not in frame.columns:
             raise DataError(f"file '{path}': no column '{column}'; its columns are {list(frame.columns)}")
-    rows = RawRows(path=path, texts=[], labels=[], line_numbers=[], encoding=used)
+    rows = RawRows(path=path, texts=[], labels=[], line_numbers=[], encoding=used,
+                   knowledge={name: [] for name in knowledge_columns})
+    records = frame[[c for columns in knowledge_columns.values() for c in columns]].to_dict("records") \
+        if knowledge_columns else None
     for index, (text, label) in enumerate(zip(frame[text_column], frame[label_column])):
         line_no = frame.attrs["lines"][index] if "lines" in frame.attrs else index + first_line
         if not isinstance(label, (str, int, float, bool)) and not hasattr(label, "dtype"):
@@ -208,6 +247,12 @@ def read_table_file(
             continue
         if isinstance(label, float) and label.is_integer():
             label = int(label)
+        for name, columns in knowledge_columns.items():
+            vector, kept = _knowledge_vector(records[index], columns, path, line_no), rows.knowledge[name]
+            if kept and len(vector) != len(kept[0]):
+                raise DataError(f"file '{path}', line {line_no}: knowledge column(s) {', '.join(columns)} hold "
+                                f"{len(vector)} numbers where the first row has {len(kept[0])}")
+            kept.append(vector)
         rows.texts.append(text.strip())
         rows.labels.append(label)
         rows.line_numbers.append(line_no)

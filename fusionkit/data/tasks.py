@@ -1,7 +1,9 @@
 """Named text-classification tasks and user datasets, loaded into train/validation/test splits.
 
 ``load_task("cr")`` resolves the data in this order: the ``data_dir`` argument,
-the ``FUSIONKIT_DATA`` environment variable, then the Hugging Face Hub.
+the ``FUSIONKIT_DATA`` environment variable, then the Hugging Face Hub (also when the folder holds none of
+the task's files). In offline mode (``HF_HUB_OFFLINE`` or ``HF_DATASETS_OFFLINE`` true) the Hub is not tried:
+a task missing locally is one ``DataError`` naming both ways to get it.
 """
 from __future__ import annotations
 
@@ -26,6 +28,8 @@ VALIDATION_SHARE = 0.1
 SPLIT_SEED = 0
 # File suffixes load_task hands to load_task_from_files.
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet", ".gz")
+# A knowledge source's features are a dataset column named so: they follow their rows through every subsample.
+KNOWLEDGE_PREFIX = "knowledge:"
 
 
 @dataclass(frozen=True)
@@ -100,13 +104,29 @@ class Task:
     def splits(self) -> dict:
         return {"train": self.train, "validation": self.validation, "test": self.test}
 
+    @property
+    def knowledge_names(self) -> list[str]:
+        """The knowledge feature sources read with the task (``load_task_from_files(knowledge_columns=...)``)."""
+        return [c[len(KNOWLEDGE_PREFIX):] for c in self.train.column_names if c.startswith(KNOWLEDGE_PREFIX)]
+
+    def knowledge(self, name: str, split: str) -> np.ndarray:
+        """The knowledge features ``name`` of every example of ``split``: float32 [n, width]."""
+        if name not in self.knowledge_names:
+            raise ConfigError(f"task '{self.name}' has no knowledge features {name!r}; it has "
+                              f"{self.knowledge_names or 'none'} (they are columns of the task's own file)")
+        data = getattr(self, split)
+        return np.asarray(data[KNOWLEDGE_PREFIX + name][:], dtype=np.float32).reshape(len(data), -1)
+
     def fingerprint(self) -> str:
         """A content hash of all three splits: equal on any machine iff the data and split are equal."""
         labelled = (chunk for split_name, split in self.splits.items() for chunk in
                     [split_name, *(f"{label}\t{text}\n" for text, label in zip(split["text"][:], split["label"][:]))])
+        # Knowledge columns count only where there are some, like unlabelled texts below.
+        knowledge = (chunk for name in self.knowledge_names for split in self.splits for chunk in
+                     [f"knowledge {name} {split}", self.knowledge(name, split).tobytes().hex()])
         # Unlabelled texts count only where there are some: a whole task keeps the fingerprint it always had.
         unlabelled = ["unlabelled", *(f"{text}\n" for text in self.unlabelled)] if self.unlabelled else []
-        return stream_digest(itertools.chain(labelled, unlabelled))
+        return stream_digest(itertools.chain(labelled, knowledge, unlabelled))
 
     def subsample(self, n: int | None, seed: int = 0) -> "Task":
         """The same task with a stratified subsample of ``n`` training examples (None: the whole split).
@@ -191,11 +211,15 @@ def _split_off(labels: np.ndarray, share: float, seed: int, source: Path) -> tup
     return np.sort(rest), np.sort(held)
 
 
-def _to_dataset(texts: list[str], labels: list[int], label_names: list[str]):
-    from datasets import ClassLabel, Dataset, Features, Value
+def _to_dataset(texts: list[str], labels: list[int], label_names: list[str], knowledge: dict | None = None):
+    from datasets import ClassLabel, Dataset, Features, Sequence, Value
 
-    features = Features({"text": Value("string"), "label": ClassLabel(names=list(label_names))})
-    return Dataset.from_dict({"text": list(texts), "label": [int(x) for x in labels]}, features=features)
+    knowledge = knowledge or {}
+    features = Features({"text": Value("string"), "label": ClassLabel(names=list(label_names)),
+                         **{KNOWLEDGE_PREFIX + name: Sequence(Value("float32")) for name in knowledge}})
+    return Dataset.from_dict({"text": list(texts), "label": [int(x) for x in labels],
+                              **{KNOWLEDGE_PREFIX + name: np.asarray(values, dtype=np.float32).tolist()
+                                 for name, values in knowledge.items()}}, features=features)
 
 
 def _check_label_range(rows: RawRows, num_labels: int, task_name: str) -> None:
@@ -233,16 +257,21 @@ class _Split:
     labels: np.ndarray
     files: np.ndarray
     lines: np.ndarray
+    knowledge: dict = field(default_factory=dict)  # source name -> features [n, width]
 
     def keep(self, mask: np.ndarray) -> "_Split":
-        return _Split(self.texts[mask], self.labels[mask], self.files[mask], self.lines[mask])
+        return _Split(self.texts[mask], self.labels[mask], self.files[mask], self.lines[mask],
+                      {name: values[mask] for name, values in self.knowledge.items()})
 
 
 def _split_of(rows: RawRows, index: np.ndarray | None = None) -> _Split:
     texts, labels = np.array(rows.texts, dtype=object), np.array(rows.labels, dtype=np.int64)
     lines = np.array(rows.line_numbers, dtype=np.int64)
     index = np.arange(len(texts)) if index is None else index
-    return _Split(texts[index], labels[index], np.full(len(index), rows.path.name, dtype=object), lines[index])
+    knowledge = {name: np.asarray(values, dtype=np.float32).reshape(len(texts), -1)[index]
+                 for name, values in rows.knowledge.items()}
+    return _Split(texts[index], labels[index], np.full(len(index), rows.path.name, dtype=object), lines[index],
+                  knowledge)
 
 
 def _leaks(splits: dict[str, _Split]) -> dict[str, np.ndarray]:
@@ -330,7 +359,7 @@ def _assemble(name: str, split_rows: dict[str, RawRows], label_names: list[str],
         splits["validation"] = _split_of(pool, val_idx)
     splits = _remove_leaks(name, splits, dedup, notes, dropped)
     _check_two_classes(name, splits["train"], label_names)
-    datasets = {k: _to_dataset(rows.texts, rows.labels, label_names) for k, rows in splits.items()}
+    datasets = {k: _to_dataset(rows.texts, rows.labels, label_names, rows.knowledge) for k, rows in splits.items()}
     return Task(name=name, label_names=list(label_names), origin=origin, notes=notes,
                 dropped_rows=dropped, **datasets)
 
@@ -342,8 +371,38 @@ def _resolve_data_dir(data_dir: str | Path | None) -> Path | None:
     folder = Path(chosen).expanduser()
     if not folder.is_dir():
         where = "data_dir" if data_dir is not None else "FUSIONKIT_DATA"
-        raise DataError(f"data folder '{folder}' (from {where}) does not exist or is not a folder")
+        instead = "leave data_dir out and unset FUSIONKIT_DATA" if data_dir is not None else "unset FUSIONKIT_DATA"
+        raise DataError(f"data folder '{folder}' (from {where}) does not exist or is not a folder; to download the "
+                        f"registered tasks from the Hugging Face Hub instead, {instead} (and HF_HUB_OFFLINE, "
+                        f"HF_DATASETS_OFFLINE)")
     return folder
+
+
+# The environment variables that keep the Hugging Face Hub offline, and the values that mean "on" (as in
+# huggingface_hub). Read at call time, so a variable set after import still counts.
+OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+_TRUE_VALUES = {"1", "ON", "YES", "TRUE"}
+
+
+def _offline_setting() -> str | None:
+    """``"NAME=value"`` of the first variable that puts the Hub in offline mode, or None when online."""
+    for variable in OFFLINE_VARIABLES:
+        value = os.environ.get(variable, "")
+        if value.strip().upper() in _TRUE_VALUES:
+            return f"{variable}={value}"
+    return None
+
+
+def _no_data_error(definition: TaskDefinition, missing: str, hub_failure: str) -> DataError:
+    """The one error for a registered task that is in no local folder and cannot come from the Hub: what is
+    missing, why the Hub did not serve it, and both ways to get the data."""
+    files = ", ".join(definition.files.values())
+    return DataError(
+        f"task '{definition.name}': {missing}, and {hub_failure}. To get its data, either set FUSIONKIT_DATA "
+        f"(or pass data_dir=) to a folder holding {files}, or go online: unset {' and '.join(OFFLINE_VARIABLES)} "
+        f"(with a network connection) so it downloads from the Hugging Face Hub dataset "
+        f"'{definition.hub.dataset_id}'"
+    )
 
 
 def tasks_present(data_dir: str | Path | None = None) -> list[str]:
@@ -355,6 +414,15 @@ def tasks_present(data_dir: str | Path | None = None) -> list[str]:
 
 
 def _load_registered(definition: TaskDefinition, folder: Path, encoding: str, dedup: bool) -> Task:
+    absent = [file for file in definition.files.values() if not (folder / file).exists()]
+    if absent and len(absent) == len(definition.files):
+        # None of the task's files is here: the Hub is the next place to look (offline, that is one error
+        # naming both ways to get the data). A folder with only some of them is a broken copy: refused below.
+        missing = (f"file{'s' if len(absent) > 1 else ''} {', '.join(repr(str(folder / f)) for f in absent)} "
+                   f"not found in data folder '{folder}'")
+        task = _load_from_hub(definition, dedup, missing)
+        task.notes.insert(0, f"{missing}: loaded from the Hugging Face Hub instead")
+        return task
     split_rows = {}
     for split_name, file_name in definition.files.items():
         path = folder / file_name
@@ -366,17 +434,22 @@ def _load_registered(definition: TaskDefinition, folder: Path, encoding: str, de
     return _assemble(definition.name, split_rows, list(definition.label_names), str(folder), dedup)
 
 
-def _load_from_hub(definition: TaskDefinition, dedup: bool) -> Task:
-    """Download the same task from the Hub; missing splits are carved from train like local files."""
+def _load_from_hub(definition: TaskDefinition, dedup: bool,
+                   missing: str = "no data_dir or FUSIONKIT_DATA was given") -> Task:
+    """Download the same task from the Hub; missing splits are carved from train like local files.
+
+    ``missing`` says why no local copy was used. In offline mode the Hub is not tried at all."""
+    offline = _offline_setting()
+    if offline:
+        raise _no_data_error(definition, missing, f"the Hugging Face Hub is not tried because offline mode is on "
+                                                  f"({offline})")
     import datasets
 
     try:
         hub = datasets.load_dataset(definition.hub.dataset_id)
     except Exception as err:
-        raise DataError(
-            f"task '{definition.name}': no data_dir or FUSIONKIT_DATA was given, and the Hub dataset "
-            f"'{definition.hub.dataset_id}' could not be loaded ({type(err).__name__}: {err})"
-        ) from None
+        raise _no_data_error(definition, missing, f"the Hub dataset '{definition.hub.dataset_id}' could not be "
+                                                  f"loaded ({type(err).__name__}: {err})") from None
     split_rows = {}
     by_name = {name.lower(): index for index, name in enumerate(definition.label_names)}
     label_column = definition.hub.label_name_column or definition.hub.label_column
@@ -498,15 +571,25 @@ def load_task_from_files(
     encoding: str = "auto",
     label_names: list | None = None,
     dedup: bool = True,
+    knowledge_columns: dict[str, list[str]] | None = None,
 ) -> Task:
     """A task from your own CSV/TSV/JSONL/parquet file(s). Labels are mapped to class indices (whole numbers
     in numeric order, names in sorted order, or the order of ``label_names`` when given); ``task.label_names``
     keeps the mapping. Missing splits are carved from train. Rows whose text also appears in a later split are
-    dropped and recorded (``dedup=False`` keeps them, with a warning)."""
+    dropped and recorded (``dedup=False`` keeps them, with a warning).
+
+    ``knowledge_columns`` (name -> columns) also reads knowledge features, one vector per example, for
+    ``representation`` fusion: numeric columns, or one column holding a vector (``task.knowledge(name, split)``)."""
     if validation is not None and test is None:
         raise ConfigError("load_task_from_files: give a test file with the validation file, or only train")
     given = {"train": train, "validation": validation, "test": test}
-    split_rows = {k: read_table_file(v, text_column, label_column, encoding) for k, v in given.items() if v}
+    split_rows = {k: read_table_file(v, text_column, label_column, encoding, knowledge_columns)
+                  for k, v in given.items() if v}
+    for source in knowledge_columns or {}:
+        widths = {rows.path: len(rows.knowledge[source][0]) for rows in split_rows.values()}
+        if len(set(widths.values())) > 1:
+            raise DataError(f"knowledge features {source!r} ({', '.join(knowledge_columns[source])}) have different "
+                            f"widths in different files: " + ", ".join(f"'{p}': {w}" for p, w in widths.items()))
     _check_test_labels_seen(split_rows, set(split_rows["train"].labels))
     mapping, names = _label_mapping(split_rows, label_names)
     for rows in split_rows.values():
