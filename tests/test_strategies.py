@@ -61,14 +61,25 @@ def test_frozen_strategies_train_only_the_head(toy_task, toy_source, workdir):
 
 def test_sum_fusion_is_elementwise_addition():
     layer = FusionLayer("sum", num_sources=3, dim=5, num_labels=2)
-    base, experts = torch.randn(4, 2, 5), torch.randn(4, 3, 2, 5)
-    torch.testing.assert_close(layer.fuse(base, experts), base + experts[:, 0] + experts[:, 1] + experts[:, 2])
+    base, experts = torch.randn(4, 2, 5), [torch.randn(4, 2, 5) for _ in range(3)]
+    torch.testing.assert_close(layer.fuse(base, experts), base + experts[0] + experts[1] + experts[2])
+
+
+def test_sum_fusion_projects_knowledge_of_another_width():
+    """The original formulation: fused = encoder output + W knowledge, W learned (here set by hand)."""
+    layer = FusionLayer("sum", num_sources=2, dim=5, num_labels=2, widths=[5, 3], project=[False, True])
+    projection = layer.projections[1]
+    base, same_width, knowledge = torch.randn(4, 1, 5), torch.randn(4, 1, 5), torch.randn(4, 1, 3)
+    expected = base + same_width + knowledge @ projection.weight.T + projection.bias
+    torch.testing.assert_close(layer.fuse(base, [same_width, knowledge]), expected)
+    concat = FusionLayer("concat", num_sources=2, dim=5, num_labels=2, widths=[5, 3])
+    assert concat.fuse(base, [same_width, knowledge]).shape == (4, 1, 13)
 
 
 def test_attention_weights_are_a_distribution_over_base_and_sources():
     layer = FusionLayer("attention", num_sources=3, dim=5, num_labels=2)
     torch.nn.init.normal_(layer.query.weight)
-    layer.fuse(torch.randn(4, 2, 5), torch.randn(4, 3, 2, 5))
+    layer.fuse(torch.randn(4, 2, 5), [torch.randn(4, 2, 5) for _ in range(3)])
     weights = layer.last_attention
     assert weights.shape == (4, 2, 4)
     assert (weights >= 0).all()

@@ -281,7 +281,7 @@ def protocol_notes(run: NotebookRun, results: pd.DataFrame) -> list[str]:
         notes.append(f"Validation split capped to {validation_cap} examples (a speed knob): every choice and early "
                      f"stop above was made on that subset.")
     experts = tables.artefact_quality(results)
-    experts = experts[(experts["strategy"].isin(EXPERT_STRATEGIES)) & (experts["task"] != run.target)]
+    experts = experts[(experts["strategy"].isin(EXPERT_STRATEGIES)) & (experts["task"] != run.target_name)]
     if len(experts):
         quality = experts.drop_duplicates(["task", "seed"]).groupby("task")["val_accuracy"].agg(["mean", "min", "max",
                                                                                                 "count"])
@@ -313,8 +313,8 @@ def write_findings(run: NotebookRun, results: pd.DataFrame, summary: pd.DataFram
         notes.append(f"Transferability vs observed gain (Kendall tau over {n_sources_scored} sources): " + ", ".join(
             f"{s} {correlations.loc[s, 'kendall_tau']:+.2f} (p={correlations.loc[s, 'kendall_p']:.2g})"
             for s in correlations.index) + ".")
-    question = (f"does fusing knowledge from {', '.join(run.sources)} into {parameters['encoder']} help on "
-                f"{run.target}, and which way? (profile {run.profile}, seeds {parameters['seeds']})")
+    question = (f"does fusing knowledge from {', '.join(run.source_names)} into {parameters['encoder']} help on "
+                f"{run.target_name}, and which way? (profile {run.profile}, seeds {parameters['seeds']})")
     write_verdicts(run.out_dir, question, comparisons.sections(), notes)
     for title, _, sentences in comparisons.sections():
         print(title, *sentences, sep="\n", end="\n\n")

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from fusionkit.data.tasks import Task
+
 from fusionkit.errors import InputError
 from fusionkit.evaluation.gains import HELPS, HURTS
 from fusionkit.evaluation.selection import RANDOM, selection_table
@@ -186,13 +188,13 @@ def source_estimates(run: MatrixRun) -> pd.DataFrame:
     rows = []
     for config in run.configs():
         scores = study_transferability(config, run.parameters["fusion_size"])
-        scores = scores[scores["source"].isin(config.sources)]
+        scores = scores[scores["source"].isin(config.source_names)]
         for estimator in ESTIMATORS:
             rows += [{"target": config.target, "source": source, "estimator": estimator, "score": score}
                      for source, score in zip(scores["source"], scores[estimator])]
         _, sources = load_study_tasks(config)
         rows += [{"target": config.target, "source": source.name, "estimator": SOURCE_SIZE,
-                  "score": float(len(source.train))} for source in sources]
+                  "score": float(len(source.train))} for source in sources if isinstance(source, Task)]
     estimates = pd.DataFrame(rows)
     run.write_table(estimates, "source_estimates")
     return estimates

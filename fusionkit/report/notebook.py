@@ -8,11 +8,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fusionkit._io import atomic_write
-from fusionkit.data import TASKS, tasks_present
+from fusionkit.data import tasks_present
 from fusionkit.errors import ConfigError
 from fusionkit.report.plots import save_figure
 from fusionkit.study.profiles import matrix_configs, profile_parameters, study_config
 from fusionkit.study.executors import make_executor, run_studies, run_study
+from fusionkit.study.sources import (check_sources, is_task, knowledge_columns, load_entry_task, source_name,
+                                     task_name)
 from fusionkit.study.store import ResultsStore
 from fusionkit.strategies import STRATEGIES
 
@@ -36,8 +38,8 @@ class NotebookRun:
     """What every notebook of one report shares: the study parameters and where outputs go."""
 
     profile: str
-    target: str
-    sources: list[str]
+    target: str | dict  # a task name, a file path, or {path, text_column, label_column, name}
+    sources: list  # tasks, or other knowledge ({model: ...}, {adapter: ...}, {features: [...]})
     workdir: Path
     out_dir: Path
     data_dir: str | None = None
@@ -47,6 +49,20 @@ class NotebookRun:
     @property
     def parameters(self) -> dict:
         return profile_parameters(self.profile, self.overrides)
+
+    @property
+    def target_name(self) -> str:
+        return task_name(self.target)
+
+    @property
+    def source_names(self) -> list[str]:
+        return [source_name(entry) for entry in self.sources]
+
+    def tasks(self) -> list:
+        """The target and every source task as loaded (whole: no caps), for a first look at the data."""
+        knowledge = knowledge_columns(self.sources)
+        return [load_entry_task(self.target, self.data_dir, knowledge),
+                *(load_entry_task(entry, self.data_dir) for entry in self.sources if is_task(entry))]
 
     def run_study(self, part: str, progress: bool = True):
         """The results of one part of the study ("baselines" or "fusion"), run on this report's executor."""
@@ -131,7 +147,7 @@ def notebook_run(profile: str | None = None, target: str = "cr", sources=("mr", 
     if isinstance(sources, str):
         sources = [name.strip() for name in sources.split(",") if name.strip()]
     _check_tasks(target, sources, parameters)
-    workdir, out_dir, executor = _outputs(workdir, f"{profile}-{target}", out_dir, executor)
+    workdir, out_dir, executor = _outputs(workdir, f"{profile}-{task_name(target)}", out_dir, executor)
     return NotebookRun(profile, target, list(sources), workdir, out_dir, data_dir, dict(overrides or {}), executor)
 
 
@@ -179,17 +195,12 @@ def setup_matrix_notebook(profile: str | None = None, targets=None, workdir: str
     return run
 
 
-def _check_tasks(target: str, sources: list[str], parameters: dict) -> None:
-    for name in [target, *sources]:
-        if name.lower() not in TASKS and not Path(name).suffix:
-            raise ConfigError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))} (or a path to a "
-                              f".csv/.tsv/.jsonl/.parquet file)")
+def _check_tasks(target, sources: list, parameters: dict) -> None:
+    check_sources(target, sources, known=True)  # unknown tasks, malformed entries, a name twice, target a source
     fusing = sorted({arm["strategy"] for arm in parameters["fusion_arms"] if STRATEGIES[arm["strategy"]].needs_sources})
     if fusing and not sources:
         raise ConfigError(f"parameter sources is empty, but the fusion arms ({', '.join(fusing)}) fuse knowledge from "
                           f"source tasks: give at least one (e.g. --sources mr,subj)")
-    if target in sources:
-        raise ConfigError(f"the target {target!r} is also among the sources {sources}: a task cannot transfer to itself")
 
 
 def check_writable_folder(folder: Path, what: str) -> None:
@@ -225,6 +236,7 @@ def setup_notebook(profile: str | None = None, target: str = "cr", sources=("mr"
     say what this report studies and where its files go."""
     _quiet_notebook()
     run = notebook_run(profile, target, sources, workdir, out_dir, data_dir, overrides, executor)
-    print(f"profile {run.profile}: target {run.target}, sources {run.sources}, executor {run.executor['kind']}\n"
+    print(f"profile {run.profile}: target {run.target_name}, sources {run.source_names}, executor "
+          f"{run.executor['kind']}\n"
           f"work folder {run.workdir}\noutputs {run.out_dir}")
     return run

@@ -62,8 +62,11 @@ class FittedModel:
         return self.spec["label_names"]
 
     def predict_proba(self, texts_or_dataset, batch_size: int = 64) -> np.ndarray:
-        logits = predict_logits(self.module, self.tokenizer, _texts(texts_or_dataset),
-                                self.spec["max_length"], batch_size)
+        if hasattr(self.module, "predict_logits"):  # a module that reads texts itself (several tokenizers, features)
+            logits = self.module.predict_logits(texts_or_dataset, batch_size)
+        else:
+            logits = predict_logits(self.module, self.tokenizer, _texts(texts_or_dataset),
+                                    self.spec["max_length"], batch_size)
         return scipy.special.softmax(logits.astype(np.float64), axis=1)
 
     def predict(self, texts_or_dataset, batch_size: int = 64) -> np.ndarray:
@@ -79,6 +82,13 @@ class FittedModel:
             save_model(self.module, str(folder / WEIGHTS_FILE))
             (folder / SPEC_FILE).write_text(json.dumps(record, indent=2, default=str))
         return Path(path)
+
+    def export(self, path: str | Path) -> Path:
+        """A folder that transformers, sentence-transformers and peft load without fusionkit (see
+        ``fusionkit.strategies.export``); a model no standard class holds is exported for ``load``."""
+        from fusionkit.strategies.export import export_model
+
+        return export_model(self, path, loadable=self.spec.get("strategy") in Strategy.registry)
 
     @classmethod
     def load(cls, path: str | Path, device: str | None = None) -> "FittedModel":
@@ -140,6 +150,8 @@ class Strategy:
     name: ClassVar[str]
     Knobs: ClassVar[type[Knobs]]
     needs_sources: ClassVar[bool] = False
+    # What a source may be (``knowledge.SOURCE_KINDS``): knowledge features have no encoder to fine-tune or merge.
+    source_kinds: ClassVar[tuple[str, ...]] = ("task", "model", "adapter")
     search_space: ClassVar[dict[str, list]] = {}
     registry: ClassVar[dict[str, type["Strategy"]]] = {}
 
@@ -177,6 +189,15 @@ class Strategy:
             raise ConfigError(f"strategy '{self.name}' fuses knowledge from source tasks: pass sources=[...]")
         if not self.needs_sources and sources:
             raise ConfigError(f"strategy '{self.name}' uses the target only; it takes no sources")
+        self.check_source_kinds(sources)
+
+    @classmethod
+    def check_source_kinds(cls, sources: list) -> None:
+        """A ConfigError naming a source this strategy cannot use (e.g. knowledge features for merging)."""
+        for source in sources:
+            if source_kind(source) not in cls.source_kinds:
+                raise ConfigError(f"strategy '{cls.name}' cannot use source {source_name(source)!r}, which is "
+                                  f"{source_kind(source)} knowledge; it takes {', '.join(cls.source_kinds)} sources")
 
     @property
     def settings(self) -> dict:
@@ -212,13 +233,12 @@ class Strategy:
         self.check_sources(sources)
         train_task = target.subsample(train_size, seed)
         provided = dict(artefacts or {})
-        needed = [need if isinstance(need, FittedModel) else provided.get(need.key) or need.provide()
+        needed = [provided.get(need.key) or need.provide() if isinstance(need, Artefact) else need
                   for need in self.requirements(train_task, sources, seed)]
         spec = {"strategy": self.name, "encoder": self.encoder_name, "pooling": self.pooling,
                 "max_length": self.max_length, "num_labels": target.num_labels,
                 "label_names": target.label_names, "knobs": self.knobs.to_dict(),
-                "target": target.name, "sources": [s.name if isinstance(s, Task) else s.spec.get("target")
-                                                   for s in sources],
+                "target": target.name, "sources": [source_name(s) for s in sources],
                 "seed": seed, "train_size": len(train_task.train),
                 "artefacts": [artefact_record(artefact) for artefact in needed]}
         with Timer() as timer:
@@ -241,9 +261,25 @@ class Strategy:
         raise NotImplementedError
 
 
-def artefact_record(fitted: FittedModel) -> dict:
+def source_kind(source) -> str:
+    """What a source is (``knowledge.SOURCE_KINDS``): a task, a given model, an adapter or knowledge features; a
+    fitted fusionkit expert passed as a source counts as its task."""
+    if isinstance(source, Task):
+        return "task"
+    if isinstance(source, FittedModel):
+        return source.spec.get("source_kind", "task")
+    return source.kind
+
+
+def source_name(source) -> str:
+    return source.spec.get("target") if isinstance(source, FittedModel) else source.name
+
+
+def artefact_record(fitted) -> dict:
     """What a fitted artefact (an expert, a teacher) was trained on and how good it is on its own validation
-    split: shown beside every verdict that uses it."""
+    split: shown beside every verdict that uses it. Knowledge features say what they are (``record``)."""
+    if not isinstance(fitted, FittedModel):
+        return fitted.record()
     history = fitted.history
     return {"strategy": fitted.spec.get("strategy"), "task": fitted.spec.get("target"),
             "sources": fitted.spec.get("sources", []), "seed": fitted.spec.get("seed"),
@@ -252,10 +288,11 @@ def artefact_record(fitted: FittedModel) -> dict:
 
 
 def _source_identity(source) -> str:
-    """A source is a task (identified by its content) or an already fitted expert (by its spec)."""
-    if isinstance(source, Task):
-        return source.fingerprint()
-    return json.dumps(source.spec, sort_keys=True, default=str)
+    """A source is identified by its content (a task, a given model or adapter: ``fingerprint``), an already
+    fitted expert by its spec."""
+    if isinstance(source, FittedModel):
+        return json.dumps(source.spec, sort_keys=True, default=str)
+    return source.fingerprint()
 
 
 @dataclass
@@ -288,7 +325,7 @@ class Artefact:
 
     @property
     def path(self) -> Path:
-        names = "+".join(s.name if isinstance(s, Task) else str(s.spec.get("target")) for s in self.sources)
+        names = "+".join(str(source_name(s)) for s in self.sources)
         stem = f"{self.trainer.name}-{self.target.name}{'-' + names if names else ''}-s{self.seed}"
         return self.trainer.workdir / self.folder / f"{stem}-{self.key}"
 

@@ -15,11 +15,13 @@ import torch
 
 from fusionkit.data.tasks import Task
 from fusionkit.errors import ConfigError
+from fusionkit.modeling.encoders import Encoder
 from fusionkit.modeling.heads import dense_backbone, is_lora
 from fusionkit.modeling.training import Knobs
 from fusionkit.strategies import task_vectors
 from fusionkit.strategies.base import Artefact, FittedModel
 from fusionkit.strategies.finetune import Finetune, Lora
+from fusionkit.strategies.knowledge import MODEL, LoraAdapter, PretrainedModel
 
 EXPERT_TRAINERS = {"full": Finetune, "lora": Lora}
 
@@ -43,7 +45,8 @@ EXPERT_LABELS = ("true", "shuffled")
 
 def expert_artefacts(knobs: ExpertKnobs, settings: dict, sources: list, seed: int) -> list[Artefact | FittedModel]:
     """The expert of each source, trained as ``knobs`` say with the strategy ``settings`` (encoder, work folder...).
-    A fitted model passed as a source is already an expert and is used as it is."""
+    A fitted model passed as a source is already an expert and is used as it is; a given model or adapter is
+    loaded as one (``knowledge``); knowledge features pass through."""
     if knobs.expert_kind not in EXPERT_TRAINERS:
         raise ConfigError(f"expert_kind must be one of {sorted(EXPERT_TRAINERS)}, got {knobs.expert_kind!r}")
     train_knobs = {"epochs": knobs.expert_epochs, "progress": False, **knobs.expert_knobs}
@@ -53,10 +56,15 @@ def expert_artefacts(knobs: ExpertKnobs, settings: dict, sources: list, seed: in
     if knobs.expert_labels not in EXPERT_LABELS:
         raise ConfigError(f"expert_labels must be one of {EXPERT_LABELS}, got {knobs.expert_labels!r}")
     expert_seed = seed if knobs.expert_seed is None else knobs.expert_seed
-    return [source if isinstance(source, FittedModel) else
-            Artefact(trainer, _expert_task(knobs, source, expert_seed), (), expert_seed, _train_size(knobs, source),
-                     folder="experts")
-            for source in sources]
+
+    def expert(source):
+        if isinstance(source, Task):
+            return Artefact(trainer, _expert_task(knobs, source, expert_seed), (), expert_seed,
+                            _train_size(knobs, source), folder="experts")
+        if isinstance(source, (PretrainedModel, LoraAdapter)):
+            return source.expert(settings)
+        return source  # a fitted expert, or knowledge features (the strategy reads them from the target)
+    return [expert(source) for source in sources]
 
 
 def _expert_task(knobs: ExpertKnobs, source: Task, seed: int) -> Task:
@@ -77,6 +85,26 @@ def check_same_base(expert: FittedModel, base_fingerprint: str) -> None:
             f"(fingerprint {theirs}), but this run's base encoder has fingerprint {base_fingerprint}: "
             f"experts must share the base encoder they are fused into"
         )
+
+
+def check_expert(expert: FittedModel, base: Encoder, purpose: str) -> None:
+    """That ``expert`` can be used where its encoder's weights meet the base encoder's (sequential transfer,
+    merging): a fusionkit expert or an adapter must come from the same base weights; a given model must have the
+    same architecture (every weight's name and shape) and vocabulary, since its weights replace or shift the base's."""
+    if expert.spec.get("source_kind") != MODEL:
+        check_same_base(expert, base.fingerprint())
+        return
+    theirs = {k: tuple(v.shape) for k, v in expert.module.backbone.state_dict().items()}
+    ours = {k: tuple(v.shape) for k, v in base.model.state_dict().items()}
+    name = expert.spec["target"]
+    if theirs != ours:
+        differ = sorted(set(theirs) ^ set(ours)) or [k for k in ours if theirs[k] != ours[k]]
+        raise ConfigError(f"{purpose} needs the study encoder's architecture ({base.name!r}); source {name!r} "
+                          f"({expert.spec['encoder']}) differs, e.g. at {differ[:3]}. Representation fusion takes "
+                          f"any architecture")
+    if expert.tokenizer.get_vocab() != base.tokenizer.get_vocab():
+        raise ConfigError(f"{purpose} needs the study encoder's vocabulary ({base.name!r}); source {name!r} "
+                          f"({expert.spec['encoder']}) has another tokenizer. Representation fusion takes any model")
 
 
 def expert_backbone(expert: FittedModel) -> torch.nn.Module:

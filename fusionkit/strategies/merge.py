@@ -19,7 +19,7 @@ from fusionkit.modeling.features import FeatureCache
 from fusionkit.modeling.training import Knobs, knob_group
 from fusionkit.strategies import task_vectors
 from fusionkit.strategies.base import Control
-from fusionkit.strategies.experts import ExpertKnobs, check_same_base, expert_artefacts, expert_task_vector
+from fusionkit.strategies.experts import ExpertKnobs, check_expert, expert_artefacts, expert_task_vector
 from fusionkit.strategies.linear_probe import LinearProbe, ProbeKnobs, probe
 
 
@@ -74,7 +74,7 @@ class Merge(LinearProbe):  # the same module: a probe head on a (merged) frozen 
         method = MERGE_METHODS[knobs.method]
         base = self.load_base()
         for expert in artefacts:
-            check_same_base(expert, base.fingerprint())
+            check_expert(expert, base, "merging (it adds weight differences to the base encoder)")
         base_state = {k: v.detach().clone() for k, v in base.model.state_dict().items()}
         vectors = [expert_task_vector(e, base_state) for e in artefacts]
         if knobs.scale < 0:

@@ -59,6 +59,7 @@ class Multitask(Strategy):
     name = "multitask"
     Knobs = MultitaskKnobs
     needs_sources = True
+    source_kinds = ("task",)  # it trains on the sources' labelled examples
     search_space = FINETUNE_SEARCH_SPACE
 
     @classmethod

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 from fusionkit.errors import ConfigError
 from fusionkit.modeling.training import Knobs, TrainKnobs, knob_group
-from fusionkit.strategies.experts import ExpertKnobs, check_same_base, expert_artefacts, expert_backbone
+from fusionkit.strategies.experts import ExpertKnobs, check_expert, expert_artefacts, expert_backbone
 from fusionkit.strategies.base import Control
 from fusionkit.strategies.finetune import Finetune
 
@@ -41,7 +41,7 @@ class Sequential(Finetune):
     def _fit(self, target, sources, seed, artefacts, spec):
         base = self.load_base()
         expert = artefacts[0]
-        check_same_base(expert, base.fingerprint())
+        check_expert(expert, base, "sequential transfer (it fine-tunes the source model's encoder)")
         backbone = expert_backbone(expert).to(self.device)
         for param in backbone.parameters():
             param.requires_grad_(True)

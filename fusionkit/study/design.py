@@ -18,14 +18,16 @@ Test data never enters a choice.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from typing import Mapping
 
 import pandas as pd
 
 from fusionkit.data.tasks import Task
-from fusionkit.errors import ConfigError
+from fusionkit.errors import ConfigError, FusionkitWarning
 from fusionkit.strategies import STRATEGIES
+from fusionkit.strategies.base import source_kind
 from fusionkit.study.runner import Arm, StudyConfig, arm_knobs, resolved_knobs
 from fusionkit.study.store import ResultsStore, run_key
 
@@ -81,6 +83,22 @@ class StudyDesign:
             raise ConfigError(f"tuning_budget must be a positive integer, got {config.tuning_budget!r}")
         self.config, self.target, self.sources = config, target, sources
         self.data = {"target": target.fingerprint(), "sources": {s.name: s.fingerprint() for s in sources}}
+        self._warn_unusable_sources()
+
+    def usable_sources(self, arm: Arm) -> list:
+        """The study's sources the arm's strategy can fuse (knowledge features only through representation)."""
+        kinds = STRATEGIES[arm.strategy].source_kinds
+        return [s for s in self.sources if source_kind(s) in kinds]
+
+    def _warn_unusable_sources(self) -> None:
+        for arm in self.config.arms:
+            if not STRATEGIES[arm.strategy].needs_sources:
+                continue
+            left = [f"{s.name} ({source_kind(s)})" for s in self.sources if s not in self.usable_sources(arm)]
+            if left:
+                warnings.warn(f"arm {arm.system!r} ({arm.strategy}) runs without {', '.join(left)}: it fuses only "
+                              f"{', '.join(STRATEGIES[arm.strategy].source_kinds)} sources", FusionkitWarning,
+                              stacklevel=3)
 
     def _run(self, strategy: str, knobs: dict, sources: list[Task], seed: int, size: int) -> dict:
         config = self.config
@@ -92,8 +110,9 @@ class StudyDesign:
         """(arm, system name, its sources, train size) for every tuned system of the study."""
         for arm in self.config.arms:
             needs = STRATEGIES[arm.strategy].needs_sources
-            source_sets = ([(f"{arm.system} ({s.name})", [s]) for s in self.sources] if arm.per_source
-                           else [(arm.system, self.sources if needs else [])])
+            usable = self.usable_sources(arm)
+            source_sets = ([(f"{arm.system} ({s.name})", [s]) for s in usable] if arm.per_source
+                           else [(arm.system, usable if needs else [])] if usable or not needs else [])
             # None and sizes beyond the split all mean the whole split: plan (and train) that size once.
             n_train = len(self.target.train)
             sizes = dict.fromkeys(min(size or n_train, n_train) for size in arm.train_sizes or self.config.train_sizes)
@@ -148,7 +167,7 @@ class StudyDesign:
                 if role != FUSION:
                     continue
                 for index, control in enumerate(STRATEGIES[arm.strategy].controls()):
-                    if not arm.runs_control(index, control.role, sources, self.sources):
+                    if not arm.runs_control(index, control.role, sources, self.usable_sources(arm)):
                         continue
                     run = self._run(control.strategy.name,
                                     resolved_knobs(control.strategy.name, control.knobs_from(knobs)),

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from filelock import Timeout
 
-from fusionkit.data.tasks import Task, load_task, normalised
+from fusionkit.data.tasks import Task, normalised
 from fusionkit.errors import ConfigError, TrainingError
 from fusionkit.evaluation.gains import Cost
 from fusionkit.evaluation.metrics import score_all
@@ -22,6 +22,9 @@ from fusionkit.evaluation.similarity import layerwise_cka
 from fusionkit.modeling.encoders import Encoder, load_encoder
 from fusionkit.modeling.heads import TextCollator, dense_backbone, model_flops
 from fusionkit.strategies import STRATEGIES, Artefact, get_strategy
+from fusionkit.strategies.base import source_name as source_name_of
+from fusionkit.study.sources import (check_sources, is_task, knowledge_columns, knowledge_source, load_entry_task,
+                                     source_name, task_file, task_name)
 from fusionkit.study.store import ResultsStore, run_key
 
 
@@ -58,8 +61,12 @@ class Arm:
 
 @dataclass
 class StudyConfig:
+    """One study. ``target`` is a task (a registered name, a file path, or ``{path, text_column, label_column,
+    name}``); after construction it is the task's name and a file's description is kept in ``task_files``.
+    ``sources`` are tasks or other knowledge (``fusionkit.study.sources``), as the user wrote them."""
+
     target: str
-    sources: list[str]
+    sources: list
     arms: list[Arm]
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     train_sizes: list = field(default_factory=lambda: [256])
@@ -77,31 +84,52 @@ class StudyConfig:
     # Tasks whose validation and test texts no source may contain (None: the target's). A transfer matrix names
     # its whole pool, so each source's data, and so its experts, are the same whichever target they serve.
     held_out_tasks: list[str] | None = None
+    task_files: dict = field(default_factory=dict)  # task name -> its TaskFile fields (tasks given as files)
 
     def __post_init__(self):
+        file = task_file(self.target)
+        if file is not None:
+            self.task_files = {**self.task_files, file.task_name: file.model_dump()}
+            self.target = file.task_name
+        self.target = task_name(self.target)
+        self.sources = list(self.sources)
+        check_sources(self.target, self.sources)
         self.arms = [a if isinstance(a, Arm) else Arm(**a) for a in self.arms]
         for arm in self.arms:
             if arm.strategy not in STRATEGIES:
                 raise ConfigError(f"arm '{arm.system}': unknown strategy '{arm.strategy}'; "
                                   f"known strategies: {', '.join(STRATEGIES)}")
 
+    @property
+    def source_names(self) -> list[str]:
+        return [source_name(entry) for entry in self.sources]
 
-def load_study_tasks(config: StudyConfig) -> tuple[Task, list[Task]]:
+    def task(self, name: str, knowledge: dict | None = None) -> Task:
+        """A task of the study by name (a file the study was given, or a registered task)."""
+        return load_entry_task(self.task_files.get(name, name), self.data_dir, knowledge)
+
+
+def load_study_tasks(config: StudyConfig) -> tuple[Task, list]:
     """The target and the sources, with the study's caps applied (fixed seed: every run sees the same data),
-    and every source without the texts of the target's validation and test splits (normalised verbatim
+    and every source task without the texts of the target's validation and test splits (normalised verbatim
     matches): knowledge fused from a source must not include the sentences the target is judged on. With
-    ``held_out_tasks``, without those tasks' validation and test texts too (every target of a matrix)."""
-    def evaluation_splits(name: str) -> Task:
-        task = load_task(name, data_dir=config.data_dir)
+    ``held_out_tasks``, without those tasks' validation and test texts too (every target of a matrix).
+    A source that is not a task (a model, an adapter, knowledge features) comes as ``knowledge_source`` gives it;
+    knowledge features are read with the target's file."""
+    def evaluation_splits(name: str, knowledge: dict | None = None) -> Task:
+        task = config.task(name, knowledge)
         return task.capped("validation", config.validation_cap).capped("test", config.test_cap)
 
-    target = evaluation_splits(config.target).capped("train", config.task_train_cap)
+    target = evaluation_splits(config.target, knowledge_columns(config.sources)).capped("train", config.task_train_cap)
     judged_on = [target, *(evaluation_splits(name) for name in config.held_out_tasks or [] if name != config.target)]
     texts = {task.name: {normalised(text) for split in (task.validation, task.test) for text in split["text"][:]}
              for task in judged_on}
     sources = []
-    for name in config.sources:
-        source = load_task(name, data_dir=config.data_dir).capped("train", config.task_train_cap)
+    for entry in config.sources:
+        if not is_task(entry):
+            sources.append(knowledge_source(entry))
+            continue
+        source = load_entry_task(entry, config.data_dir).capped("train", config.task_train_cap)
         others = sorted(other for other in texts if other != source.name)  # its own splits stay its own
         sources.append(source.without_texts(set().union(*(texts[other] for other in others)),
                                             f"also in the validation or test split of {' or '.join(others)}"))
@@ -157,7 +185,7 @@ class StudyRunner:
 
     def __init__(self, config: StudyConfig, target: Task, sources: list[Task], store: ResultsStore):
         self.config, self.target, self.store = config, target, store
-        self.by_name = {s.name: s for s in sources}
+        self.by_name = {source_name_of(s): s for s in sources}
         self.base = load_encoder(config.encoder, max_length=config.max_length)
         self.base_layers = self.base.encode(cka_texts(target, config), layers=list(range(self.base.num_layers + 1)))
         self.test_tokens = sum(TextCollator(self.base.tokenizer, config.max_length).lengths(target.test["text"][:]))
@@ -181,7 +209,7 @@ class StudyRunner:
         if history.val_metric and 0 <= history.best_epoch < len(history.val_metric):
             return float(history.val_metric[history.best_epoch])
         validation = self.target.validation
-        return float((fitted.predict(list(validation["text"][:])) == np.asarray(validation["label"][:])).mean())
+        return float((fitted.predict(validation) == np.asarray(validation["label"][:])).mean())
 
     def run(self, run: dict, required: set[str]) -> None:
         """Fit the run (through the artefact cache when another run needs its model) and store its record."""
@@ -191,12 +219,13 @@ class StudyRunner:
         else:
             fitted = as_artefact.trainer.fit(self.target, list(as_artefact.sources), seed=run["seed"],
                                              train_size=as_artefact.train_size)
-        texts, labels = list(self.target.test["text"][:]), np.asarray(self.target.test["label"][:])
+        test, labels = self.target.test, np.asarray(self.target.test["label"][:])
         # Inference cost from the module itself: timed on the whole test set when the module predicts it anyway;
         # where a frozen-encoder strategy computed the test probabilities from its cached features, on a sample
-        # of the test texts, whose probabilities must then match the cached ones (the same numbers).
+        # of the test examples, whose probabilities must then match the cached ones (the same numbers). Examples,
+        # not bare texts: a model that fuses knowledge features reads them from the examples' columns.
         probs = fitted.probabilities.get("test")
-        timed = texts if probs is None else texts[:INFERENCE_SAMPLE]
+        timed = test if probs is None else test.select(range(min(INFERENCE_SAMPLE, len(test))))
         start = time.perf_counter()
         timed_probs = fitted.predict_proba(timed)
         infer_ms = 1000 * (time.perf_counter() - start) / len(timed)

@@ -14,8 +14,10 @@ from fusionkit._io import atomic_write, digest
 from fusionkit.data.tasks import Task
 from fusionkit.evaluation.transferability import hscore, leep, logme, nce
 from fusionkit.modeling.encoders import Encoder, load_encoder
-from fusionkit.strategies.base import FittedModel
+from fusionkit.strategies.base import Artefact, FittedModel
 from fusionkit.strategies.experts import ExpertKnobs, check_same_base, expert_artefacts, expert_backbone
+from fusionkit.strategies.base import source_name
+from fusionkit.strategies.knowledge import MODEL
 from fusionkit.study.runner import StudyConfig, load_study_tasks, strategy_settings
 
 
@@ -24,15 +26,18 @@ from fusionkit.study.runner import StudyConfig, load_study_tasks, strategy_setti
 SCORES_VERSION = 2
 
 
-def source_experts(config: StudyConfig, sources: list[Task], base: Encoder,
-                   seed: int | None = None) -> dict[str, FittedModel]:
+def source_experts(config: StudyConfig, sources: list, base: Encoder, seed: int | None = None) -> dict:
     """One expert per source, trained (or loaded) exactly as the study's fusion arms ask for it on ``seed``
-    (None: the study's first seed; experts are retrained for every seed)."""
+    (None: the study's first seed; experts are retrained for every seed). A given model or adapter is its own
+    expert; knowledge features stay what they are."""
     seed = config.seeds[0] if seed is None else seed
-    needs = expert_artefacts(ExpertKnobs.from_knobs(config.expert_knobs), strategy_settings(config), sources, seed)
-    experts = {source.name: need.provide() for source, need in zip(sources, needs)}
+    settings = {**strategy_settings(config), "pooling": base.pooling, "device": None}
+    needs = expert_artefacts(ExpertKnobs.from_knobs(config.expert_knobs), settings, sources, seed)
+    experts = {source_name(source): need.provide() if isinstance(need, Artefact) else need
+               for source, need in zip(sources, needs)}
     for expert in experts.values():
-        check_same_base(expert, base.fingerprint())
+        if isinstance(expert, FittedModel) and expert.spec.get("source_kind") != MODEL:
+            check_same_base(expert, base.fingerprint())
     return experts
 
 
@@ -49,6 +54,8 @@ def transferability_table(target: Task, experts: dict[str, FittedModel], base: E
     LogME and H-score read the expert's pooled features; LEEP its source-label probabilities; NCE its hard
     source labels. The base encoder's LogME and H-score are given as the row "none (base)": a source whose
     features score below it is not expected to help. The sample is the one a low-resource user would have.
+    Knowledge features are scored as they are (LogME, H-score); a source without a label head over source
+    labels (a bare encoder, an adapter, features) has no LEEP or NCE (NaN).
     """
     sample = target.subsample(n_examples, seed) if n_examples < len(target.train) else target
     texts, labels = list(sample.train["text"][:]), np.asarray(sample.train["label"][:])
@@ -56,22 +63,38 @@ def transferability_table(target: Task, experts: dict[str, FittedModel], base: E
     rows = [{"source": "none (base)", "logme": logme(base_features, labels), "hscore": hscore(base_features, labels),
              "leep": np.nan, "nce": np.nan}]
     for name, expert in experts.items():
+        if not isinstance(expert, FittedModel):  # knowledge features of the target's own examples
+            features = sample.knowledge(name, "train").astype(np.float64)
+            rows.append({"source": name, "logme": logme(features, labels), "hscore": hscore(features, labels),
+                         "leep": np.nan, "nce": np.nan})
+            continue
         encoder = Encoder(expert_backbone(expert), expert.tokenizer, f"expert-{name}", base.pooling, base.max_length)
         features = encoder.encode(texts)
-        source_probs = expert.predict_proba(texts)
-        rows.append({"source": name, "logme": logme(features, labels), "hscore": hscore(features, labels),
-                     "leep": leep(source_probs, labels), "nce": nce(source_probs.argmax(1), labels)})
+        row = {"source": name, "logme": logme(features, labels), "hscore": hscore(features, labels),
+               "leep": np.nan, "nce": np.nan}
+        if expert.spec.get("has_label_head", True):
+            source_probs = expert.predict_proba(texts)
+            row.update(leep=leep(source_probs, labels), nce=nce(source_probs.argmax(1), labels))
+        rows.append(row)
     table = pd.DataFrame(rows)
     table.attrs["n_examples"] = len(labels)
     return table
 
 
-def expert_table(experts: dict[str, FittedModel]) -> pd.DataFrame:
-    """What each expert is: its source, training size, best validation accuracy on the source, cost."""
-    return pd.DataFrame([{"source": name, "kind": expert.spec["strategy"], "train_size": expert.spec["train_size"],
-                          "source_val_accuracy": max(expert.history.val_metric),
-                          "epochs_run": len(expert.history.val_metric), "train_seconds": expert.train_seconds,
-                          "trainable_params": expert.num_trainable_params} for name, expert in experts.items()])
+def expert_table(experts: dict) -> pd.DataFrame:
+    """What each expert is: its source, training size, best validation accuracy on the source, cost (a given
+    model or adapter was trained elsewhere: none of these are known; knowledge features are not an expert)."""
+    rows = []
+    for name, expert in experts.items():
+        if not isinstance(expert, FittedModel):
+            rows.append({"source": name, "kind": "knowledge features", "columns": ", ".join(expert.columns)})
+            continue
+        history = expert.history
+        rows.append({"source": name, "kind": expert.spec["strategy"], "train_size": expert.spec["train_size"],
+                     "source_val_accuracy": max(history.val_metric) if history.val_metric else np.nan,
+                     "epochs_run": len(history.val_metric), "train_seconds": expert.train_seconds,
+                     "trainable_params": expert.num_trainable_params})
+    return pd.DataFrame(rows)
 
 
 def study_transferability(config: StudyConfig, n_examples: int) -> pd.DataFrame:

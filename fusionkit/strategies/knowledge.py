@@ -1,0 +1,174 @@
+"""Knowledge that is not a source task: a model someone fine-tuned, a peft LoRA adapter, features of the examples.
+
+A source *task* is trained into an expert (``experts.expert_artefacts``); the three kinds here are used as they are:
+
+* ``PretrainedModel(name, path)``: a transformers checkpoint, a local folder or a Hub id. A sequence-classification
+  model keeps its label head (LEEP and NCE read its label probabilities); a bare encoder has none. A frozen expert,
+  with no training. Representation fusion takes any architecture (its own tokenizer; a learned projection when its
+  width differs from the base encoder's); sequential transfer and merging need the study encoder's architecture
+  and vocabulary (checked: ``check_expert``). Weights load from safetensors only, no remote code.
+* ``LoraAdapter(name, path)``: a peft LoRA adapter folder (``adapter_config.json`` + ``adapter_model.safetensors``)
+  trained on the study's base encoder: an expert without training, and its low-rank delta is what merging adds.
+* ``KnowledgeFeatures(name, columns)``: a numeric vector per example, read from columns of the target's own file
+  (lexicon scores, metadata, knowledge-graph embeddings): ``fused = encoder output + W knowledge`` and the other
+  modes of ``representation``. Only representation fusion can use it: it has no encoder to fine-tune or merge.
+
+Every source has a ``name`` (what tables show), a ``kind`` and a ``fingerprint()`` (what a run's key records).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from fusionkit._io import digest, file_sha256
+from fusionkit.errors import ConfigError
+from fusionkit.modeling.encoders import Encoder, load_encoder, load_tokenizer
+from fusionkit.modeling.training import History
+from fusionkit.strategies.base import FittedModel
+
+TASK, MODEL, ADAPTER, FEATURES = "task", "model", "adapter", "features"
+SOURCE_KINDS = (TASK, MODEL, ADAPTER, FEATURES)
+
+
+class ExpertModule(nn.Module):
+    """A given model as fusionkit's experts are: ``backbone`` (a transformers encoder) and, when it has one, its
+    own label head (``forward`` gives its logits over the source's labels)."""
+
+    def __init__(self, backbone: nn.Module, classifier: nn.Module | None = None):
+        super().__init__()
+        self.backbone, self.classifier = backbone, classifier
+        for param in self.parameters():
+            param.requires_grad_(False)
+
+    def forward(self, input_ids, attention_mask) -> torch.Tensor:
+        if self.classifier is None:
+            raise ConfigError("this source model is a bare encoder: it has no label head to predict with")
+        return self.classifier(input_ids=input_ids, attention_mask=attention_mask).logits
+
+
+def _given_expert(module: ExpertModule, tokenizer, spec: dict) -> FittedModel:
+    return FittedModel(module.eval(), tokenizer, spec, History(), 0.0, 0)
+
+
+def _files_fingerprint(kind: str, path: str, patterns: tuple[str, ...]) -> str:
+    """The content of a model's files (a run's key changes when the weights at a path do); a Hub id is read
+    from the local Hub cache (downloaded first when online)."""
+    folder = Path(path)
+    if not folder.is_dir():
+        from huggingface_hub import snapshot_download
+
+        try:
+            folder = Path(snapshot_download(path, allow_patterns=list(patterns)))
+        except Exception as err:  # huggingface_hub raises several types for a bad id or no network
+            raise ConfigError(f"{kind} source {path!r} is neither a local folder nor a Hub id that can be "
+                              f"loaded ({type(err).__name__}: {err})") from None
+    files = sorted({f for pattern in patterns for f in folder.glob(pattern)})
+    if not files:
+        raise ConfigError(f"{kind} source '{folder}' has none of the files {list(patterns)}")
+    return digest({"kind": kind, "files": {f.name: file_sha256(f) for f in files}})
+
+
+@dataclass
+class PretrainedModel:
+    name: str
+    path: str
+    kind = MODEL
+    _loaded: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def expert(self, settings: dict) -> FittedModel:
+        """The model as a frozen expert, pooled as the study pools (``settings``: pooling, max_length, device)."""
+        key = (settings["pooling"], settings["max_length"])
+        if key not in self._loaded:
+            self._loaded[key] = self._load(settings)
+        return self._loaded[key]
+
+    def _load(self, settings: dict) -> FittedModel:
+        from transformers import AutoConfig, AutoModelForSequenceClassification
+
+        try:
+            config = AutoConfig.from_pretrained(self.path)
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"source {self.name!r}: cannot read a transformers model from {self.path!r} (a local "
+                              f"folder or Hub id; offline mode cannot download one): {err}") from None
+        has_head = any(arch.endswith("ForSequenceClassification") for arch in config.architectures or [])
+        classifier = None
+        if has_head:
+            classifier = AutoModelForSequenceClassification.from_pretrained(self.path, use_safetensors=True)
+            backbone = classifier.base_model
+        else:
+            backbone = load_encoder(self.path, max_length=settings["max_length"]).model
+        encoder = Encoder(backbone, load_tokenizer(self.path), self.name, settings["pooling"], settings["max_length"])
+        labels = [config.id2label[i] for i in range(config.num_labels)] if has_head else []
+        spec = {"strategy": "pretrained model", "source_kind": MODEL, "target": self.name, "encoder": self.path,
+                "pooling": settings["pooling"], "max_length": settings["max_length"], "num_labels": len(labels),
+                "label_names": labels, "has_label_head": has_head, "weights": encoder.fingerprint(),
+                "base_fingerprint": None, "seed": None, "train_size": None}
+        module = ExpertModule(backbone, classifier).to(settings.get("device") or "cpu")
+        return _given_expert(module, encoder.tokenizer, spec)
+
+    def fingerprint(self) -> str:
+        return _files_fingerprint(MODEL, self.path, ("config.json", "*.safetensors"))
+
+
+@dataclass
+class LoraAdapter:
+    name: str
+    path: str
+    kind = ADAPTER
+    _loaded: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def expert(self, settings: dict) -> FittedModel:
+        """The study's base encoder with the adapter applied (peft), as a frozen expert without a label head."""
+        key = (settings["encoder"], settings["pooling"], settings["max_length"])
+        if key not in self._loaded:
+            self._loaded[key] = self._load(settings)
+        return self._loaded[key]
+
+    def _load(self, settings: dict) -> FittedModel:
+        from peft import PeftModel
+
+        folder = Path(self.path)
+        for needed in ("adapter_config.json", "adapter_model.safetensors"):
+            if not (folder / needed).is_file():
+                raise ConfigError(f"source {self.name!r}: '{folder}' is not a peft adapter folder (no {needed}; "
+                                  f"adapters load from safetensors only)")
+        peft_type = json.loads((folder / "adapter_config.json").read_text()).get("peft_type")
+        if peft_type != "LORA":
+            raise ConfigError(f"source {self.name!r}: '{folder}' holds a {peft_type} adapter; fusionkit takes LoRA")
+        base = load_encoder(settings["encoder"], max_length=settings["max_length"], pooling=settings["pooling"])
+        base_fingerprint = base.fingerprint()
+        try:
+            backbone = PeftModel.from_pretrained(base.model, str(folder))
+        except (RuntimeError, ValueError, KeyError) as err:  # missing modules, shape mismatches
+            raise ConfigError(f"source {self.name!r}: adapter '{folder}' does not fit the study's encoder "
+                              f"{settings['encoder']!r} (an adapter is trained on one base model): {err}") from None
+        spec = {"strategy": "lora adapter", "source_kind": ADAPTER, "target": self.name, "encoder": settings["encoder"],
+                "pooling": settings["pooling"], "max_length": settings["max_length"], "num_labels": 0,
+                "label_names": [], "has_label_head": False, "adapter": str(folder),
+                "weights": Encoder(backbone, base.tokenizer, self.name).fingerprint(),
+                "base_fingerprint": base_fingerprint, "seed": None, "train_size": None}
+        module = ExpertModule(backbone).to(settings.get("device") or "cpu")
+        return _given_expert(module, base.tokenizer, spec)
+
+    def fingerprint(self) -> str:
+        return _files_fingerprint(ADAPTER, self.path, ("adapter_config.json", "adapter_model.safetensors"))
+
+
+@dataclass(frozen=True)
+class KnowledgeFeatures:
+    name: str
+    columns: tuple[str, ...]
+    kind = FEATURES
+
+    def fingerprint(self) -> str:
+        # The values are part of the target's data (its fingerprint covers its knowledge columns).
+        return digest({"kind": FEATURES, "name": self.name, "columns": list(self.columns)})
+
+    def record(self) -> dict:
+        """What a fitted model's spec says of this source (as ``artefact_record`` does of an expert)."""
+        return {"strategy": "knowledge features", "task": self.name, "columns": list(self.columns), "sources": [],
+                "seed": None, "train_size": None, "val_accuracy": None}
