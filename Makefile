@@ -6,12 +6,23 @@ PY := $(VENV)/bin/python
 # requirement would otherwise pull a multi-GB CUDA build. Override for a GPU machine:
 #   make setup TORCH_SPEC="torch" TORCH_INDEX=""
 TORCH_SPEC ?= torch==2.13.0
+# Data: the SentEval folder beside the repo (../shared/data/senteval) when it exists, and then offline mode,
+# since nothing needs the network. Without it FUSIONKIT_DATA stays unset and the Hub stays reachable, so the
+# tasks download from the Hugging Face Hub (forcing offline mode there would only fail). Your own
+# FUSIONKIT_DATA or HF_HUB_OFFLINE (environment or `make VAR=...`) always wins. `make env` prints the result.
+LOCAL_DATA := $(abspath ../shared/data/senteval)
+ifneq ($(wildcard $(LOCAL_DATA)/.),)
 export FUSIONKIT_DATA ?= $(abspath ../shared/data/senteval)
-export HF_HUB_OFFLINE := 1
-export TRANSFORMERS_OFFLINE := 1
-export HF_DATASETS_OFFLINE := 1
+ifeq ($(realpath $(FUSIONKIT_DATA)),$(realpath $(LOCAL_DATA)))
+export HF_HUB_OFFLINE ?= 1
+endif
+endif
+ifneq ($(HF_HUB_OFFLINE),)
+export TRANSFORMERS_OFFLINE ?= $(HF_HUB_OFFLINE)
+export HF_DATASETS_OFFLINE ?= $(HF_HUB_OFFLINE)
+endif
 
-.PHONY: setup test report matrix lab clean
+.PHONY: setup test report matrix lab clean env
 
 setup: $(VENV)/.installed
 
@@ -25,7 +36,7 @@ $(VENV)/.installed: pyproject.toml
 		echo "no CUDA: installing the CPU build $(TORCH_SPEC)"; \
 		$(PY) -m pip install --quiet "$(TORCH_SPEC)"; \
 	fi
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,mlflow]"
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 
@@ -46,6 +57,13 @@ matrix: setup
 
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks/
+
+# Where the data comes from and whether the Hub is offline, as every target above sees them.
+env:
+	@echo "FUSIONKIT_DATA=$${FUSIONKIT_DATA:-(unset: tasks download from the Hugging Face Hub)}"
+	@echo "HF_HUB_OFFLINE=$${HF_HUB_OFFLINE:-(unset: online)}"
+	@echo "HF_DATASETS_OFFLINE=$${HF_DATASETS_OFFLINE:-(unset: online)}"
+	@echo "TRANSFORMERS_OFFLINE=$${TRANSFORMERS_OFFLINE:-(unset: online)}"
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -56,6 +56,9 @@ def report(
     ray_address: Optional[str] = typer.Option(None, help="ray: a running cluster to use (default: RAY_ADDRESS, "
                                                          "else a local Ray is started)"),
     gpu_fraction: float = typer.Option(0.25, help="ray on CUDA: the share of a GPU each run takes"),
+    track: Optional[str] = typer.Option(None, help="mlflow: log the report and each of its runs to MLflow "
+                                                   "(MLFLOW_TRACKING_URI, else ./mlruns; needs the "
+                                                   "mlflow extra of fusionkit)"),
 ) -> None:
     """Execute the notebooks in order with papermill and write OUT/index.html."""
     from fusionkit.report import run_report  # here, not at the top: `fusionkit --help` need not load torch
@@ -65,7 +68,7 @@ def report(
         options.update(workers=workers, address=ray_address, gpu_fraction=gpu_fraction)
     try:
         run_report(out, profile, target, sources, parse_parameters(param), workdir, data_dir, executor=options,
-                   targets=targets)
+                   targets=targets, track=track)
     except FusionkitError as error:
         typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
@@ -85,3 +88,22 @@ def tasks(data_dir: Optional[str] = typer.Option(None, help="folder to look in (
         else:
             where = f"hub: {definition.hub.dataset_id}" + (f" (local files {', '.join(files)} not found)" if folder else "")
         typer.echo(f"{definition.name:6} {len(definition.label_names)} labels  {definition.description}\n       {where}")
+
+
+@app.command()
+def export(
+    run_id: str = typer.Argument(..., help="the run's id: the run_id column of the report's results.csv or tuning.csv"),
+    to: Path = typer.Option(..., help="folder to write the model to (replaced whole)"),
+    report: Path = typer.Option(..., "--report", help="the report folder whose provenance.json describes the study"),
+) -> None:
+    """Refit a stored run from its report's record and export it as a folder that transformers,
+    sentence-transformers and peft load without fusionkit."""
+    from fusionkit.study.export_run import export_run
+
+    try:
+        exported = export_run(run_id, to, report)
+    except FusionkitError as error:
+        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"run {run_id} ({exported.system}): test accuracy stored {exported.stored_accuracy:.6f}, "
+               f"refitted {exported.refit_accuracy:.6f}\nexported to {exported.path}")

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from fusionkit._io import atomic_write
 from fusionkit.errors import ConfigError, FusionkitError
+from fusionkit.report import tracking
 from fusionkit.report.notebook import DEFAULT_PROFILE, matrix_run, notebook_run, notebooks_dir
 from fusionkit.report.provenance import matmul_peak_flops, provenance
 from fusionkit.study.store import SESSION_VARIABLE
@@ -98,12 +99,14 @@ def _relative_paths(notebook: Path, executed: Path) -> None:
 def run_report(out: str | Path, profile: str = DEFAULT_PROFILE, target: str = "cr",
                sources=("mr", "subj", "trec"), overrides: dict | None = None, workdir: str | None = None,
                data_dir: str | None = None, notebooks_folder: str | Path | None = None,
-               progress: bool = True, executor: dict | None = None, targets=None) -> Path:
+               progress: bool = True, executor: dict | None = None, targets=None, track: str | None = None) -> Path:
     """Execute every numbered notebook in order into ``out`` and write ``out/index.html``; return its path.
     ``executor``: how the study's runs are carried out, e.g. ``{"kind": "ray", "workers": 2}`` (see
     ``fusionkit.study.executors.make_executor``); in this process by default. ``targets`` (a list, "a,b,c", or
     "all": every task whose files are present) makes the transfer-matrix report instead: its notebooks, every
-    task of the pool a target (``target`` and ``sources`` are then unused)."""
+    task of the pool a target (``target`` and ``sources`` are then unused). ``track="mlflow"`` then logs the report
+    and each of its runs to MLflow (``fusionkit.report.tracking``: ``MLFLOW_TRACKING_URI``, else ./mlruns)."""
+    tracking.check_tracker(track)  # a missing mlflow fails now, not after the study
     out = Path(out).resolve()
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out '{out}' is a file; the report needs a folder")
@@ -150,9 +153,15 @@ def run_report(out: str | Path, profile: str = DEFAULT_PROFILE, target: str = "c
     record["matmul_peak_gflops"] = round(matmul_peak_flops() / 1e9, 1)
     record["study_compute_efficiency"] = round(
         record["model_flops"] / (record["total_seconds"] * record["matmul_peak_gflops"] * 1e9), 4)
+    if track:
+        record["tracking"] = tracking.destination(out)
     atomic_write(out / "provenance.json", json.dumps(record, indent=1, default=str))
     index = write_index(out, notebooks, record)
     print(f"report written to {index} in {record['total_seconds']:.0f} s", flush=True)
+    if track:
+        logged = tracking.track_report(out, run.workdir)
+        print(f"tracked in {record['tracking']}: {logged['runs_logged']} runs logged, {logged['runs_replaced']} "
+              f"replaced, {logged['runs_already_logged']} already there", flush=True)
     return index
 
 
