@@ -4,12 +4,14 @@ named (and moved aside to be rebuilt), and named by the digest of their content.
 Every artefact fusionkit keeps on disk (run records, cached features, fitted models, tables) is written
 through ``atomic_write`` or ``atomic_folder``, and every cache name that stands for content comes from
 ``digest`` or ``stream_digest``: one way to do each, so a fix or a format change happens in one place.
+YAML (profiles, study files, ``-p key=value``) is read by ``parse_yaml``, with numbers as people write them.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import warnings
@@ -19,8 +21,9 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterable, Iterator
 
 import numpy as np
+import yaml
 
-from fusionkit.errors import DataError, FusionkitWarning, InputError
+from fusionkit.errors import ConfigError, DataError, FusionkitWarning, InputError
 
 DIGEST_LENGTH = 20  # hex digits: 80 bits, no collision among the runs of any study
 
@@ -163,3 +166,29 @@ def _umask() -> int:
     current = os.umask(0)
     os.umask(current)
     return current
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML as people write numbers: ``1e-3`` is a float (PyYAML's YAML 1.1 needs ``1.0e-3``)."""
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+                              list("-+0123456789."))
+
+
+def parse_yaml(text: str, where: str):
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{where} is not valid YAML ({error})") from None
+
+
+def read_yaml(path: str | Path, what: str = "file") -> dict:
+    """A YAML mapping from a file (``1e-3`` read as a number), or a ConfigError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} '{path}' not found")
+    data = parse_yaml(path.read_text(encoding="utf-8"), f"{what} '{path}'")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} '{path}' must be a mapping of fields (name: value), got {type(data).__name__}")
+    return data

@@ -1,13 +1,12 @@
-"""The ``fusionkit`` command: ``fusionkit report`` regenerates a report, ``fusionkit tasks`` lists the tasks."""
+"""The ``fusionkit`` command: ``report`` makes a report (from a profile or a study file), ``study-template`` prints
+an example study file, ``tasks`` lists the tasks, ``export`` turns a run into a model standard tools load."""
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Optional
 
 import typer
-import yaml
 
 from fusionkit.errors import ConfigError, FusionkitError
 
@@ -15,43 +14,43 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="fusionkit: fuse source-task knowledge into a pretrained encoder and evaluate it honestly.")
 
 
-class _Loader(yaml.SafeLoader):
-    """YAML as people write numbers: ``1e-3`` is a float (PyYAML's YAML 1.1 needs ``1.0e-3``)."""
-
-
-_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
-                              list("-+0123456789."))
-
-
 def parse_parameters(pairs: list[str]) -> dict:
     """``key=value`` pairs; values are read as YAML, so ``seeds=[0,1]`` is a list, ``encoder=tiny`` a string and
     ``lr=1e-3`` a number."""
+    from fusionkit._io import parse_yaml
+
     parsed = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"parameter {pair!r} is not key=value (e.g. -p seeds=[0,1])")
-        try:
-            parsed[key.strip()] = yaml.load(value, Loader=_Loader)
-        except yaml.YAMLError as error:
-            raise ConfigError(f"parameter {key.strip()!r}: value {value!r} is not valid YAML ({error})") from None
+        parsed[key.strip()] = parse_yaml(value, f"parameter {key.strip()!r}: value {value!r}")
     return parsed
 
 
 @app.command()
 def report(
-    profile: str = typer.Option("quick", help="smoke, quick, matrix or full (see fusionkit.study.profiles)"),
-    target: str = typer.Option("cr", help="target task"),
-    sources: str = typer.Option("mr,subj,trec", help="comma-separated source tasks"),
+    out: Path = typer.Option(..., help="report folder, e.g. reports/quick-cr"),
+    study: Optional[Path] = typer.Option(None, help="a study file (YAML: target, sources, parameters, executor; "
+                                                    "`fusionkit study-template` prints one); the options below "
+                                                    "override its fields"),
+    profile: Optional[str] = typer.Option(None, help="smoke, quick, matrix or full (fusionkit/profiles/*.yaml; "
+                                                     "default: the study file's `extends`, else quick)"),
+    target: Optional[str] = typer.Option(None, help="target task: a name or a .csv/.tsv/.jsonl/.parquet file "
+                                                    "(default cr)"),
+    text_column: Optional[str] = typer.Option(None, help="with a --target file: its text column (default text)"),
+    label_column: Optional[str] = typer.Option(None, help="with a --target file: its label column (default label)"),
+    sources: Optional[str] = typer.Option(None, help="comma-separated source tasks (default mr,subj,trec; models, "
+                                                     "adapters and knowledge features go in a study file)"),
     targets: Optional[str] = typer.Option(None, help="a transfer matrix instead: comma-separated tasks, each a "
                                                      "target and a source for the others, or 'all' (every task "
                                                      "whose files are present); --target/--sources unused"),
-    out: Path = typer.Option(..., help="report folder, e.g. reports/quick-cr"),
     param: list[str] = typer.Option([], "--param", "-p", help="override a study parameter: -p key=value"),
     workdir: Optional[str] = typer.Option(None, help="run folder for experts, features and results "
                                                      "(default runs/<profile>-<target>, runs/<profile>-matrix)"),
     data_dir: Optional[str] = typer.Option(None, help="SentEval folder (default: FUSIONKIT_DATA, then the Hub)"),
-    executor: str = typer.Option("local", help="local (this process) or ray (parallel runs, or a Ray cluster)"),
+    executor: Optional[str] = typer.Option(None, help="local (this process, the default) or ray (parallel runs, "
+                                                      "or a Ray cluster)"),
     workers: Optional[int] = typer.Option(None, help="ray: runs at once on this machine (default: one per core)"),
     ray_address: Optional[str] = typer.Option(None, help="ray: a running cluster to use (default: RAY_ADDRESS, "
                                                          "else a local Ray is started)"),
@@ -62,16 +61,35 @@ def report(
 ) -> None:
     """Execute the notebooks in order with papermill and write OUT/index.html."""
     from fusionkit.report import run_report  # here, not at the top: `fusionkit --help` need not load torch
+    from fusionkit.study.study_file import load_study_file
 
-    options = {"kind": executor}
-    if executor == "ray":
-        options.update(workers=workers, address=ray_address, gpu_fraction=gpu_fraction)
     try:
-        run_report(out, profile, target, sources, parse_parameters(param), workdir, data_dir, executor=options,
-                   targets=targets, track=track)
+        given = load_study_file(study) if study else {}
+        if (text_column or label_column) and not target:
+            raise ConfigError("--text-column and --label-column name the columns of a --target file; give one")
+        if target and (text_column or label_column):
+            target = {"path": target, "text_column": text_column or "text", "label_column": label_column or "label"}
+        options = given.get("executor") or {"kind": "local"}
+        if executor is not None:
+            options = {"kind": executor}
+            if executor == "ray":
+                options.update(workers=workers, address=ray_address, gpu_fraction=gpu_fraction)
+        run_report(out, profile if profile is not None else given.get("profile", "quick"),
+                   target or given.get("target") or "cr", sources if sources is not None else given.get("sources"),
+                   {**given.get("overrides", {}), **parse_parameters(param)}, workdir or given.get("workdir"),
+                   data_dir or given.get("data_dir"), executor=options, targets=targets or given.get("targets"),
+                   track=track)
     except FusionkitError as error:
         typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
+
+
+@app.command("study-template")
+def study_template() -> None:
+    """Print a commented example study file: `fusionkit study-template > my_study.yaml`, then edit it."""
+    from fusionkit.study.study_file import TEMPLATE
+
+    typer.echo(TEMPLATE.read_text(encoding="utf-8"), nl=False)
 
 
 @app.command()

@@ -10,11 +10,14 @@ target's whole training split.
 from __future__ import annotations
 
 import copy
+import importlib.resources
 from dataclasses import fields
+from pathlib import Path
 from typing import Annotated
 
 import pydantic
 
+from fusionkit._io import read_yaml
 from fusionkit.errors import ConfigError
 from fusionkit.modeling.encoders import encoder_max_length
 from fusionkit.strategies import STRATEGIES
@@ -25,126 +28,22 @@ from fusionkit.study.runner import Arm, StudyConfig
 STUDY_CONFIG_FIELDS = {f.name for f in fields(StudyConfig)} - {"target", "sources", "arms", "workdir", "data_dir",
                                                                "train_sizes", "held_out_tasks"}
 
-# Fusion arms shared by every profile; only their sizes and knobs change between profiles.
-FUSION_ARMS = [
-    {"system": "sequential", "strategy": "sequential", "per_source": True},
-    # The fusion layer trains on cached features: many cheap epochs, unlike the fine-tuning families.
-    {"system": "representation sum", "strategy": "representation", "leave_one_out": True,
-     "knobs": {"mode": "sum", "layers": "last", "patience": 5}},
-    {"system": "representation pooled-attention", "strategy": "representation", "leave_one_out": True,
-     "knobs": {"mode": "attention", "layers": "all", "patience": 5}},
-    {"system": "merge task_arithmetic", "strategy": "merge", "knobs": {"method": "task_arithmetic"},
-     "leave_one_out": True},
-    {"system": "merge ties", "strategy": "merge", "knobs": {"method": "ties"}},
-    {"system": "multitask", "strategy": "multitask"},
-    {"system": "distill", "strategy": "distill"},
-]
-
-# The quick profile's search spaces: two configurations for every arm (tuning_budget 2), each grid whole.
-# Fine-tuning families search the step size over 6 epochs (early stopping picks the epoch); frozen-encoder
-# families search what their head has: C for the probe, the step for the fusion layer, the task-vector scale
-# (0 included: the base encoder; 0.5, within the range Ilharco et al. 2023 find for several task vectors).
-# A first quick report with three configurations per arm never chose lr 2e-5, C 10 or lr 3e-4 on validation.
-QUICK_FINETUNE_SEARCH = {"lr": [5e-5, 1e-4], "epochs": [6]}
-QUICK_SEARCH = {"finetune": QUICK_FINETUNE_SEARCH, "sequential": QUICK_FINETUNE_SEARCH,
-                "multitask": QUICK_FINETUNE_SEARCH, "distill": QUICK_FINETUNE_SEARCH,
-                "lora": {"lr": [1e-3, 2e-3], "epochs": [6]},
-                "linear_probe": {"c": [0.1, 1.0]},
-                "representation": {"lr": [1e-3, 3e-3], "epochs": [30]},
-                "merge": {"scale": [0.0, 0.5], "c": [1.0]}}
+PROFILE_FOLDER = Path(str(importlib.resources.files("fusionkit"))) / "profiles"
 
 
-def _quick_fusion_arm(arm: dict) -> dict:
-    """A fusion arm as the quick profile runs it: its search space, the shuffled-label control for the first
-    source only (the study's main hypothesis) and leave-one-source-out for one representation arm."""
-    arm = {**arm, "search": QUICK_SEARCH[arm["strategy"]]}
-    if arm.get("per_source"):
-        arm["further_controls_for"] = 1
-    if arm["system"] == "representation sum":
-        arm["leave_one_out"] = False
-    return arm
+def _load_profiles() -> dict[str, dict]:
+    """The built-in profiles: the study files (without target and sources) in fusionkit/profiles/, shipped with the
+    package so a user can copy one (``fusionkit.study.study_file`` reads a study file)."""
+    return {path.stem: read_yaml(path, "profile") for path in sorted(PROFILE_FOLDER.glob("*.yaml"), key=_profile_order)}
 
 
-def _with_search(arms: list[dict], spaces: dict) -> list[dict]:
-    return [{**arm, "search": spaces[arm["strategy"]]} for arm in arms]
+def _profile_order(path: Path) -> int:
+    order = ["smoke", "quick", "matrix", "full"]  # from seconds to a GPU; any other file after them
+    return order.index(path.stem) if path.stem in order else len(order)
 
 
-PROFILES: dict[str, dict] = {
-    "smoke": {
-        "encoder": "tiny", "seeds": [0, 1], "max_length": 32, "tuning_budget": 2,
-        "task_train_cap": 120, "validation_cap": 40, "test_cap": 80, "cka_examples": 32,
-        "train_knobs": {"batch_size": 16},
-        "expert_knobs": {"expert_train_size": 60, "expert_epochs": 1, "expert_validation_size": 40},
-        "fusion_size": 60,
-        "baseline_arms": [
-            {"system": "linear_probe", "strategy": "linear_probe", "train_sizes": [30, 60, None]},
-            {"system": "finetune", "strategy": "finetune", "train_sizes": [30, 60]},
-            {"system": "lora", "strategy": "lora", "train_sizes": [60]},
-            {"system": "scratch", "strategy": "scratch", "train_sizes": [60]},
-        ],
-        # Small spaces keep the smoke study to seconds; two configurations each, as the budget says.
-        "fusion_arms": _with_search(FUSION_ARMS, {**{name: {"lr": [1e-4, 3e-4], "epochs": [1]} for name in
-                                                     ("sequential", "multitask", "distill")},
-                                                  "representation": {"lr": [1e-3, 3e-3], "epochs": [3]},
-                                                  "merge": {"scale": [0.0, 1.0], "c": [1.0]}}),
-        "arm_knobs": {"multitask": {"source_train_size": 60, "batches_per_epoch": 4},
-                      "distill": {"unlabelled_size": 30}},
-    },
-    "quick": {
-        "encoder": "minilm", "seeds": [0, 1, 2, 3, 4], "max_length": 64, "tuning_budget": 2,
-        "cka_examples": 128,
-        "train_knobs": {"patience": 2, "batch_size": 16},
-        # Experts early-stop on 256 examples of their source's validation split (speed; recorded in the spec).
-        "expert_knobs": {"expert_train_size": 400, "expert_epochs": 2, "expert_validation_size": 256},
-        "fusion_size": 128,
-        "baseline_arms": _with_search([
-            {"system": "linear_probe", "strategy": "linear_probe", "train_sizes": [32, 128, 512, None]},
-            {"system": "finetune", "strategy": "finetune", "train_sizes": [128]},
-        ], QUICK_SEARCH),
-        # What 2 CPU cores fit in 30 minutes with 5 seeds: TIES (a top-k over every weight), multitask and
-        # distillation (several times fine-tuning's steps, and their controls) run in the full profile.
-        "fusion_arms": [_quick_fusion_arm(arm) for arm in FUSION_ARMS
-                        if arm["system"] not in ("merge ties", "multitask", "distill")],
-        "arm_knobs": {"multitask": {"source_train_size": 500, "batches_per_epoch": 16},
-                      "distill": {"unlabelled_size": 512}},
-    },
-    # A transfer matrix over a pool of tasks (``matrix_configs``): every task a target, every other one a source,
-    # 3 seeds at n=128. Its compute goes to the pairs (20 sequential systems on 5 tasks), so every arm gets a
-    # tuning budget of 1: the configuration below, the same for every target and none chosen on test data (the
-    # fine-tuning step is the default; 6 epochs with early stopping, as quick searches; the merge scale 0.5, within
-    # the range Ilharco et al. 2023 find for several task vectors). Validation and test are capped for speed.
-    "matrix": {
-        "encoder": "minilm", "seeds": [0, 1, 2], "max_length": 64, "tuning_budget": 1,
-        # Forward passes are the cost on CPU: early stopping reads 100 validation examples an epoch, experts 128.
-        "validation_cap": 100, "test_cap": 400, "cka_examples": 64,
-        "train_knobs": {"patience": 2, "batch_size": 16},
-        "expert_knobs": {"expert_train_size": 400, "expert_epochs": 2, "expert_validation_size": 128},
-        "fusion_size": 128,
-        "baseline_arms": [
-            {"system": "linear_probe", "strategy": "linear_probe", "train_sizes": [128]},
-            {"system": "finetune", "strategy": "finetune", "train_sizes": [128], "knobs": {"epochs": 6}},
-        ],
-        "fusion_arms": [
-            {"system": "sequential", "strategy": "sequential", "per_source": True, "further_controls_for": 0,
-             "knobs": {"epochs": 6}},
-            {"system": "representation pooled-attention", "strategy": "representation",
-             "knobs": {"mode": "attention", "layers": "all", "patience": 5}},
-            {"system": "merge task_arithmetic", "strategy": "merge", "knobs": {"method": "task_arithmetic",
-                                                                             "scale": 0.5}},
-        ],
-    },
-    "full": {
-        "encoder": "minilm", "seeds": [0, 1, 2, 3, 4], "max_length": 128, "cka_examples": 512, "tuning_budget": 4,
-        "train_knobs": {"batch_size": 32},
-        "expert_knobs": {"expert_train_size": None, "expert_epochs": 3},
-        "fusion_size": 512,
-        "baseline_arms": [
-            {"system": name, "strategy": name, "train_sizes": [32, 128, 512, None]}
-            for name in ("linear_probe", "finetune", "lora", "scratch")
-        ],
-        "arm_knobs": {"multitask": {"source_train_size": None}},
-    },
-}
+PROFILES: dict[str, dict] = _load_profiles()
+NO_PROFILE = ""  # a study file that extends no profile: it gives every parameter itself
 
 PositiveInt = Annotated[int, pydantic.Field(strict=True, gt=0)]
 Seed = Annotated[int, pydantic.Field(strict=True, ge=0)]
@@ -236,12 +135,11 @@ def _check(parameters: dict) -> dict:
 
 
 def profile_parameters(profile: str, overrides: dict | None = None) -> dict:
-    """The profile's parameters with ``overrides`` on top, every one checked (``StudyParameters``, the encoder's
+    """The profile's parameters (none for ``NO_PROFILE``) with ``overrides`` on top, every one checked (``StudyParameters``, the encoder's
     length limit, each arm's knobs) before any work: a ConfigError names the parameter, value and what is allowed."""
-    if profile not in PROFILES:
+    if profile != NO_PROFILE and profile not in PROFILES:
         raise ConfigError(f"unknown profile {profile!r}; known profiles: {', '.join(PROFILES)}")
-    parameters = copy.deepcopy(PROFILES[profile])
-    parameters.setdefault("fusion_arms", copy.deepcopy(FUSION_ARMS))
+    parameters = copy.deepcopy(PROFILES.get(profile, {}))
     parameters.update(copy.deepcopy(overrides or {}))
     return _check(parameters)
 
@@ -252,10 +150,11 @@ MATRIX_SYSTEMS = ("finetune", "linear_probe", "sequential", "representation pool
 
 
 def matrix_configs(profile: str, pool: list[str], workdir: str, data_dir: str | None = None,
-                   overrides: dict | None = None) -> list[StudyConfig]:
+                   overrides: dict | None = None, knowledge: list | None = None) -> list[StudyConfig]:
     """One study per task of ``pool``, with every other task of the pool as its sources: the profile's arms named
     in ``MATRIX_SYSTEMS`` at its fusion size, one work folder for all (each expert is trained once and serves
-    every target), and no source holding a text of any pool task's validation or test split."""
+    every target), and no source holding a text of any pool task's validation or test split. ``knowledge``:
+    further sources of every target beside the pool (models, adapters, knowledge features: ``study.sources``)."""
     if len(pool) < 3 or len(set(pool)) < len(pool):
         raise ConfigError(f"a transfer matrix needs at least 3 distinct tasks (targets), got {pool}")
     parameters = profile_parameters(profile, overrides)
@@ -270,7 +169,8 @@ def matrix_configs(profile: str, pool: list[str], workdir: str, data_dir: str | 
         arm["train_sizes"] = [parameters["fusion_size"]]
         arm["knobs"] = {**extra_knobs.get(arm["system"], {}), **arm.get("knobs", {})}
     study = {key: value for key, value in parameters.items() if key in STUDY_CONFIG_FIELDS}
-    return [StudyConfig(target=target, sources=[task for task in pool if task != target], arms=copy.deepcopy(arms),
+    return [StudyConfig(target=target, sources=[*(task for task in pool if task != target), *(knowledge or [])],
+                        arms=copy.deepcopy(arms),
                         workdir=workdir, data_dir=data_dir, held_out_tasks=list(pool), **study)
             for target in pool]
 
