@@ -96,15 +96,17 @@ def _relative_paths(notebook: Path, executed: Path) -> None:
     nbformat.write(node, executed)
 
 
-def run_report(out: str | Path, profile: str = DEFAULT_PROFILE, target: str = "cr",
-               sources=("mr", "subj", "trec"), overrides: dict | None = None, workdir: str | None = None,
+def run_report(out: str | Path, profile: str = DEFAULT_PROFILE, target="cr",
+               sources=None, overrides: dict | None = None, workdir: str | None = None,
                data_dir: str | None = None, notebooks_folder: str | Path | None = None,
                progress: bool = True, executor: dict | None = None, targets=None, track: str | None = None) -> Path:
     """Execute every numbered notebook in order into ``out`` and write ``out/index.html``; return its path.
     ``executor``: how the study's runs are carried out, e.g. ``{"kind": "ray", "workers": 2}`` (see
     ``fusionkit.study.executors.make_executor``); in this process by default. ``targets`` (a list, "a,b,c", or
     "all": every task whose files are present) makes the transfer-matrix report instead: its notebooks, every
-    task of the pool a target (``target`` and ``sources`` are then unused). ``track="mlflow"`` then logs the report
+    task of the pool a target (``target`` is then unused; ``sources``, if given, is knowledge beside the pool:
+    models, adapters, features). ``target`` and ``sources`` take what a study file does (``fusionkit.study.sources``;
+    default cr from mr, subj, trec). ``track="mlflow"`` then logs the report
     and each of its runs to MLflow (``fusionkit.report.tracking``: ``MLFLOW_TRACKING_URI``, else ./mlruns)."""
     tracking.check_tracker(track)  # a missing mlflow fails now, not after the study
     out = Path(out).resolve()
@@ -114,12 +116,13 @@ def run_report(out: str | Path, profile: str = DEFAULT_PROFILE, target: str = "c
     # provenance) then names no folder of the machine that made it.
     common = {"data_dir": data_dir and os.path.relpath(data_dir), "out_dir": os.path.relpath(out)}
     if targets is None:
-        run = notebook_run(profile, target, sources, workdir, str(out), data_dir, overrides, executor)
+        run = notebook_run(profile, target, ("mr", "subj", "trec") if sources is None else sources, workdir,
+                           str(out), data_dir, overrides, executor)
         parameters = {"profile": run.profile, "target": run.target, "sources": run.sources}
     else:
         run = matrix_run(profile, None if targets == "all" else targets, workdir, str(out), data_dir, overrides,
-                         executor)
-        parameters = {"profile": run.profile, "targets": run.targets}
+                         executor, sources)
+        parameters = {"profile": run.profile, "targets": run.targets, "sources": run.sources}
     parameters.update(workdir=os.path.relpath(run.workdir), overrides=run.overrides, executor=run.executor, **common)
     (out / "notebooks").mkdir(parents=True, exist_ok=True)
     notebooks = _notebooks(Path(notebooks_folder) if notebooks_folder else notebooks_dir(),

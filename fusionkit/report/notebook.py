@@ -8,11 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fusionkit._io import atomic_write
-from fusionkit.data import tasks_present
+from fusionkit.data import Task, tasks_present
 from fusionkit.errors import ConfigError
 from fusionkit.report.plots import save_figure
 from fusionkit.study.profiles import matrix_configs, profile_parameters, study_config
 from fusionkit.study.executors import make_executor, run_studies, run_study
+from fusionkit.study.runner import load_study_tasks
 from fusionkit.study.sources import (check_sources, is_task, knowledge_columns, load_entry_task, source_name,
                                      task_name)
 from fusionkit.study.store import ResultsStore
@@ -64,6 +65,12 @@ class NotebookRun:
         return [load_entry_task(self.target, self.data_dir, knowledge),
                 *(load_entry_task(entry, self.data_dir) for entry in self.sources if is_task(entry))]
 
+    def study_tasks(self) -> list:
+        """The target and the source tasks as the study uses them (capped; sources without the target's
+        evaluation texts)."""
+        target, sources = load_study_tasks(self.study("fusion"))
+        return [target, *(source for source in sources if isinstance(source, Task))]
+
     def run_study(self, part: str, progress: bool = True):
         """The results of one part of the study ("baselines" or "fusion"), run on this report's executor."""
         return run_study(self.study(part), progress=progress, executor=make_executor(**self.executor))
@@ -113,6 +120,7 @@ class MatrixRun:
     data_dir: str | None = None
     overrides: dict = field(default_factory=dict)
     executor: dict = field(default_factory=lambda: {"kind": "local"})
+    sources: list = field(default_factory=list)  # knowledge beside the pool, a source of every target
 
     @property
     def parameters(self) -> dict:
@@ -120,7 +128,8 @@ class MatrixRun:
 
     def configs(self):
         """One study per target, in the pool's order."""
-        return matrix_configs(self.profile, self.targets, str(self.workdir), self.data_dir, self.overrides)
+        return matrix_configs(self.profile, self.targets, str(self.workdir), self.data_dir, self.overrides,
+                              self.sources)
 
     def run_studies(self, progress: bool = True):
         """Every target's study, run together on this report's executor (see ``run_studies``)."""
@@ -142,13 +151,19 @@ def notebook_run(profile: str | None = None, target: str = "cr", sources=("mr", 
                  overrides: dict | None = None, executor: dict | None = None) -> NotebookRun:
     """Resolve a notebook's parameters; None falls back to FUSIONKIT_PROFILE / FUSIONKIT_WORKDIR / FUSIONKIT_OUT
     (so nbval can pick the smoke profile) and then to the defaults."""
-    profile = profile or os.environ.get("FUSIONKIT_PROFILE") or DEFAULT_PROFILE
+    profile = _profile(profile)
     parameters = profile_parameters(profile, overrides)  # every parameter is checked here, before any work
     if isinstance(sources, str):
         sources = [name.strip() for name in sources.split(",") if name.strip()]
     _check_tasks(target, sources, parameters)
-    workdir, out_dir, executor = _outputs(workdir, f"{profile}-{task_name(target)}", out_dir, executor)
+    workdir, out_dir, executor = _outputs(workdir, f"{profile or 'study'}-{task_name(target)}", out_dir, executor)
     return NotebookRun(profile, target, list(sources), workdir, out_dir, data_dir, dict(overrides or {}), executor)
+
+
+def _profile(profile: str | None) -> str:
+    """The profile a notebook runs: the one given ("" is none: a study file that gives every parameter), else
+    FUSIONKIT_PROFILE (nbval's smoke runs), else the default."""
+    return profile if profile is not None else os.environ.get("FUSIONKIT_PROFILE") or DEFAULT_PROFILE
 
 
 def _outputs(workdir: str | None, default_workdir: str, out_dir: str | None,
@@ -166,32 +181,37 @@ def _outputs(workdir: str | None, default_workdir: str, out_dir: str | None,
 
 
 def matrix_run(profile: str | None = None, targets=None, workdir: str | None = None, out_dir: str | None = None,
-               data_dir: str | None = None, overrides: dict | None = None, executor: dict | None = None) -> MatrixRun:
+               data_dir: str | None = None, overrides: dict | None = None, executor: dict | None = None,
+               sources=None) -> MatrixRun:
     """Resolve the matrix notebook's parameters as ``notebook_run`` does; ``targets`` (a list or "a,b,c") is the
-    pool, by default every registered task whose files are in the data folder. Default work folder:
-    runs/<profile>-matrix (runs/matrix for the matrix profile)."""
-    profile = profile or os.environ.get("FUSIONKIT_PROFILE") or DEFAULT_PROFILE
+    pool, by default every registered task whose files are in the data folder; ``sources``, further knowledge
+    every target fuses beside the pool. Default work folder: runs/<profile>-matrix (runs/matrix for the matrix
+    profile)."""
+    profile = _profile(profile)
     parameters = profile_parameters(profile, overrides)
     if isinstance(targets, str):
         targets = [name.strip() for name in targets.split(",") if name.strip()]
     targets = list(targets or tasks_present(data_dir))
+    if isinstance(sources, str):
+        sources = [name.strip() for name in sources.split(",") if name.strip()]
     for target in targets:
-        _check_tasks(target, [t for t in targets if t != target], parameters)
-    default = "matrix" if profile == "matrix" else f"{profile}-matrix"
+        _check_tasks(target, [*(t for t in targets if t != target), *(sources or [])], parameters)
+    default = "matrix" if profile == "matrix" else f"{profile or 'study'}-matrix"
     workdir, out_dir, executor = _outputs(workdir, default, out_dir, executor)
-    run = MatrixRun(profile, targets, workdir, out_dir, data_dir, dict(overrides or {}), executor)
+    run = MatrixRun(profile, targets, workdir, out_dir, data_dir, dict(overrides or {}), executor, list(sources or []))
     run.configs()  # a pool of fewer than 3 tasks, or a profile without the matrix's systems, fails here
     return run
 
 
 def setup_matrix_notebook(profile: str | None = None, targets=None, workdir: str | None = None,
                           out_dir: str | None = None, data_dir: str | None = None, overrides: dict | None = None,
-                          executor: dict | None = None) -> MatrixRun:
+                          executor: dict | None = None, sources=None) -> MatrixRun:
     """The first call of the matrix notebook (see ``matrix_run``), as ``setup_notebook`` is for the others."""
     _quiet_notebook()
-    run = matrix_run(profile, targets, workdir, out_dir, data_dir, overrides, executor)
-    print(f"profile {run.profile}: transfer matrix over {run.targets} (each a target, the others its sources), "
-          f"executor {run.executor['kind']}\nwork folder {run.workdir}\noutputs {run.out_dir}")
+    run = matrix_run(profile, targets, workdir, out_dir, data_dir, overrides, executor, sources)
+    beside = f", and {[source_name(s) for s in run.sources]} beside them" if run.sources else ""
+    print(f"profile {run.profile}: transfer matrix over {run.targets} (each a target, the others its sources"
+          f"{beside}), executor {run.executor['kind']}\nwork folder {run.workdir}\noutputs {run.out_dir}")
     return run
 
 

@@ -3,7 +3,8 @@
 A source *task* is trained into an expert (``experts.expert_artefacts``); the three kinds here are used as they are:
 
 * ``PretrainedModel(name, path)``: a transformers checkpoint, a local folder or a Hub id. A sequence-classification
-  model keeps its label head (LEEP and NCE read its label probabilities); a bare encoder has none. A frozen expert,
+  model keeps its label head (LEEP and NCE read its label probabilities), and so does a folder ``fusionkit export``
+  wrote (its classifier.safetensors); a bare encoder has none. A frozen expert,
   with no training. Representation fusion takes any architecture (its own tokenizer; a learned projection when its
   width differs from the base encoder's); sequential transfer and merging need the study encoder's architecture
   and vocabulary (checked: ``check_expert``). Weights load from safetensors only, no remote code.
@@ -26,7 +27,7 @@ from torch import nn
 
 from fusionkit._io import digest, file_sha256
 from fusionkit.errors import ConfigError
-from fusionkit.modeling.encoders import Encoder, load_encoder, load_tokenizer
+from fusionkit.modeling.encoders import Encoder, load_encoder, load_tokenizer, pool
 from fusionkit.modeling.training import History
 from fusionkit.strategies.base import FittedModel
 
@@ -36,18 +37,38 @@ SOURCE_KINDS = (TASK, MODEL, ADAPTER, FEATURES)
 
 class ExpertModule(nn.Module):
     """A given model as fusionkit's experts are: ``backbone`` (a transformers encoder) and, when it has one, its
-    own label head (``forward`` gives its logits over the source's labels)."""
+    own label head (``forward`` gives its logits over the source's labels): a sequence-classification model's
+    ``classifier``, or the linear ``head`` over pooled vectors of a fusionkit export (``strategies.export``)."""
 
-    def __init__(self, backbone: nn.Module, classifier: nn.Module | None = None):
+    def __init__(self, backbone: nn.Module, classifier: nn.Module | None = None, head: nn.Linear | None = None,
+                 pooling: str = "mean"):
         super().__init__()
-        self.backbone, self.classifier = backbone, classifier
+        self.backbone, self.classifier, self.head, self.pooling = backbone, classifier, head, pooling
         for param in self.parameters():
             param.requires_grad_(False)
 
     def forward(self, input_ids, attention_mask) -> torch.Tensor:
-        if self.classifier is None:
+        if self.classifier is not None:
+            return self.classifier(input_ids=input_ids, attention_mask=attention_mask).logits
+        if self.head is None:
             raise ConfigError("this source model is a bare encoder: it has no label head to predict with")
-        return self.classifier(input_ids=input_ids, attention_mask=attention_mask).logits
+        states = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return self.head(pool(states, attention_mask, self.pooling))
+
+
+def _exported_head(folder: Path) -> tuple[nn.Linear, dict] | None:
+    """The label head of a model ``fusionkit export`` wrote (classifier.safetensors), with its manifest."""
+    from safetensors.torch import load_file
+
+    from fusionkit.strategies.export import CLASSIFIER_FILE, MANIFEST
+
+    if not (folder / MANIFEST).is_file() or not (folder / CLASSIFIER_FILE).is_file():
+        return None
+    manifest = json.loads((folder / MANIFEST).read_text())
+    tensors = load_file(str(folder / CLASSIFIER_FILE))
+    head = nn.Linear(tensors["weight"].shape[1], tensors["weight"].shape[0])
+    head.load_state_dict({"weight": tensors["weight"], "bias": tensors["bias"]})
+    return head, manifest
 
 
 def _given_expert(module: ExpertModule, tokenizer, spec: dict) -> FittedModel:
@@ -94,20 +115,22 @@ class PretrainedModel:
         except (OSError, ValueError) as err:
             raise ConfigError(f"source {self.name!r}: cannot read a transformers model from {self.path!r} (a local "
                               f"folder or Hub id; offline mode cannot download one): {err}") from None
-        has_head = any(arch.endswith("ForSequenceClassification") for arch in config.architectures or [])
-        classifier = None
-        if has_head:
+        classifier, exported = None, _exported_head(Path(self.path))
+        if any(arch.endswith("ForSequenceClassification") for arch in config.architectures or []):
             classifier = AutoModelForSequenceClassification.from_pretrained(self.path, use_safetensors=True)
             backbone = classifier.base_model
+            labels = [config.id2label[i] for i in range(config.num_labels)]
         else:
             backbone = load_encoder(self.path, max_length=settings["max_length"]).model
+            labels = exported[1]["label_names"] if exported else []
+        has_head = bool(labels)
         encoder = Encoder(backbone, load_tokenizer(self.path), self.name, settings["pooling"], settings["max_length"])
-        labels = [config.id2label[i] for i in range(config.num_labels)] if has_head else []
         spec = {"strategy": "pretrained model", "source_kind": MODEL, "target": self.name, "encoder": self.path,
                 "pooling": settings["pooling"], "max_length": settings["max_length"], "num_labels": len(labels),
                 "label_names": labels, "has_label_head": has_head, "weights": encoder.fingerprint(),
                 "base_fingerprint": None, "seed": None, "train_size": None}
-        module = ExpertModule(backbone, classifier).to(settings.get("device") or "cpu")
+        head, pooling = (exported[0], exported[1]["pooling"]) if exported and classifier is None else (None, "mean")
+        module = ExpertModule(backbone, classifier, head, pooling).to(settings.get("device") or "cpu")
         return _given_expert(module, encoder.tokenizer, spec)
 
     def fingerprint(self) -> str:
