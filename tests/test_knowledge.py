@@ -220,3 +220,22 @@ def test_changed_weights_at_the_same_path_change_the_runs_key(tmp_path):
     before = PretrainedModel("m", path).fingerprint()
     save_model(tmp_path / "m", seed=2)
     assert PretrainedModel("m", path).fingerprint() != before
+
+
+def test_a_matrix_of_file_tasks_fuses_knowledge_beside_the_pool_into_every_target(toy_csv, tmp_path):
+    """Every kind works in the matrix too: a given model beside three file tasks is a source of every target and
+    a row of the transfer matrix, and its label head gives it LEEP and NCE."""
+    from fusionkit.report import matrix, matrix_run
+
+    pool = [str(toy_csv(tmp_path / f"{name}.csv", 100, seed=seed)) for seed, name in enumerate(("ta", "tb", "tc"))]
+    model = save_model(tmp_path / "given", hidden=32)
+    run = matrix_run("smoke", pool, str(tmp_path / "w"), str(tmp_path / "out"), None,
+                     {"seeds": [0, 1], "tuning_budget": 1}, sources=[{"model": model, "name": "given"}])
+    assert run.target_names == ["ta", "tb", "tc"]
+    results = matrix.matrix_results(run)
+    cells = matrix.transfer_matrix(run, results).cells
+    assert set(cells[cells["source"] == "given"]["target"]) == {"ta", "tb", "tc"}
+    assert len(cells) == 3 * 2 + 3  # every ordered pair of the pool, and the given model into each target
+    estimates = matrix.source_estimates(run)
+    given = estimates[(estimates["source"] == "given") & estimates["estimator"].isin(["leep", "nce"])]
+    assert len(given) == 6 and np.isfinite(given["score"]).all()

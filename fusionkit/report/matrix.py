@@ -300,7 +300,7 @@ def write_matrix_findings(run: MatrixRun, matrix: TransferMatrix, families: pd.D
     if not families.empty:
         sections.append(("Fusion over all sources (representation, merging) on each target, against the matched "
                          "control across seeds", methods_header(families), verdict_sentences(families)))
-    question = (f"which of {', '.join(run.targets)} helps which, as sources of knowledge fused into "
+    question = (f"which of {', '.join(run.target_names)} helps which, as sources of knowledge fused into "
                 f"{parameters['encoder']}, and can a cheap estimator pick the source before training? "
                 f"(profile {run.profile}, seeds {parameters['seeds']})")
     write_verdicts(run.out_dir, question, sections, [protocol])

@@ -126,6 +126,10 @@ class MatrixRun:
     def parameters(self) -> dict:
         return profile_parameters(self.profile, self.overrides)
 
+    @property
+    def target_names(self) -> list[str]:
+        return [task_name(entry) for entry in self.targets]
+
     def configs(self):
         """One study per target, in the pool's order."""
         return matrix_configs(self.profile, self.targets, str(self.workdir), self.data_dir, self.overrides,
@@ -210,7 +214,7 @@ def setup_matrix_notebook(profile: str | None = None, targets=None, workdir: str
     _quiet_notebook()
     run = matrix_run(profile, targets, workdir, out_dir, data_dir, overrides, executor, sources)
     beside = f", and {[source_name(s) for s in run.sources]} beside them" if run.sources else ""
-    print(f"profile {run.profile}: transfer matrix over {run.targets} (each a target, the others its sources"
+    print(f"profile {run.profile}: transfer matrix over {run.target_names} (each a target, the others its sources"
           f"{beside}), executor {run.executor['kind']}\nwork folder {run.workdir}\noutputs {run.out_dir}")
     return run
 

@@ -23,10 +23,11 @@ from fusionkit.modeling.encoders import encoder_max_length
 from fusionkit.strategies import STRATEGIES
 from fusionkit.study.design import configurations
 from fusionkit.study.runner import Arm, StudyConfig
+from fusionkit.study.sources import task_file, task_name
 
 # The parameters that StudyConfig takes as they are; the others (sizes, arms) are turned into its arms.
 STUDY_CONFIG_FIELDS = {f.name for f in fields(StudyConfig)} - {"target", "sources", "arms", "workdir", "data_dir",
-                                                               "train_sizes", "held_out_tasks"}
+                                                               "train_sizes", "held_out_tasks", "task_files"}
 
 PROFILE_FOLDER = Path(str(importlib.resources.files("fusionkit"))) / "profiles"
 
@@ -155,7 +156,7 @@ def matrix_configs(profile: str, pool: list[str], workdir: str, data_dir: str | 
     in ``MATRIX_SYSTEMS`` at its fusion size, one work folder for all (each expert is trained once and serves
     every target), and no source holding a text of any pool task's validation or test split. ``knowledge``:
     further sources of every target beside the pool (models, adapters, knowledge features: ``study.sources``)."""
-    if len(pool) < 3 or len(set(pool)) < len(pool):
+    if len(pool) < 3 or len({task_name(entry) for entry in pool}) < len(pool):
         raise ConfigError(f"a transfer matrix needs at least 3 distinct tasks (targets), got {pool}")
     parameters = profile_parameters(profile, overrides)
     arms = [arm for arm in [*parameters["baseline_arms"], *parameters["fusion_arms"]]
@@ -169,9 +170,12 @@ def matrix_configs(profile: str, pool: list[str], workdir: str, data_dir: str | 
         arm["train_sizes"] = [parameters["fusion_size"]]
         arm["knobs"] = {**extra_knobs.get(arm["system"], {}), **arm.get("knobs", {})}
     study = {key: value for key, value in parameters.items() if key in STUDY_CONFIG_FIELDS}
-    return [StudyConfig(target=target, sources=[*(task for task in pool if task != target), *(knowledge or [])],
-                        arms=copy.deepcopy(arms),
-                        workdir=workdir, data_dir=data_dir, held_out_tasks=list(pool), **study)
+    # A pool task may be a file: every study knows every pool file by name, since each holds out all of them.
+    files = {file.task_name: file.model_dump() for file in map(task_file, pool) if file is not None}
+    names = [task_name(entry) for entry in pool]
+    return [StudyConfig(target=target, sources=[*(entry for entry in pool if entry is not target), *(knowledge or [])],
+                        arms=copy.deepcopy(arms), workdir=workdir, data_dir=data_dir, held_out_tasks=names,
+                        task_files=files, **study)
             for target in pool]
 
 
