@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -94,18 +95,33 @@ def _files_fingerprint(kind: str, path: str, patterns: tuple[str, ...]) -> str:
 
 
 @dataclass
-class PretrainedModel:
+class GivenExpert:
+    """Knowledge that is already an expert (a model, an adapter) at ``path``: loaded once per study settings."""
+
     name: str
     path: str
-    kind = MODEL
     _loaded: dict = field(default_factory=dict, repr=False, compare=False)
+    kind: ClassVar[str]
+    files: ClassVar[tuple[str, ...]]  # what its content is (``fingerprint``)
 
     def expert(self, settings: dict) -> FittedModel:
-        """The model as a frozen expert, pooled as the study pools (``settings``: pooling, max_length, device)."""
-        key = (settings["pooling"], settings["max_length"])
+        """The frozen expert, pooled as the study pools (``settings``: encoder, pooling, max_length, device)."""
+        key = (settings["encoder"], settings["pooling"], settings["max_length"])
         if key not in self._loaded:
             self._loaded[key] = self._load(settings)
         return self._loaded[key]
+
+    def _load(self, settings: dict) -> FittedModel:
+        raise NotImplementedError
+
+    def fingerprint(self) -> str:
+        return _files_fingerprint(self.kind, self.path, self.files)
+
+
+@dataclass
+class PretrainedModel(GivenExpert):
+    kind: ClassVar[str] = MODEL
+    files: ClassVar[tuple[str, ...]] = ("config.json", "*.safetensors")
 
     def _load(self, settings: dict) -> FittedModel:
         from transformers import AutoConfig, AutoModelForSequenceClassification
@@ -133,23 +149,13 @@ class PretrainedModel:
         module = ExpertModule(backbone, classifier, head, pooling).to(settings.get("device") or "cpu")
         return _given_expert(module, encoder.tokenizer, spec)
 
-    def fingerprint(self) -> str:
-        return _files_fingerprint(MODEL, self.path, ("config.json", "*.safetensors"))
-
 
 @dataclass
-class LoraAdapter:
-    name: str
-    path: str
-    kind = ADAPTER
-    _loaded: dict = field(default_factory=dict, repr=False, compare=False)
+class LoraAdapter(GivenExpert):
+    """The study's base encoder with the adapter applied (peft): a frozen expert without a label head."""
 
-    def expert(self, settings: dict) -> FittedModel:
-        """The study's base encoder with the adapter applied (peft), as a frozen expert without a label head."""
-        key = (settings["encoder"], settings["pooling"], settings["max_length"])
-        if key not in self._loaded:
-            self._loaded[key] = self._load(settings)
-        return self._loaded[key]
+    kind: ClassVar[str] = ADAPTER
+    files: ClassVar[tuple[str, ...]] = ("adapter_config.json", "adapter_model.safetensors")
 
     def _load(self, settings: dict) -> FittedModel:
         from peft import PeftModel
@@ -177,15 +183,12 @@ class LoraAdapter:
         module = ExpertModule(backbone).to(settings.get("device") or "cpu")
         return _given_expert(module, base.tokenizer, spec)
 
-    def fingerprint(self) -> str:
-        return _files_fingerprint(ADAPTER, self.path, ("adapter_config.json", "adapter_model.safetensors"))
-
 
 @dataclass(frozen=True)
 class KnowledgeFeatures:
     name: str
     columns: tuple[str, ...]
-    kind = FEATURES
+    kind: ClassVar[str] = FEATURES
 
     def fingerprint(self) -> str:
         # The values are part of the target's data (its fingerprint covers its knowledge columns).

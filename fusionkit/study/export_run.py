@@ -50,7 +50,7 @@ def report_study_configs(report_dir: str | Path) -> list[StudyConfig]:
         raise DataError(f"'{path}' does not record the study's parameters ({type(error).__name__}: {error})") from None
     data_dir, overrides = parameters.get("data_dir"), parameters.get("overrides") or {}
     if parameters.get("targets"):
-        return matrix_configs(profile, parameters["targets"], workdir, data_dir, overrides)
+        return matrix_configs(profile, parameters["targets"], workdir, data_dir, overrides, parameters.get("sources"))
     return [study_config(profile, part, parameters["target"], parameters["sources"], workdir, data_dir, overrides)
             for part in ("baselines", "fusion")]
 
