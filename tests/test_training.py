@@ -123,3 +123,16 @@ def test_an_unknown_knob_is_named_with_every_known_one():
 
     with pytest.raises(ConfigError, match=r"unknown knob\(s\) \['sclae'\]; known: .*'c'.*'expert_kind'.*'scale'"):
         MergeKnobs.from_knobs({"sclae": 0.5})
+
+
+def test_a_batch_list_of_tensors_goes_to_the_training_device():
+    """Representation batches carry one tensor per source in a list: every one must reach the model's device
+    (on CUDA a list left on the CPU fails at the first step; "meta" stands in for the GPU here)."""
+    import torch
+
+    from fusionkit.modeling.training import _on
+
+    meta = torch.device("meta")
+    moved = _on(meta, [torch.ones(2), torch.zeros(3)])
+    assert [tensor.device.type for tensor in moved] == ["meta", "meta"]
+    assert _on(meta, torch.ones(1)).device.type == "meta" and _on(meta, ["a"]) == ["a"]

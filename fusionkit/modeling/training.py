@@ -113,6 +113,15 @@ class History:
         return asdict(self)
 
 
+def _on(device: torch.device, value):
+    """A batch value on ``device``: a tensor, or each tensor of a list (representation's per-source vectors)."""
+    if torch.is_tensor(value):
+        return value.to(device)
+    if isinstance(value, list) and value and all(torch.is_tensor(item) for item in value):
+        return [item.to(device) for item in value]
+    return value
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -210,8 +219,7 @@ def train_loop(
         batches = batch_sampler(rng)
         losses = []
         for index, batch_indices in enumerate(batches):
-            batch = {k: v.to(device) if torch.is_tensor(v) else v
-                     for k, v in collate([examples[i] for i in batch_indices]).items()}
+            batch = {k: _on(device, v) for k, v in collate([examples[i] for i in batch_indices]).items()}
             if "attention_mask" in batch:
                 history.tokens += int(batch["attention_mask"].sum())
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
