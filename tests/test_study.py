@@ -80,8 +80,9 @@ def test_planned_run_count_is_sizes_times_seeds_times_sources(toy_task, toy_sour
             Arm("multi", "multitask", controls=[])]
     study = StudyConfig("toy", ["toysrc", "other"], arms, seeds=[0, 1], train_sizes=[30])
     runs = planned_runs(study, toy_task, [toy_source, other])
-    # each fusion system also runs its matched control (finetune for both: one run per seed and configuration)
-    assert len(runs) == 3 * 2 + 1 * 2 * 2 + 1 * 2 + 3 * 2
+    # each fusion system also runs its matched control (finetune for both: one run per seed and configuration);
+    # the probe on the whole split is the same for every seed: one run
+    assert len(runs) == (2 * 2 + 1) + 1 * 2 * 2 + 1 * 2 + 3 * 2
     assert len({tuple(sorted(r["sources"])) + (r["system"], r["seed"], r["train_size"]) for r in runs}) == len(runs)
     assert {tuple(r["sources"]) for r in runs if r["system"] == "multi"} == {("toysrc", "other")}
     assert {r["strategy"] for r in runs if r["system"].endswith(": no source")} == {"finetune"}
@@ -138,7 +139,7 @@ def small_study(data_dir, tmp_path_factory):
 
 def test_study_returns_one_scored_row_per_planned_run(small_study):
     study, results = small_study
-    assert len(results) == 3 * 2 and results["run_id"].is_unique
+    assert len(results) == 3 * 2 - 1 and results["run_id"].is_unique  # the whole-split probe is seed-free: one run
     assert sorted(results["train_size"].unique()) == [30, 60]
     assert set(results["system"]) == {"linear_probe", "finetune"}
     for column in ("accuracy", "ece", "nll", "trainable_params", "train_seconds", "infer_ms_per_example"):

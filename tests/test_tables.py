@@ -70,13 +70,24 @@ def test_results_table_names_a_missing_column(results):
         summaries.results_table(results.drop(columns=["ece"]))
 
 
-def test_aulc_table_covers_systems_with_two_sizes_and_matches_transfer_aulc(results):
+def test_aulc_table_compares_systems_over_the_sizes_they_share_and_matches_transfer_aulc(results):
     table = summaries.aulc_table(results).set_index("system")
     assert set(table.index) == {"finetune", "linear_probe"}
-    assert table.loc["linear_probe", "sizes"] == "32,128,512"
-    means = [np.mean(SYSTEMS["linear_probe"][2][size]) for size in (32, 128, 512)]
-    assert table.loc["linear_probe", "aulc"] == pytest.approx(aulc([32, 128, 512], means))
+    # finetune ran at 32 and 128 only: the probe's 512 would make its area incomparable
+    assert table["sizes"].tolist() == ["32,128", "32,128"] and (table["note"] == "").all()
+    means = [np.mean(SYSTEMS["linear_probe"][2][size]) for size in (32, 128)]
+    assert table.loc["linear_probe", "aulc"] == pytest.approx(aulc([32, 128], means))
     assert table["aulc"].is_monotonic_decreasing
+
+
+def test_aulc_table_leaves_out_a_system_sharing_fewer_than_two_sizes_and_says_so(results):
+    extra = results[results.system == "finetune"].assign(system="lora", train_size=lambda f: f["train_size"] * 16)
+    table = summaries.aulc_table(pd.concat([results, extra], ignore_index=True)).set_index("system")
+    assert table.loc["lora", "sizes"] == "" and np.isnan(table.loc["lora", "aulc"])  # 512, 2048: shares only 512
+    assert table.loc["lora", "note"] == ("left out: run at 512,2048, fewer than 2 of them among the sizes 32,128 "
+                                         "shared by finetune, linear_probe")
+    assert table.loc[["finetune", "linear_probe"], "sizes"].tolist() == ["32,128", "32,128"]
+    assert table.index[-1] == "lora"
 
 
 def test_by_system_makes_each_arm_a_system(results):

@@ -39,6 +39,16 @@ def _by_seed(runs: pd.DataFrame, metric: str, what: str) -> pd.Series:
     return runs.set_index("seed")[metric]
 
 
+def _for_seeds(runs: pd.DataFrame, seeds) -> pd.DataFrame:
+    """A seed-free run (one run marked ``seed_free``: its result is the same for every seed) as the run of each of
+    ``seeds``, which is what running it for each would give; paired with them, the t-test is then the one-sample
+    test of the other side's seeds against its value. Other runs as they are."""
+    if "seed_free" not in runs or len(runs) != 1 or not bool(runs["seed_free"].iloc[0]):
+        return runs
+    seeds = list(seeds)
+    return runs.loc[runs.index.repeat(len(seeds))].assign(seed=seeds).reset_index(drop=True)
+
+
 def _seed_gain(fused: pd.Series, baseline: pd.Series, confidence: float) -> Gain:
     """Paired over shared seeds when there are 2 or more, else Welch over all seeds, else untested."""
     shared = fused.index.intersection(baseline.index)
@@ -151,7 +161,7 @@ def compare_pairs(results: pd.DataFrame, pairs: Sequence[tuple[str, str]], metri
     rows also carry the spread of the per-seed differences (``sd_difference``), the smallest effect the test
     detects with ``power`` at ``alpha`` (``detectable_effect``) and the seeds the observed gain would need
     (``seeds_needed``): an inconclusive verdict's sentence says them. A pair whose sides share no match_on
-    values is left out.
+    values is left out. A seed-free run (``seed_free`` column, run once) stands for every seed of the other side.
     """
     match_on = list(match_on)
     check_columns(results, [*match_on, "system", "seed", metric])
@@ -166,13 +176,14 @@ def compare_pairs(results: pd.DataFrame, pairs: Sequence[tuple[str, str]], metri
             if key not in references:
                 continue
             where = _describe(match_on, key)
+            runs, reference_runs = _for_seeds(runs, references[key]["seed"]), _for_seeds(references[key], runs["seed"])
             fused = _by_seed(runs, metric, f"{system!r} at {where}") * scale
-            reference = _by_seed(references[key], metric, f"{control!r} at {where}") * scale
+            reference = _by_seed(reference_runs, metric, f"{control!r} at {where}") * scale
             if predictions is None:
                 gains.append(_seed_gain(fused, reference, confidence))
                 power_columns = _seed_power(fused, reference, alpha, power)
             else:
-                gains.append(_example_gain(runs, references[key], predictions, metric, confidence, scale))
+                gains.append(_example_gain(runs, reference_runs, predictions, metric, confidence, scale))
                 power_columns = {}
             rows.append({**dict(zip(match_on, key)), "system": system, "baseline": control, **power_columns})
     table = judge_gains(gains, alpha, min_effect, higher_is_better=metric not in LOWER_IS_BETTER)

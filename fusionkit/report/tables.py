@@ -7,16 +7,20 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from fusionkit.errors import InputError
+from fusionkit.errors import FusionkitWarning, InputError
 from fusionkit.evaluation.metrics import check_columns
 from fusionkit.evaluation.stats import friedman_nemenyi
 from fusionkit.evaluation.gains import aulc, learning_curve
 from fusionkit.strategies import STRATEGIES
+from fusionkit.strategies.knowledge import TASK
+from fusionkit.study.sources import knowledge_source
 
 COST_COLUMNS = ("trainable_params", "train_seconds", "infer_ms_per_example")
 
@@ -28,14 +32,29 @@ def by_system(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def results_table(results: pd.DataFrame, metric: str = "accuracy", confidence: float = 0.95) -> pd.DataFrame:
-    """One row per system and train size: mean metric over seeds with its t-interval, ECE, NLL and mean costs."""
+    """One row per system and train size: mean metric over seeds with its t-interval, ECE, NLL and mean costs.
+    ``seed_free`` marks a deterministic run (its result is the same for every seed, ``Strategy.seed_free``): the
+    study runs it once, so its row has n_seeds 1 and no interval."""
     check_columns(results, ["target", "system", "train_size", metric, "ece", "nll", *COST_COLUMNS])
+    results = _without_attrs(results)
     curve = learning_curve(results, metric, by=("target", "system"), confidence=confidence)
-    extras = (results.groupby(["target", "system", "train_size"])[["ece", "nll", *COST_COLUMNS]].mean()
-              .reset_index())
-    table = curve.merge(extras, on=["target", "system", "train_size"])
+    keys = ["target", "system", "train_size"]
+    extras = results.groupby(keys)[["ece", "nll", *COST_COLUMNS]].mean().reset_index()
+    if "seed_free" in results:
+        extras = extras.merge(results.groupby(keys)["seed_free"].all().reset_index(), on=keys)
+    else:
+        extras["seed_free"] = False
+    table = curve.merge(extras, on=keys)
     return table.rename(columns={"mean": metric}).sort_values(["target", "train_size", metric],
                                                               ascending=[True, True, False], ignore_index=True)
+
+
+def _without_attrs(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` without its ``attrs``: a study's results keep tables there, which pandas compares (and fails to)
+    on every merge or concat of frames that carry them."""
+    plain = frame.copy(deep=False)
+    plain.attrs = {}
+    return plain
 
 
 def curve_runs(results: pd.DataFrame) -> pd.DataFrame:
@@ -46,13 +65,46 @@ def curve_runs(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def aulc_table(results: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
-    """Normalised area under the learning curve (log2 train size) of every system run at 2 or more sizes."""
+    """Normalised area under the learning curve (log2 train size) of the systems run at 2 or more sizes, all of a
+    target's over the same ``sizes``: those every compared system was run at (a curve over more or larger sizes
+    would not be comparable). A system that leaves fewer than 2 sizes shared is left out (``comparable_systems``), its
+    row saying so in ``note`` with no AULC."""
     curve = learning_curve(results, metric, by=("target", "system"))
-    rows = [{"target": target, "system": system, "sizes": ",".join(str(s) for s in group["train_size"]),
-             "aulc": aulc(group["train_size"], group["mean"])}
-            for (target, system), group in curve.groupby(["target", "system"]) if group["train_size"].nunique() >= 2]
-    return pd.DataFrame(rows, columns=["target", "system", "sizes", "aulc"]).sort_values("aulc", ascending=False,
-                                                                                         ignore_index=True)
+    rows = []
+    for target, panel in curve.groupby("target"):
+        sizes = {system: set(group["train_size"]) for system, group in panel.groupby("system")
+                 if group["train_size"].nunique() >= 2}
+        compared = comparable_systems(sizes)
+        shared = sorted(set.intersection(*(sizes[s] for s in compared))) if compared else []
+        for system in sorted(sizes):
+            if system in compared:
+                group = panel[(panel["system"] == system) & panel["train_size"].isin(shared)]
+                rows.append({"target": target, "system": system, "sizes": _sizes(shared),
+                             "aulc": aulc(group["train_size"], group["mean"]), "note": ""})
+            else:
+                rows.append({"target": target, "system": system, "sizes": "", "aulc": np.nan,
+                             "note": f"left out: run at {_sizes(sizes[system])}, fewer than 2 of them among the "
+                                     f"sizes {_sizes(shared)} shared by {', '.join(compared)}"})
+    return pd.DataFrame(rows, columns=["target", "system", "sizes", "aulc", "note"]).sort_values(
+        "aulc", ascending=False, na_position="last", ignore_index=True)
+
+
+def _sizes(sizes) -> str:
+    return ",".join(str(size) for size in sorted(sizes))
+
+
+def comparable_systems(sizes: dict[str, set]) -> list[str]:
+    """The systems (name -> the train sizes it was run at) whose shared sizes number 2 or more: all of them where
+    they allow it, else leaving out one at a time the system whose absence shares the most sizes (on a tie, the
+    one run at the fewest sizes)."""
+    kept = sorted(sizes)
+
+    def shared(systems) -> int:
+        return len(set.intersection(*(sizes[s] for s in systems)))
+
+    while len(kept) > 1 and shared(kept) < 2:
+        kept.remove(max(kept, key=lambda s: (shared([o for o in kept if o != s]), -len(sizes[s]), s)))
+    return kept
 
 
 def _details(results: pd.DataFrame) -> list[dict]:
@@ -100,6 +152,87 @@ def expert_quality(results: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["system", "experts"])
 
 
+SECONDS_COLUMNS = ("train_seconds", "expert_seconds", "train_seconds_with_experts", "train_seconds_amortised")
+
+
+def _artefact_identity(record: dict) -> str:
+    """What a run's record says of an artefact it used (``artefact_record``), as one comparable string."""
+    return json.dumps([record.get(k) for k in ("strategy", "task", "sources", "seed", "train_size", "val_accuracy")])
+
+
+def saved_artefacts(workdir: str | Path) -> dict[str, list[tuple[Path, dict]]]:
+    """Every artefact saved in a work folder (``<workdir>/<folder>/<name>/config.json``: experts, teachers), by
+    ``_artefact_identity`` of the record a run keeps of it, each with its folder and spec."""
+    found: dict[str, list[tuple[Path, dict]]] = {}
+    for path in sorted(Path(workdir).glob("*/*/config.json")):
+        try:
+            spec = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue  # a damaged artefact: the runs that used it are then reported without their experts' cost
+        history = spec.get("history") if isinstance(spec, dict) else None
+        if not isinstance(history, dict) or "train_seconds" not in spec:
+            continue
+        scores = history.get("val_metric") or []
+        record = {"strategy": spec.get("strategy"), "task": spec.get("target"), "sources": spec.get("sources", []),
+                  "seed": spec.get("seed"), "train_size": spec.get("train_size"),
+                  "val_accuracy": scores[history.get("best_epoch", -1)] if scores else None}
+        found.setdefault(_artefact_identity(record), []).append((path.parent, spec))
+    return found
+
+
+def run_costs(results: pd.DataFrame, workdir: str | Path) -> pd.DataFrame:
+    """``results`` with what each run cost including the artefacts it was fitted on (its experts, a teacher and the
+    teacher's experts), found in ``workdir`` by the records its ``details`` keep of them: ``train_seconds`` (the run
+    alone), ``expert_seconds`` (its artefacts), ``train_seconds_with_experts`` (both) and
+    ``train_seconds_amortised`` (the run, plus each artefact's seconds divided by the runs of ``results`` that use
+    it). An artefact the study did not train (a given model, knowledge features) costs nothing here; a trained one
+    that is not in ``workdir`` leaves its runs' expert columns NaN, with a warning."""
+    check_columns(results, ["run_id", "train_seconds"])
+    saved = saved_artefacts(workdir)
+    missing: set[str] = set()
+
+    def trained(records: list[dict]) -> dict[Path, float] | None:
+        """Folder -> own train seconds of every trained artefact the records lead to (None when one is missing)."""
+        folders: dict[Path, float] = {}
+        for record in records:
+            if record.get("strategy") not in STRATEGIES:
+                continue
+            matches = saved.get(_artefact_identity(record))
+            if not matches:
+                missing.add(f"{record.get('strategy')} on {record.get('task')} (seed {record.get('seed')})")
+                return None
+            folder, spec = matches[0]
+            below = trained(spec.get("artefacts", []))
+            if below is None:
+                return None
+            folders.update({folder: float(spec["train_seconds"]), **below})
+        return folders
+
+    used = {run_id: trained(details.get("artefacts", []))
+            for run_id, details in zip(results["run_id"], _details(results))}
+    users = pd.Series([folder for folders in used.values() for folder in folders or {}]).value_counts()
+    expert = {run_id: np.nan if folders is None else sum(folders.values()) for run_id, folders in used.items()}
+    shares = {run_id: np.nan if folders is None else sum(s / users[f] for f, s in folders.items())
+              for run_id, folders in used.items()}
+    if missing:
+        warnings.warn(f"artefacts not found under '{workdir}': {'; '.join(sorted(missing))}; the runs that used them "
+                      f"are shown without their cost", FusionkitWarning, stacklevel=2)
+    costs = results.assign(expert_seconds=results["run_id"].map(expert))
+    return costs.assign(train_seconds_with_experts=costs["train_seconds"] + costs["expert_seconds"],
+                        train_seconds_amortised=costs["train_seconds"] + results["run_id"].map(shares))
+
+
+def cost_table(costs: pd.DataFrame) -> pd.DataFrame:
+    """One row per system and train size of ``run_costs``: its runs, mean trainable parameters and mean seconds
+    per run (``SECONDS_COLUMNS``), most expensive first."""
+    check_columns(costs, ["target", "system", "train_size", "trainable_params", *SECONDS_COLUMNS], "costs")
+    keys = ["target", "system", "train_size", *(["role"] if "role" in costs else [])]
+    grouped = _without_attrs(costs).groupby(keys, sort=False)
+    table = pd.concat([grouped["run_id"].nunique().rename("runs"),
+                       grouped[["trainable_params", *SECONDS_COLUMNS]].mean()], axis=1)
+    return table.reset_index().sort_values("train_seconds_with_experts", ascending=False, ignore_index=True)
+
+
 def cka_matrix(results: pd.DataFrame, system: str) -> np.ndarray:
     """The [base layer, adapted layer] CKA matrix of one system, averaged over its runs."""
     chosen = results[results["system"] == system]
@@ -110,8 +243,10 @@ def cka_matrix(results: pd.DataFrame, system: str) -> np.ndarray:
 
 
 def study_arms(config) -> pd.DataFrame:
-    """What a study runs, one row per arm: system, strategy, its own knobs, the search space it is tuned over,
-    its matched controls (the first is the verdict's reference) and whether it is also run without each source."""
+    """What a study runs, one row per arm, read from the study itself: system, strategy, what the strategy does
+    (``strategy_summary``), the sources it fuses, its train sizes and seeds (a seed-free run once), its own knobs,
+    the search space it is tuned over, its matched controls (the first is the verdict's reference) and whether it
+    is also run without each source."""
     rows = []
     for arm in config.arms:
         strategy = STRATEGIES[arm.strategy]
@@ -119,11 +254,33 @@ def study_arms(config) -> pd.DataFrame:
                  c.role in arm.controls]
         if len(roles) > 1 and arm.per_source and arm.further_controls_for is not None:
             roles[1:] = [f"{role} (first {arm.further_controls_for} source(s) only)" for role in roles[1:]]
+        sizes = arm.train_sizes or config.train_sizes
+        seeds = ", ".join(str(seed) for seed in config.seeds)
+        if None in sizes and strategy.seed_free(whole_train_split=True):
+            seeds += f" (whole split: seed {config.seeds[0]} only, the result is the same for every seed)"
         rows.append({"system": arm.system + (" (each source)" if arm.per_source else ""), "strategy": arm.strategy,
-                     "knobs": json.dumps(arm.knobs), "search": json.dumps(arm.search if arm.search is not None
-                                                                          else strategy.search_space),
+                     "what": strategy_summary(strategy), "fuses": _fused(config, arm),
+                     "train_sizes": ", ".join("whole split" if size is None else str(size) for size in sizes),
+                     "seeds": seeds, "knobs": json.dumps(arm.knobs),
+                     "search": json.dumps(arm.search if arm.search is not None else strategy.search_space),
                      "controls": ", ".join(roles), "leave_one_out": arm.leave_one_out})
     return pd.DataFrame(rows)
+
+
+def strategy_summary(strategy) -> str:
+    """What a strategy does, in its own words: the first paragraph of its class docstring, else its module's."""
+    doc = strategy.__doc__ or sys.modules[strategy.__module__].__doc__ or ""
+    return " ".join(doc.strip().split("\n\n")[0].replace("``", "").split())
+
+
+def _fused(config, arm) -> str:
+    """The sources an arm's systems fuse: those of the study its strategy takes ("the target only" for a baseline)."""
+    strategy = STRATEGIES[arm.strategy]
+    if not strategy.needs_sources:
+        return "the target only"
+    usable = [name for name, entry in zip(config.source_names, config.sources)
+              if getattr(knowledge_source(entry), "kind", TASK) in strategy.source_kinds]
+    return ", ".join(usable) + (", one system each" if arm.per_source else "")
 
 
 def mean_attention_weights(results: pd.DataFrame) -> tuple[np.ndarray, list[str], list[int], str]:

@@ -183,6 +183,13 @@ class Strategy:
         """The matched controls of a strategy that fuses knowledge (none for a target-only one)."""
         return []
 
+    @classmethod
+    def seed_free(cls, whole_train_split: bool) -> bool:
+        """Whether a run's result is the same for every seed, so that a study runs it once (on its first seed). Only
+        a strategy whose every step is deterministic says so, and only on the whole training split
+        (``whole_train_split``): a smaller train size is a subsample that the seed draws."""
+        return False
+
     def check_sources(self, sources: list) -> None:
         """A ConfigError when these knobs cannot run with these sources (none where some are needed, or the reverse)."""
         if self.needs_sources and not sources:

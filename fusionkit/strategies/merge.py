@@ -64,6 +64,10 @@ class Merge(LinearProbe):  # the same module: a probe head on a (merged) frozen 
     def controls(cls):
         return [Control("no source", LinearProbe)]  # the same probe (same C) on the base encoder
 
+    @classmethod
+    def seed_free(cls, whole_train_split):
+        return False  # unlike the probe's: the experts it merges are trained with the run's seed
+
     def requirements(self, target, sources, seed):
         return expert_artefacts(self.knobs.experts, self.settings, sources, seed)
 

@@ -8,6 +8,9 @@ Every planned run has a *role*:
   knowledge, with the fusion system's chosen configuration, so the only difference is the knowledge;
 * ``ablation``: a fusion system over several sources with one left out (leave-one-source-out), same configuration.
 
+A run whose result is the same for every seed (``Strategy.seed_free``, e.g. the linear probe on the whole training
+split) is one run: it is planned for the first seed only, and the results say ``seed_free``.
+
 Tuning, the same budget for every arm: each baseline and fusion system evaluates ``tuning_budget``
 configurations of its search space (the strategy's ``search_space``, or the arm's own ``search``) on the
 first seed, and the configuration with the best accuracy on the target's validation split is then run for
@@ -48,6 +51,7 @@ class PlannedRun:
     detail: str = ""
     configuration: dict | None = None  # the tuned knobs' values
     primary: bool = False  # a control that is the fusion system's matched control (its verdict's reference)
+    seed_free: bool = False  # its result is the same for every seed: planned once (see ``StudyDesign.seed_free``)
 
     @property
     def key(self) -> str:
@@ -120,6 +124,10 @@ class StudyDesign:
                 for system, sources in source_sets:
                     yield arm, system, sources, size
 
+    def seed_free(self, run: dict) -> bool:
+        """Whether the run's result is the same for every seed, as its strategy says (``Strategy.seed_free``)."""
+        return STRATEGIES[run["strategy"]].seed_free(run["train_size"] >= len(self.target.train))
+
     def _role(self, arm: Arm) -> str:
         return FUSION if STRATEGIES[arm.strategy].needs_sources else BASELINE
 
@@ -155,15 +163,23 @@ class StudyDesign:
 
     def final_runs(self, scores: Mapping[str, float] | None) -> list[PlannedRun]:
         """Every seed of every system with its configuration chosen on ``scores`` (see ``chosen``), with the fusion
-        systems' matched controls and leave-one-source-out ablations (each with the fusion system's configuration)."""
+        systems' matched controls and leave-one-source-out ablations (each with the fusion system's configuration);
+        a seed-free run for the first seed only."""
         chosen = self.chosen(scores)
         planned = []
+        first_seed = self.config.seeds[TUNING_SEED_INDEX]
+
+        def plan(run: PlannedRun) -> None:
+            run.seed_free = self.seed_free(run.run)
+            if run.run["seed"] == first_seed or not run.seed_free:
+                planned.append(run)
+
         for arm, system, sources, size in self.systems():
             best = chosen[(system, size)]
             knobs, role = best.run["knobs"], best.role
             for seed in self.config.seeds:
-                planned.append(PlannedRun(system, role, self._run(arm.strategy, knobs, sources, seed, size),
-                                          configuration=best.configuration))
+                plan(PlannedRun(system, role, self._run(arm.strategy, knobs, sources, seed, size),
+                                configuration=best.configuration))
                 if role != FUSION:
                     continue
                 for index, control in enumerate(STRATEGIES[arm.strategy].controls()):
@@ -172,14 +188,14 @@ class StudyDesign:
                     run = self._run(control.strategy.name,
                                     resolved_knobs(control.strategy.name, control.knobs_from(knobs)),
                                     sources if control.keep_sources else [], seed, size)
-                    planned.append(PlannedRun(f"{system}: {control.role}", CONTROL, run, system, control.role,
-                                              best.configuration, primary=index == 0))
+                    plan(PlannedRun(f"{system}: {control.role}", CONTROL, run, system, control.role,
+                                    best.configuration, primary=index == 0))
                 if arm.leave_one_out and len(sources) > 1:
                     for left_out in sources:
                         kept = [s for s in sources if s is not left_out]
-                        planned.append(PlannedRun(f"{system}: without {left_out.name}", ABLATION,
-                                                  self._run(arm.strategy, knobs, kept, seed, size), system,
-                                                  f"without {left_out.name}", best.configuration))
+                        plan(PlannedRun(f"{system}: without {left_out.name}", ABLATION,
+                                        self._run(arm.strategy, knobs, kept, seed, size), system,
+                                        f"without {left_out.name}", best.configuration))
         return planned
 
     def tuning_table(self, scores: Mapping[str, float]) -> pd.DataFrame:
@@ -194,12 +210,13 @@ class StudyDesign:
 
 def results_frame(store: ResultsStore, planned: list[PlannedRun]) -> pd.DataFrame:
     """One row per planned run (a run serving two systems appears under each): the store's record with the
-    study's ``system``, ``role``, ``of``, ``detail``, ``primary_control`` and ``configuration`` columns."""
+    study's ``system``, ``role``, ``of``, ``detail``, ``primary_control``, ``configuration`` and ``seed_free``
+    columns."""
     frame = store.to_frame()
-    columns = ["run_id", "system", "role", "of", "detail", "primary_control", "configuration"]
+    columns = ["run_id", "system", "role", "of", "detail", "primary_control", "configuration", "seed_free"]
     plan = pd.DataFrame([{"run_id": p.key, "system": p.system, "role": p.role, "of": p.of, "detail": p.detail,
-                          "primary_control": p.primary, "configuration": json.dumps(p.configuration or {})}
-                         for p in planned], columns=columns)
+                          "primary_control": p.primary, "configuration": json.dumps(p.configuration or {}),
+                          "seed_free": p.seed_free} for p in planned], columns=columns)
     plan = plan.drop_duplicates(["run_id", "system"])
     stored = frame.drop(columns=[c for c in columns[1:] if c in frame])
     return plan.merge(stored, on="run_id", how="inner", validate="many_to_one")
