@@ -176,7 +176,17 @@ def save_learning_curves(run: NotebookRun, results: pd.DataFrame, name: str, cap
     if curves.empty:
         print("no system was run at two or more train sizes: no learning curve to draw")
         return None
-    return run.save(plots.learning_curves(tables.by_system(curves), "accuracy"), name, caption)
+    colors = plots.system_colors(results["system"])
+    return run.save(plots.learning_curves(tables.by_system(curves), "accuracy", colors=colors), name, caption)
+
+
+def save_gain_forest(run: NotebookRun, results: pd.DataFrame, comparisons: Comparisons):
+    """The forest plot of every fusion system's gain over its matched control, with both intervals."""
+    return run.save(plots.gain_forest(comparisons.knowledge, "its matched control", comparisons.on_test_set,
+                                      plots.system_colors(results["system"])), "05_gains_vs_control",
+                    "gain of each fusion system over its matched control in accuracy points: 95% t-interval over "
+                    "seeds (filled, the verdict) and 95% interval over test examples (hollow, secondary); shaded: "
+                    "within the declared minimum effect")
 
 
 def save_reliability_diagram(run: NotebookRun, results: pd.DataFrame):
@@ -184,23 +194,34 @@ def save_reliability_diagram(run: NotebookRun, results: pd.DataFrame):
     chosen = results[results["system"].isin(reliability_systems(results))]
     seed = int(results["seed"].min())
     y_test, probs = tables.predictions_by_system(run.store, chosen, seed=seed)
-    return run.save(plots.reliability_diagram(y_test, probs), "05_reliability",
+    return run.save(plots.reliability_diagram(y_test, probs, colors=plots.system_colors(results["system"])),
+                    "05_reliability",
                     f"reliability diagram on the target test set (seed {seed})")
 
 
+def cost_table(run: NotebookRun, results: pd.DataFrame) -> pd.DataFrame:
+    """What each system of ``results`` cost per run, its experts' (and teachers') training included
+    (``tables.run_costs``, ``tables.cost_table``); written to cost.csv."""
+    table = tables.cost_table(tables.run_costs(results, run.workdir))
+    run.write_table(table, "cost")
+    return table
+
+
 def save_cost_figures(run: NotebookRun, results: pd.DataFrame) -> None:
-    """Accuracy against trainable parameters and against training seconds, every run of ``results``."""
-    systems = tables.by_system(results)
-    run.save(plots.cost_scatter(systems, "accuracy", "trainable_params"), "05_accuracy_vs_params",
-             "accuracy against trainable parameters, every run at the fusion size")
-    run.save(plots.cost_scatter(systems, "accuracy", "train_seconds"), "05_accuracy_vs_train_time",
-             "accuracy against training seconds, every run at the fusion size")
+    """Accuracy against trainable parameters and against training seconds (the run's and its experts'), every run
+    of ``results``."""
+    systems, colors = tables.by_system(tables.run_costs(results, run.workdir)), plots.system_colors(results["system"])
+    run.save(plots.cost_scatter(systems, "accuracy", "trainable_params", colors), "05_accuracy_vs_params",
+             "accuracy against trainable parameters (log scale), every run at the fusion size")
+    run.save(plots.cost_scatter(systems, "accuracy", "train_seconds_with_experts", colors), "05_accuracy_vs_train_time",
+             "accuracy against training seconds, every run at the fusion size, each with its experts' (and teachers') "
+             "training seconds included")
 
 
 def save_cka_figures(run: NotebookRun, results: pd.DataFrame):
     """The CKA of each base layer with the same layer after adaptation, per system, and the full matrix of the
     most accurate system that adapted an encoder (``save_cka_matrix``)."""
-    run.save(plots.cka_profile(tables.cka_by_layer(results)), "05_cka_by_layer",
+    run.save(plots.cka_profile(tables.cka_by_layer(results), plots.system_colors(results["system"])), "05_cka_by_layer",
              "CKA between each base layer and the same layer after adaptation")
     return save_cka_matrix(run, results)
 
@@ -213,7 +234,8 @@ def save_cka_matrix(run: NotebookRun, results: pd.DataFrame):
         return None
     matrix = tables.cka_matrix(results, system)
     layers = [f"L{i}" for i in range(len(matrix))]
-    return run.save(plots.cka_heatmap(matrix, layers, layers), "05_cka_matrix",
+    return run.save(plots.cka_heatmap(matrix, layers, layers, "the base encoder", "the adapted encoder",
+                                      f"Linear CKA: base encoder against {system}"), "05_cka_matrix",
                     f"CKA of every base layer (rows) with every layer of {system} (columns)")
 
 
@@ -245,15 +267,18 @@ def transferability_against_gain(run: NotebookRun, results: pd.DataFrame,
                                  comparisons: Comparisons) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """Each source's transferability beside the observed gain of single-source transfer from it over its
     matched control, and the rank correlation of each score with that gain (None when the study has too few
-    sources for one). With two or more sources, the LogME-against-gain figure is saved too."""
+    sources for one). With two or more sources, the figure of each estimator's ranking of the sources beside their
+    ranking by observed gain is saved too."""
     fusion_size = run.parameters["fusion_size"]
     transferability = study_transferability(run.study("fusion"), fusion_size)
     systems = results[["system", "strategy", "sources"]].drop_duplicates("system")
     knowledge = comparisons.knowledge.merge(systems, on="system")
     gains = tables.source_gains(knowledge[knowledge["train_size"] == fusion_size], transferability)
     if len(gains) >= 2:
-        run.save(plots.transferability_vs_gain(gains, "logme", "gain", "source"), "05_logme_vs_gain",
-                 "observed gain of single-source transfer from each source against its LogME score")
+        run.save(plots.transferability_ranks(gains, TRANSFERABILITY_SCORES, gain="gain"), "05_transferability_vs_gain",
+                 "rank each transferability estimator gave each source before fusion (1 = predicted most helpful, "
+                 "raw score under it, Kendall's tau with the gain under its name) beside the source's rank by the "
+                 "observed gain of sequential transfer from it over its matched control (accuracy points)")
     if len(gains) < 3:
         print(f"{len(gains)} single-source gain(s): a rank correlation needs at least 3, so none is computed")
         return gains, None
@@ -304,7 +329,8 @@ def write_findings(run: NotebookRun, results: pd.DataFrame, summary: pd.DataFram
              f"Negative transfer (worse than the matched control, same test and rule): "
              f"{', '.join(sorted(set(negative.system))) if len(negative) else 'none detected'}.",
              f"Most accurate system at n={fusion_size} on the test set: {best.system}, accuracy {best.accuracy:.3f} "
-             f"[{best.ci_low:.3f}, {best.ci_high:.3f}] over {best.n_seeds} seeds.",
+             + ("(one deterministic run)." if best.get("seed_free", False) else
+                f"[{best.ci_low:.3f}, {best.ci_high:.3f}] over {best.n_seeds} seeds."),
              *protocol_notes(run, results)]
     if correlations is None:
         notes.append(f"Transferability vs observed gain: not computed ({n_sources_scored} single-source gains; a "

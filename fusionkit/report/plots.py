@@ -1,4 +1,9 @@
-"""Report figures: tables or arrays in, a matplotlib Figure out; all computing is left to the evaluation modules."""
+"""Report figures: tables or arrays in, a matplotlib Figure out; all computing is left to the evaluation modules.
+
+Every figure that draws systems colours them with ``system_colors`` (``fusionkit.report.palette``; pass the same
+mapping to every figure of a report), keeps its legend outside the data, and labels its axes in words with their
+units (``axis_label``).
+"""
 from __future__ import annotations
 
 import re
@@ -7,40 +12,66 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from matplotlib import ticker
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.legend import Legend
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
 from fusionkit.errors import InputError
 from fusionkit.evaluation.verdicts import metric_unit, system_name
 from fusionkit.evaluation.metrics import as_checked_array, check_columns, ece, reliability_bins
 from fusionkit.evaluation.stats import cd_groups
-from fusionkit.evaluation.gains import HELPS, HURTS, INCONCLUSIVE, learning_curve
+from fusionkit.evaluation.gains import learning_curve
 from fusionkit.evaluation.transferability import rank_correlation
+from fusionkit.report.palette import PALETTE, axis_label, category_colors, colors_for, column_name
+from fusionkit.report.palette import system_colors  # noqa: F401 (callers colour a report's figures alike with it)
 
-VERDICT_COLOURS = {HELPS: "tab:green", HURTS: "tab:red", INCONCLUSIVE: "tab:grey", "better": "tab:olive",
-                   "worse": "tab:orange"}
 _FIGURE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 # Writing numbers into every cell stops being readable past this many cells.
 _MAX_ANNOTATED_CELLS = 200
 
+TRANSFERABILITY_ESTIMATORS = ("logme", "hscore", "leep", "nce")
 
-def reliability_diagram(y, probs_by_name: Mapping[str, np.ndarray], n_bins: int = 15) -> Figure:
+
+def _legend_outside(figure: Figure, handles: Sequence | None = None, below: bool = False, **options) -> Legend:
+    """One legend for the figure, right of (or below) every panel, never on the data; a label repeated across
+    panels is listed once."""
+    if handles is None:
+        by_label = {}
+        for axes in figure.axes:
+            for handle, label in zip(*axes.get_legend_handles_labels()):
+                by_label.setdefault(label, handle)
+        handles, labels = list(by_label.values()), list(by_label)
+    else:
+        labels = [handle.get_label() for handle in handles]
+    return figure.legend(handles, labels, loc="outside lower center" if below else "outside right upper",
+                         fontsize="small", **options)
+
+
+def reliability_diagram(y, probs_by_name: Mapping[str, np.ndarray], n_bins: int = 15,
+                        colors: Mapping[str, str] | None = None) -> Figure:
     """Accuracy against confidence per bin, one line per model (ECE in the legend) and the diagonal."""
-    figure = Figure(figsize=(5, 5), layout="constrained")
+    colors = colors_for(probs_by_name, colors)
+    figure = Figure(figsize=(8.5, 5), layout="constrained")
     axes = figure.add_subplot()
     axes.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfectly calibrated")
     for name, probs in probs_by_name.items():
         bins = reliability_bins(y, probs, n_bins)
         filled = bins["count"] > 0
-        axes.plot(bins["confidence"][filled], bins["accuracy"][filled], marker="o",
+        axes.plot(bins["confidence"][filled], bins["accuracy"][filled], marker="o", color=colors[name],
                   label=f"{name} (ECE {ece(y, probs, n_bins):.3f})")
-    axes.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (max probability)", ylabel="accuracy",
-             title="Reliability diagram")
-    axes.legend(loc="upper left")
+    axes.set(xlim=(0, 1), ylim=(0, 1), title="Reliability diagram", xlabel="Confidence (highest predicted probability)",
+             ylabel="Accuracy (fraction correct)")
+    _legend_outside(figure)
     return figure
 
 
-def critical_difference_diagram(avg_ranks: Mapping[str, float], cd: float) -> Figure:
+def critical_difference_diagram(avg_ranks: Mapping[str, float], cd: float,
+                                colors: Mapping[str, str] | None = None) -> Figure:
     """Methods on an average-rank axis (1 = best), the CD bar, and a bar joining each group within CD."""
+    colors = colors_for(avg_ranks, colors)
     ordered = sorted(avg_ranks.items(), key=lambda item: item[1])
     groups = cd_groups(dict(ordered), cd)
     figure = Figure(figsize=(7, 1.5 + 0.35 * len(ordered)), layout="constrained")
@@ -49,13 +80,13 @@ def critical_difference_diagram(avg_ranks: Mapping[str, float], cd: float) -> Fi
         ranks = [avg_ranks[name] for name in group]
         axes.plot([min(ranks), max(ranks)], [0.3 + 0.3 * level] * 2, color="black", linewidth=4)
     bar_height = 0.6 + 0.3 * len(groups)
-    axes.plot([1, 1 + cd], [bar_height] * 2, color="tab:red", linewidth=2)
-    axes.text(1 + cd / 2, bar_height + 0.15, f"CD = {cd:.2f}", ha="center", va="bottom")
+    axes.plot([1, 1 + cd], [bar_height] * 2, color="black", linewidth=2)
+    axes.text(1 + cd / 2, bar_height + 0.15, f"critical difference = {cd:.2f}", ha="center", va="bottom")
     for row, (name, rank) in enumerate(ordered, start=1):
-        axes.plot([rank, rank], [0, -row], color="grey", linewidth=0.8)
-        axes.text(rank, -row, f" {name} ({rank:.2f})", va="center")
+        axes.plot([rank, rank], [0, -row], color=colors[name], linewidth=1.5)
+        axes.text(rank, -row, f" {name} ({rank:.2f})", va="center", color=colors[name])
     axes.set(xlim=(0.8, max(len(ordered), 1 + cd) + 0.5), ylim=(-len(ordered) - 0.7, bar_height + 0.8),
-             xlabel="average rank (1 = best)")
+             xlabel="Average rank (1 = best)", title="Critical difference diagram (Nemenyi)")
     axes.set_xticks(range(1, len(ordered) + 1))
     axes.get_yaxis().set_visible(False)
     for side in ("left", "right", "top"):
@@ -63,85 +94,167 @@ def critical_difference_diagram(avg_ranks: Mapping[str, float], cd: float) -> Fi
     return figure
 
 
-def learning_curves(results: pd.DataFrame, metric: str, confidence: float = 0.95) -> Figure:
+def learning_curves(results: pd.DataFrame, metric: str, confidence: float = 0.95,
+                    colors: Mapping[str, str] | None = None) -> Figure:
     """One panel per target: metric against train size (log2 axis), one line per strategy and sources,
     mean over seeds with its t-interval band."""
     table = learning_curve(results, metric, by=("target", "strategy", "sources"), confidence=confidence)
+    names = [system_name(strategy, sources) for strategy, sources in zip(table["strategy"], table["sources"])]
+    table, colors = table.assign(system=names), colors_for(names, colors)
     targets = sorted(table["target"].unique())
-    figure = Figure(figsize=(5 * len(targets), 4), layout="constrained")
+    figure = Figure(figsize=(5 * len(targets) + 2.5, 4), layout="constrained")
     for index, target in enumerate(targets, start=1):
         axes = figure.add_subplot(1, len(targets), index)
         panel = table[table["target"] == target]
-        for (strategy, sources), curve in panel.groupby(["strategy", "sources"], dropna=False):
-            line, = axes.plot(curve["train_size"], curve["mean"], marker="o", label=system_name(strategy, sources))
-            axes.fill_between(curve["train_size"], curve["ci_low"], curve["ci_high"], color=line.get_color(), alpha=0.2)
+        for system, curve in panel.groupby("system", sort=False):
+            axes.plot(curve["train_size"], curve["mean"], marker="o", color=colors[system], label=system)
+            axes.fill_between(curve["train_size"], curve["ci_low"], curve["ci_high"], color=colors[system], alpha=0.2)
         axes.set_xscale("log", base=2)
         sizes = sorted(panel["train_size"].unique())
         axes.set_xticks(sizes, [str(size) for size in sizes])
-        axes.set(title=str(target), xlabel="train size", ylabel=metric)
-        axes.legend(fontsize="small")
+        axes.set(title=f"Target {target}", xlabel=axis_label("train_size", "log2 scale"), ylabel=axis_label(metric))
+    _legend_outside(figure, title=f"mean, {confidence:.0%} interval over seeds")
     return figure
 
 
-def cost_scatter(results: pd.DataFrame, metric: str, cost_column: str) -> Figure:
-    """Each run's metric against its cost (e.g. trainable_params or train_seconds, log axis), coloured by strategy."""
-    check_columns(results, ["strategy", metric, cost_column])
-    figure = Figure(figsize=(6, 4), layout="constrained")
+def cost_scatter(results: pd.DataFrame, metric: str, cost_column: str,
+                 colors: Mapping[str, str] | None = None) -> Figure:
+    """Each run's metric against its cost (e.g. trainable_params or train_seconds, log axis), one colour per
+    system (its strategy and sources)."""
+    check_columns(results, ["strategy", "sources", metric, cost_column])
+    names = [system_name(strategy, sources) for strategy, sources in zip(results["strategy"], results["sources"])]
+    colors = colors_for(names, colors)
+    figure = Figure(figsize=(8, 4), layout="constrained")
     axes = figure.add_subplot()
-    for strategy, runs in results.groupby("strategy"):
-        axes.scatter(runs[cost_column], runs[metric], label=str(strategy), alpha=0.8)
+    for system, runs in results.assign(system=names).groupby("system"):
+        axes.scatter(runs[cost_column], runs[metric], label=system, color=colors[system], alpha=0.85,
+                     edgecolor="0.2", linewidth=0.4)
+    _log_x_axis(axes, results[cost_column])
+    axes.set(xlabel=axis_label(cost_column, "log scale"), ylabel=axis_label(metric),
+             title=f"{column_name(metric)} against {column_name(cost_column).lower()}, every run")
+    _legend_outside(figure)
+    return figure
+
+
+def _log_x_axis(axes: Axes, values) -> None:
+    """A log x axis whose ticks read as plain numbers (50, 2k, 10M), at 1, 2 and 5 per decade over few decades."""
     axes.set_xscale("log")
-    axes.set(xlabel=cost_column, ylabel=metric, title=f"{metric} against {cost_column}")
-    axes.legend(fontsize="small")
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values) & (values > 0)]
+    decades = np.log10(values.max() / values.min()) if len(values) else 0.0
+    axes.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0) if decades < 3 else (1.0,)))
+    axes.xaxis.set_major_formatter(ticker.EngFormatter(sep=""))
+    axes.xaxis.set_minor_formatter(ticker.NullFormatter())
+
+
+def gain_forest(comparisons: pd.DataFrame, reference: str | None = None, on_test_set: pd.DataFrame | None = None,
+                colors: Mapping[str, str] | None = None) -> Figure:
+    """Forest plot of a comparisons table (``compare_pairs`` or ``compare_to_baseline``): each gain with its interval
+    over seeds (filled dot), the same gain over test examples from ``on_test_set`` when given (hollow diamond,
+    secondary), 0 and the band within the declared minimum effect marked, one colour per system, the verdict at
+    the right. ``reference`` names what the gains are over (default: the baseline column's one name, or "each
+    system's reference")."""
+    columns = ["target", "train_size", "system", "metric", "gain", "ci_low", "ci_high", "verdict"]
+    check_columns(comparisons, columns, "comparisons")
+    if on_test_set is not None:
+        check_columns(on_test_set, columns, "on_test_set")
+    colors = colors_for(comparisons["system"], colors)
+    figure = Figure(figsize=(8, 1.8 + 0.45 * len(comparisons)), layout="constrained")
+    axes = figure.add_subplot()
+    keys = ["target", "train_size", "system"]
+    test_rows = {} if on_test_set is None else {tuple(row[keys]): row for _, row in on_test_set.iterrows()}
+    positions = np.arange(len(comparisons))[::-1]
+    for position, (_, row) in zip(positions, comparisons.iterrows()):
+        color = colors[row["system"]]
+        _interval(axes, row, position, color, fmt="o", markerfacecolor=color, elinewidth=2)
+        test = test_rows.get(tuple(row[keys]))
+        if test is not None:
+            _interval(axes, test, position - 0.3, color, fmt="D", markerfacecolor="white", elinewidth=1)
+        verdict = row["verdict"] + (f" (test set: {test['verdict']})" if test is not None else "")
+        axes.text(1.01, position, verdict, transform=axes.get_yaxis_transform(), va="center", fontsize="small")
+    handles = [Line2D([], [], color="black", marker="o", linewidth=2,
+                      label=f"{_level(comparisons)} interval over seeds (the verdict)")]
+    if test_rows:
+        handles.append(Line2D([], [], color="black", marker="D", markerfacecolor="white", linewidth=1,
+                              label=f"{_level(on_test_set)} interval over test examples (secondary)"))
+    axes.axvline(0, color="black", linewidth=0.8)
+    min_effect = float(comparisons["min_effect"].max()) if "min_effect" in comparisons and len(comparisons) else 0.0
+    if min_effect > 0:
+        axes.axvspan(-min_effect, min_effect, color="0.9", zorder=0)
+        handles.append(Patch(color="0.9", label=f"within the declared minimum effect (±{min_effect:g})"))
+    _label_forest(axes, comparisons, positions, reference)
+    _legend_outside(figure, handles, below=True, ncols=2)
     return figure
 
 
-def gain_forest(comparisons: pd.DataFrame, reference: str | None = None) -> Figure:
-    """Forest plot of a comparisons table (``compare_pairs`` or ``compare_to_baseline``): each gain with its CI,
-    coloured by verdict, a line at 0. ``reference`` names what the gains are over (default: the baseline column's
-    one name, or "each system's reference")."""
-    check_columns(comparisons, ["target", "train_size", "system", "metric", "gain", "ci_low", "ci_high", "verdict"],
-                  "comparisons")
-    figure = Figure(figsize=(7, 1 + 0.4 * len(comparisons)), layout="constrained")
-    axes = figure.add_subplot()
-    positions = np.arange(len(comparisons))[::-1]
-    for verdict, rows in comparisons.assign(position=positions).groupby("verdict"):
-        # Untested rows have no interval: draw the point alone.
-        spread = np.nan_to_num([rows["gain"] - rows["ci_low"], rows["ci_high"] - rows["gain"]])
-        axes.errorbar(rows["gain"], rows["position"], xerr=spread, fmt="o", capsize=3,
-                      color=VERDICT_COLOURS.get(verdict, "black"), label=verdict)
-    axes.axvline(0, color="black", linewidth=0.8)
-    labels = [f"{row.system} | n={row.train_size}" for row in comparisons.itertuples()]
+def _label_forest(axes: Axes, comparisons: pd.DataFrame, positions, reference: str | None) -> None:
+    """A row per comparison named by its system (and target and size where they vary); what the gain is over."""
+    several = {key: comparisons[key].nunique() > 1 for key in ("target", "train_size")}
+    labels = [row.system + (f", {row.target}" if several["target"] else "")
+              + (f", n={row.train_size}" if several["train_size"] else "") for row in comparisons.itertuples()]
     axes.set_yticks(positions, labels)
+    axes.set_ylim(-0.8, len(comparisons) - 0.5)
     if len(comparisons):
         references = comparisons["baseline"].unique() if "baseline" in comparisons else ["baseline"]
         reference = reference or (references[0] if len(references) == 1 else "each system's reference")
-        axes.set_xlabel(f"gain over {reference} in {metric_unit(comparisons['metric'].iloc[0])}")
-    axes.legend(fontsize="small")
-    return figure
+        axes.set_xlabel(f"Gain over {reference} ({metric_unit(comparisons['metric'].iloc[0])})")
+        sizes = "" if several["train_size"] else f" at n={comparisons['train_size'].iloc[0]}"
+        axes.set_title(f"Gain of each system over {reference}{sizes}")
 
 
-def _heatmap(matrix, row_labels: Sequence[str], column_labels: Sequence[str], title: str, **limits) -> Figure:
-    values = as_checked_array(matrix, "matrix", ndim=2)
+def _interval(axes: Axes, row, position: float, color, **style) -> None:
+    # A row without a test has no interval: the point alone.
+    spread = np.nan_to_num([[row["gain"] - row["ci_low"]], [row["ci_high"] - row["gain"]]])
+    axes.errorbar([row["gain"]], [position], xerr=spread, color=color, capsize=3, markeredgecolor=color, **style)
+
+
+def _level(comparisons: pd.DataFrame) -> str:
+    """The confidence level of a comparisons table's intervals, e.g. "95%"."""
+    return f"{comparisons['confidence'].iloc[0]:.0%}" if "confidence" in comparisons and len(comparisons) else "95%"
+
+
+def _annotated_heatmap(values, row_labels: Sequence, column_labels: Sequence, texts=None, *, cmap, vmin=None,
+                       vmax=None, colorbar: str | None = None, cell=(0.6, 0.5), **labels) -> tuple[Figure, Axes]:
+    """``values`` as coloured cells (a NaN cell grey), ``texts`` written on them in black or white, whichever reads
+    on the cell; ``labels``: title, xlabel, ylabel."""
+    values = np.asarray(values, dtype=np.float64)
     if values.shape != (len(row_labels), len(column_labels)):
         raise InputError(f"matrix has shape {values.shape} but there are {len(row_labels)} row labels "
                          f"and {len(column_labels)} column labels")
-    figure = Figure(figsize=(1.5 + 0.6 * values.shape[1], 1.2 + 0.5 * values.shape[0]), layout="constrained")
+    figure = Figure(figsize=(2.2 + cell[0] * values.shape[1], 1.6 + cell[1] * values.shape[0]), layout="constrained")
     axes = figure.add_subplot()
-    image = axes.imshow(values, cmap="viridis", aspect="auto", **limits)
-    axes.set_xticks(range(values.shape[1]), [str(label) for label in column_labels], rotation=45, ha="right")
+    axes.set_facecolor("lightgrey")
+    image = axes.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
+    # about 0.08 inch a character at tick size: rotate labels wider than their cells
+    long_names = max(len(line) for label in column_labels for line in str(label).splitlines()) * 0.08 > cell[0]
+    axes.set_xticks(range(values.shape[1]), [str(label) for label in column_labels], rotation=45 if long_names else 0,
+                    ha="right" if long_names else "center")
     axes.set_yticks(range(values.shape[0]), [str(label) for label in row_labels])
-    if values.size <= _MAX_ANNOTATED_CELLS:
+    if texts is not None:
         for (row, column), value in np.ndenumerate(values):
-            axes.text(column, row, f"{value:.2f}", ha="center", va="center", color="white", fontsize="small")
-    axes.set_title(title)
-    figure.colorbar(image, ax=axes)
+            red, green, blue, _ = image.cmap(image.norm(value)) if np.isfinite(value) else (1, 1, 1, 1)
+            dark = 0.299 * red + 0.587 * green + 0.114 * blue < 0.5
+            axes.text(column, row, texts[row][column], ha="center", va="center", fontsize="small",
+                      color="white" if dark else "black")
+    if colorbar:
+        figure.colorbar(image, ax=axes, label=colorbar)
+    axes.set(**labels)
+    return figure, axes
+
+
+def _values_written(values: np.ndarray) -> list[list[str]] | None:
+    return None if values.size > _MAX_ANNOTATED_CELLS else [[f"{value:.2f}" for value in row] for row in values]
+
+
+def cka_heatmap(matrix, labels_a: Sequence[str], labels_b: Sequence[str], name_a: str = "encoder A",
+                name_b: str = "encoder B", title: str = "Linear CKA between layers") -> Figure:
+    """A layerwise_cka matrix [L_a, L_b] with its layer labels, on a fixed 0-1 colour scale; ``name_a`` and
+    ``name_b`` say whose layers the rows and the columns are."""
+    values = as_checked_array(matrix, "matrix", ndim=2)
+    figure, _ = _annotated_heatmap(values, labels_a, labels_b, _values_written(values), cmap="viridis", vmin=0.0,
+                                   vmax=1.0, colorbar="Linear CKA (0-1)", title=title, ylabel=f"Layer of {name_a}",
+                                   xlabel=f"Layer of {name_b}")
     return figure
-
-
-def cka_heatmap(matrix, labels_a: Sequence[str], labels_b: Sequence[str]) -> Figure:
-    """A layerwise_cka matrix [L_a, L_b] with its layer labels, on a fixed 0-1 colour scale."""
-    return _heatmap(matrix, labels_a, labels_b, "Linear CKA", vmin=0.0, vmax=1.0)
 
 
 def attention_weights_heatmap(weights, source_names: Sequence[str], layers: Sequence[int] | None = None) -> Figure:
@@ -149,28 +262,61 @@ def attention_weights_heatmap(weights, source_names: Sequence[str], layers: Sequ
     encoder layer of each row (0 = embeddings); by default rows are numbered from 1."""
     values = as_checked_array(weights, "weights", ndim=2)
     layers = list(layers) if layers is not None else list(range(1, len(values) + 1))
-    return _heatmap(values, [f"layer {index}" for index in layers], source_names,
-                    "Attention weight per source", vmin=0.0)
-
-
-def transferability_vs_gain(table: pd.DataFrame, score_col: str, gain_col: str, label_col: str | None = None) -> Figure:
-    """Observed gain against a transferability score, Kendall's tau in the title (from 3 points on: fewer cannot
-    give one); points named by label_col."""
-    check_columns(table, [score_col, gain_col, *([label_col] if label_col else [])], "table")
-    figure = Figure(figsize=(5, 4), layout="constrained")
-    axes = figure.add_subplot()
-    axes.scatter(table[score_col], table[gain_col])
-    if label_col:
-        for label, x, y in zip(table[label_col], table[score_col], table[gain_col]):
-            axes.annotate(str(label), (x, y), textcoords="offset points", xytext=(4, 4), fontsize="small")
-    axes.axhline(0, color="grey", linewidth=0.8)
-    if len(table) >= 3:
-        correlation = rank_correlation(table[score_col], table[gain_col])
-        title = f"Kendall τ = {correlation['kendall_tau']:.2f} (p = {correlation['kendall_p']:.2g})"
-    else:
-        title = f"{len(table)} sources: too few for a rank correlation"
-    axes.set(xlabel=score_col, ylabel=gain_col, title=title)
+    figure, _ = _annotated_heatmap(values, [f"layer {index}" for index in layers], source_names,
+                                   _values_written(values), cmap="viridis", vmin=0.0,
+                                   colorbar="Attention weight (share, 0-1)", title="Attention weight per source",
+                                   xlabel="Source expert", ylabel="Encoder layer (0 = embeddings)")
     return figure
+
+
+def transfer_matrix_heatmap(gains: pd.DataFrame, marks: pd.DataFrame | None = None) -> Figure:
+    """Gain of transfer from each source (rows) to each target (columns), in accuracy points, on a diverging
+    colour scale centred on 0 (blue: helps, red: hurts; readable with red-green colour blindness). ``marks``
+    (same shape, strings) is written after each number; a cell without a value (a task and itself) is grey."""
+    values = gains.to_numpy(dtype=np.float64)
+    limit = max(1.0, float(np.nanmax(np.abs(values)))) if np.isfinite(values).any() else 1.0
+    texts = [["—" if np.isnan(value) else f"{value:+.1f}{'' if marks is None else marks.iloc[row, column]}"
+              for column, value in enumerate(line)] for row, line in enumerate(values)]
+    figure, _ = _annotated_heatmap(values, gains.index, gains.columns, texts, cmap="RdBu", vmin=-limit, vmax=limit,
+                                   colorbar="Gain over matched control (accuracy points)", cell=(0.9, 0.6),
+                                   xlabel="Target task", ylabel="Source task",
+                                   title="Gain of transfer from each source to each target")
+    return figure
+
+
+def transferability_ranks(table: pd.DataFrame, scores: Sequence[str] = TRANSFERABILITY_ESTIMATORS,
+                          gain: str | None = None) -> Figure:
+    """The rank each estimator gives each source (1 = highest score = predicted most helpful), the raw score under
+    it. With ``gain`` (a column of observed gains in accuracy points), a last column ranks the sources by it and
+    each estimator's Kendall tau with it is under the estimator's name: an estimator that ranked the sources right
+    has the last column's ranks. A source an estimator cannot score (LEEP or NCE of the base encoder) is grey."""
+    check_columns(table, ["source", *scores, *([gain] if gain else [])], "table")
+    if table.empty:
+        raise InputError("table has no sources to rank")
+    table = table.sort_values(gain, ascending=False) if gain else table
+    columns = [*scores, *([gain] if gain else [])]
+    values = table[columns].to_numpy(dtype=np.float64)
+    ranks = table[columns].rank(ascending=False, method="min").to_numpy()
+    texts = [["—" if np.isnan(value) else f"#{rank:.0f}\n{value:+.1f} points" if column == gain else
+              f"#{rank:.0f}\n{value:.3f}" for column, value, rank in zip(columns, row_values, row_ranks)]
+             for row_values, row_ranks in zip(values, ranks)]
+    names = [axis_label(score) + (_tau_with(table, score, gain) if gain else "") for score in scores]
+    tau = "; τ: Kendall's tau with the gain" if gain and len(table) >= 3 else ""
+    figure, axes = _annotated_heatmap(
+        ranks, table["source"], names + (["Observed gain"] if gain else []), texts, cmap="Blues_r", vmin=1,
+        vmax=len(table) + 1, cell=(1.1, 0.6), ylabel="Source",
+        xlabel="Estimator: rank (1 = predicted most helpful) and raw score" + tau,
+        title="How each estimator ranks the sources" + (", beside how much each helped" if gain else ""))
+    if gain:
+        axes.axvline(len(scores) - 0.5, color="white", linewidth=4)
+    return figure
+
+
+def _tau_with(table: pd.DataFrame, score: str, gain: str) -> str:
+    both = table[[score, gain]].dropna()
+    if len(both) < 3:
+        return ""
+    return f"\nτ = {rank_correlation(both[score], both[gain])['kendall_tau']:+.2f}"
 
 
 def save_figure(figure: Figure, folder: str | Path, name: str) -> tuple[Path, Path]:
@@ -186,82 +332,51 @@ def save_figure(figure: Figure, folder: str | Path, name: str) -> tuple[Path, Pa
 
 
 def label_balance(counts: pd.DataFrame) -> Figure:
-    """Share of each label per task and split (a tables.label_counts table), one panel per task."""
+    """Share of each label per task and split (a tables.label_counts table), one panel per task, its labels'
+    legend beside it."""
     check_columns(counts, ["task", "split", "label", "share"], "counts")
     tasks = list(dict.fromkeys(counts["task"]))
-    figure = Figure(figsize=(3.2 * len(tasks), 3.2), layout="constrained")
+    figure = Figure(figsize=(4.2 * len(tasks), 3.4), layout="constrained")
     for index, task in enumerate(tasks, start=1):
         axes = figure.add_subplot(1, len(tasks), index)
         table = counts[counts["task"] == task].pivot(index="split", columns="label", values="share")
         table = table.reindex([s for s in ("train", "validation", "test") if s in table.index])
         bottom = np.zeros(len(table))
-        for label in table.columns:
-            axes.bar(table.index, table[label], bottom=bottom, label=str(label))
+        for label, color in category_colors(table.columns).items():
+            axes.bar(table.index, table[label], bottom=bottom, label=str(label), color=color)
             bottom += table[label].to_numpy()
-        axes.set(title=str(task), ylabel="share of examples", ylim=(0, 1))
-        axes.legend(fontsize="x-small", loc="lower right")
+        axes.set(title=f"Task {task}", xlabel="Split", ylabel="Share of examples (fraction)", ylim=(0, 1))
+        axes.legend(fontsize="x-small", title="label", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return figure
 
 
 def text_lengths(lengths: pd.DataFrame, clip: int = 80) -> Figure:
     """Distribution of text length in words per task (a tables.text_length_table), clipped at `clip`."""
     check_columns(lengths, ["task", "words"], "lengths")
-    figure = Figure(figsize=(6, 4), layout="constrained")
+    figure = Figure(figsize=(7.5, 4), layout="constrained")
     axes = figure.add_subplot()
     bins = np.arange(0, clip + 2, 2)
+    colors = category_colors(lengths["task"])
     for task, rows in lengths.groupby("task", sort=False):
         axes.hist(np.minimum(rows["words"], clip), bins=bins, histtype="step", density=True, linewidth=1.5,
-                  label=f"{task} (median {rows['words'].median():.0f})")
-    axes.set(xlabel=f"words per text (clipped at {clip})", ylabel="density", title="Text lengths")
-    axes.legend(fontsize="small")
+                  color=colors[task], label=f"{task} (median {rows['words'].median():.0f})")
+    axes.set(xlabel=f"Words per text (clipped at {clip})", ylabel="Density (share of texts per word)",
+             title="Text lengths")
+    _legend_outside(figure)
     return figure
 
 
-def transferability_bars(table: pd.DataFrame, scores: Sequence[str] = ("logme", "hscore", "leep", "nce")) -> Figure:
-    """One panel per transferability score, one bar per source (NaN bars, e.g. LEEP of the base, left out)."""
-    check_columns(table, ["source", *scores], "table")
-    figure = Figure(figsize=(3 * len(scores), 3.2), layout="constrained")
-    for index, score in enumerate(scores, start=1):
-        axes = figure.add_subplot(1, len(scores), index)
-        rows = table[table[score].notna()]
-        axes.bar(rows["source"].astype(str), rows[score], color="tab:blue")
-        axes.set(title=score)
-        axes.tick_params(axis="x", rotation=45)
-    return figure
-
-
-def cka_profile(table: pd.DataFrame) -> Figure:
+def cka_profile(table: pd.DataFrame, colors: Mapping[str, str] | None = None) -> Figure:
     """CKA between each layer of the base and the same layer after adaptation, one line per system."""
     check_columns(table, ["system", "layer", "cka"], "table")
-    figure = Figure(figsize=(6, 4), layout="constrained")
+    colors = colors_for(table["system"], colors)
+    figure = Figure(figsize=(8, 4), layout="constrained")
     axes = figure.add_subplot()
     for system, rows in table.groupby("system"):
-        axes.plot(rows["layer"], rows["cka"], marker="o", label=str(system))
-    axes.set(xlabel="layer (0 = embeddings)", ylabel="linear CKA with the base encoder", ylim=(0, 1.05),
-             title="How much each layer changed")
-    axes.legend(fontsize="small")
-    return figure
-
-
-def transfer_matrix_heatmap(gains: pd.DataFrame, marks: pd.DataFrame | None = None) -> Figure:
-    """Gain of transfer from each source (rows) to each target (columns), in accuracy points, on a diverging
-    colour scale centred on 0 (blue: helps, red: hurts; readable with red-green colour blindness). ``marks``
-    (same shape, strings) is written after each number; a cell without a value (a task and itself) is grey."""
-    values = gains.to_numpy(dtype=np.float64)
-    limit = max(1.0, float(np.nanmax(np.abs(values)))) if np.isfinite(values).any() else 1.0
-    figure = Figure(figsize=(2.0 + 0.9 * values.shape[1], 1.6 + 0.6 * values.shape[0]), layout="constrained")
-    axes = figure.add_subplot()
-    axes.set_facecolor("lightgrey")
-    image = axes.imshow(np.ma.masked_invalid(values), cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
-    axes.set_xticks(range(values.shape[1]), [str(c) for c in gains.columns])
-    axes.set_yticks(range(values.shape[0]), [str(r) for r in gains.index])
-    axes.set(xlabel="target", ylabel="source")
-    for (row, column), value in np.ndenumerate(values):
-        mark = "" if marks is None else str(marks.iloc[row, column])
-        text = "—" if np.isnan(value) else f"{value:+.1f}{mark}"
-        axes.text(column, row, text, ha="center", va="center", fontsize="small",
-                  color="white" if abs(value) > 0.6 * limit else "black")
-    figure.colorbar(image, ax=axes, label="gain (accuracy points)")
+        axes.plot(rows["layer"], rows["cka"], marker="o", color=colors[system], label=str(system))
+    axes.set(xlabel="Encoder layer (0 = embeddings)", ylabel="Linear CKA with the same base layer (0-1)",
+             ylim=(0, 1.05), title="How much each layer changed")
+    _legend_outside(figure)
     return figure
 
 
@@ -269,15 +384,15 @@ def asymmetry_scatter(pairs: pd.DataFrame) -> Figure:
     """gain(A->B) against gain(B->A) for every pair of tasks, the diagonal (symmetric transfer) and Spearman's rho
     in the title (from 3 pairs on)."""
     check_columns(pairs, ["task_a", "task_b", "gain_a_to_b", "gain_b_to_a"], "pairs")
-    figure = Figure(figsize=(5, 5), layout="constrained")
+    figure = Figure(figsize=(6.5, 5), layout="constrained")
     axes = figure.add_subplot()
-    axes.scatter(pairs["gain_a_to_b"], pairs["gain_b_to_a"])
+    axes.scatter(pairs["gain_a_to_b"], pairs["gain_b_to_a"], color=PALETTE[0])
     for _, row in pairs.iterrows():
         axes.annotate(f"{row['task_a']}/{row['task_b']}", (row["gain_a_to_b"], row["gain_b_to_a"]),
                       textcoords="offset points", xytext=(4, 4), fontsize="small")
     values = pairs[["gain_a_to_b", "gain_b_to_a"]].to_numpy(dtype=np.float64)
     low, high = float(values.min()) - 0.5, float(values.max()) + 0.5
-    axes.plot([low, high], [low, high], linestyle="--", color="grey", linewidth=0.8, label="symmetric")
+    axes.plot([low, high], [low, high], linestyle="--", color="grey", linewidth=0.8, label="symmetric transfer")
     axes.axhline(0, color="grey", linewidth=0.5)
     axes.axvline(0, color="grey", linewidth=0.5)
     if len(pairs) >= 3:
@@ -286,6 +401,7 @@ def asymmetry_scatter(pairs: pd.DataFrame) -> Figure:
                  f"{len(pairs)} pairs)")
     else:
         title = f"{len(pairs)} pairs: too few for a rank correlation"
-    axes.set(xlabel="gain of A -> B (accuracy points)", ylabel="gain of B -> A (accuracy points)", title=title)
-    axes.legend(loc="upper left")
+    axes.set(xlabel="Gain of A → B over its control (accuracy points)",
+             ylabel="Gain of B → A over its control (accuracy points)", title=title, aspect="equal")
+    _legend_outside(figure, below=True)
     return figure
