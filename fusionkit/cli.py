@@ -1,5 +1,6 @@
-"""The ``fusionkit`` command: ``report`` makes a report (from a profile or a study file), ``study-template`` prints
-an example study file, ``tasks`` lists the tasks, ``export`` turns a run into a model standard tools load."""
+"""The ``fusionkit`` command: ``report`` makes a report (from a profile or a study file), ``page`` writes a finished
+report's page again (one self-contained file, a screenshot), ``study-template`` prints an example study file,
+``tasks`` lists the tasks, ``export`` turns a run into a model standard tools load."""
 from __future__ import annotations
 
 import os
@@ -58,6 +59,8 @@ def report(
     track: Optional[str] = typer.Option(None, help="mlflow: log the report and each of its runs to MLflow "
                                                    "(MLFLOW_TRACKING_URI, else ./mlruns; needs the "
                                                    "mlflow extra of fusionkit)"),
+    single_file: bool = typer.Option(False, "--single-file", help="also write OUT/<name>.html: the page as one "
+                                                                 "self-contained file (images inside) to mail"),
 ) -> None:
     """Execute the notebooks in order with papermill and write OUT/index.html."""
     from fusionkit.report import run_report  # here, not at the top: `fusionkit --help` need not load torch
@@ -78,7 +81,28 @@ def report(
                    target or given.get("target") or "cr", sources if sources is not None else given.get("sources"),
                    {**given.get("overrides", {}), **parse_parameters(param)}, workdir or given.get("workdir"),
                    data_dir or given.get("data_dir"), executor=options, targets=targets or given.get("targets"),
-                   track=track)
+                   track=track, single_file=single_file)
+    except FusionkitError as error:
+        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def page(
+    report: Path = typer.Argument(..., help="a finished report folder, e.g. reports/quick-cr"),
+    single_file: bool = typer.Option(False, "--single-file", help="also write REPORT/<name>.html, self-contained"),
+    screenshot: Optional[Path] = typer.Option(None, help="also save the top of the page (1280x900) to this PNG "
+                                                         "(needs playwright and a Chromium)"),
+) -> None:
+    """Write a finished report's index.html again from its folder (CSVs, figures, provenance), running nothing."""
+    from fusionkit.report import page as report_page
+
+    try:
+        typer.echo(f"wrote {report_page.rewrite_index(report)}")
+        if single_file:
+            typer.echo(f"wrote {report_page.write_single_file(report)}")
+        if screenshot:
+            typer.echo(f"wrote {report_page.screenshot(report / 'index.html', screenshot)}")
     except FusionkitError as error:
         typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None

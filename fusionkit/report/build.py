@@ -2,7 +2,9 @@
 
 Layout of a report folder::
 
-    index.html            verdicts, key figures, links, provenance
+    index.html            the headline table, the verdicts under their rule, figures, links, provenance
+                          (fusionkit.report.page; --single-file also writes <folder name>.html, self-contained)
+    headline.csv          the headline table in full precision
     notebooks/NN_*.ipynb  the executed notebooks (kept even when one fails) and their .html
     figures/*.png|svg     every figure, listed with its caption in figures.json
     results.csv, summary.csv, tuning.csv, verdict_table.csv, comparisons_*.csv, overlap_card.csv,
@@ -13,7 +15,6 @@ Study runs (experts, fitted models, features, the results store) live in a separ
 """
 from __future__ import annotations
 
-import html
 import json
 import os
 import time
@@ -25,6 +26,7 @@ from fusionkit._io import atomic_write
 from fusionkit.errors import ConfigError, FusionkitError
 from fusionkit.report import tracking
 from fusionkit.report.notebook import DEFAULT_PROFILE, matrix_run, notebook_run, notebooks_dir
+from fusionkit.report.page import write_index, write_single_file
 from fusionkit.report.provenance import matmul_peak_flops, provenance
 from fusionkit.study.store import SESSION_VARIABLE
 
@@ -99,7 +101,8 @@ def _relative_paths(notebook: Path, executed: Path) -> None:
 def run_report(out: str | Path, profile: str = DEFAULT_PROFILE, target="cr",
                sources=None, overrides: dict | None = None, workdir: str | None = None,
                data_dir: str | None = None, notebooks_folder: str | Path | None = None,
-               progress: bool = True, executor: dict | None = None, targets=None, track: str | None = None) -> Path:
+               progress: bool = True, executor: dict | None = None, targets=None, track: str | None = None,
+               single_file: bool = False) -> Path:
     """Execute every numbered notebook in order into ``out`` and write ``out/index.html``; return its path.
     ``executor``: how the study's runs are carried out, e.g. ``{"kind": "ray", "workers": 2}`` (see
     ``fusionkit.study.executors.make_executor``); in this process by default. ``targets`` (a list, "a,b,c", or
@@ -107,7 +110,8 @@ def run_report(out: str | Path, profile: str = DEFAULT_PROFILE, target="cr",
     task of the pool a target (``target`` is then unused; ``sources``, if given, is knowledge beside the pool:
     models, adapters, features). ``target`` and ``sources`` take what a study file does (``fusionkit.study.sources``;
     default cr from mr, subj, trec). ``track="mlflow"`` then logs the report
-    and each of its runs to MLflow (``fusionkit.report.tracking``: ``MLFLOW_TRACKING_URI``, else ./mlruns)."""
+    and each of its runs to MLflow (``fusionkit.report.tracking``: ``MLFLOW_TRACKING_URI``, else ./mlruns).
+    ``single_file``: also write the page as one self-contained HTML file (``page.write_single_file``)."""
     tracking.check_tracker(track)  # a missing mlflow fails now, not after the study
     out = Path(out).resolve()
     if out.exists() and not out.is_dir():
@@ -161,6 +165,8 @@ def run_report(out: str | Path, profile: str = DEFAULT_PROFILE, target="cr",
     atomic_write(out / "provenance.json", json.dumps(record, indent=1, default=str))
     index = write_index(out, notebooks, record)
     print(f"report written to {index} in {record['total_seconds']:.0f} s", flush=True)
+    if single_file:
+        print(f"the same page in one file, to mail: {write_single_file(out)}", flush=True)
     if track:
         logged = tracking.track_report(out, run.workdir)
         print(f"tracked in {record['tracking']}: {logged['runs_logged']} runs logged, {logged['runs_replaced']} "
@@ -198,52 +204,3 @@ def _expert_reuse(records: list[dict]) -> dict:
             for artefact in record["config"].get("details", {}).get("artefacts", [])
             if artefact["task"] != record["config"]["target"]}
     return {"distinct": len({use[1:] for use in uses}), "target_uses": len(uses)}
-
-
-def _table(rows: dict) -> str:
-    cells = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows.items())
-    return f"<table>{cells}</table>"
-
-
-def write_index(out: Path, notebooks: list[Path], record: dict) -> Path:
-    """index.html: verdicts first, then every figure with its caption, then the notebooks, then provenance."""
-    verdicts_path = out / "verdicts.json"
-    verdicts = json.loads(verdicts_path.read_text()) if verdicts_path.is_file() else {}
-    manifest_path = out / "figures" / "figures.json"
-    captions = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-    parts = [f"<h1>fusionkit report: {html.escape(verdicts.get('question', out.name))}</h1>", "<h2>Verdicts</h2>"]
-    for section in verdicts.get("sections", []):
-        parts.append(f"<h3>{html.escape(section['title'])}</h3>"
-                     f"<p class='methods'>{html.escape(section['methods'])}</p><ul>")
-        parts += [f"<li class='{'helps' if 'helps' in s else 'hurts' if 'hurts' in s else 'none'}'>"
-                  f"{html.escape(s)}</li>" for s in section["sentences"]]
-        parts.append("</ul>")
-    parts += [f"<p>{html.escape(note)}</p>" for note in verdicts.get("notes", [])]
-    if not verdicts:
-        parts.append("<p>No verdicts were written (the evaluation notebook did not run).</p>")
-    parts.append("<h2>Figures</h2>")
-    for name in sorted(captions):
-        parts.append(f"<figure><img src='figures/{html.escape(name)}.png' alt='{html.escape(name)}'>"
-                     f"<figcaption><b>{html.escape(name)}</b>: {html.escape(captions[name])} "
-                     f"(<a href='figures/{html.escape(name)}.svg'>SVG</a>)</figcaption></figure>")
-    parts.append("<h2>Notebooks and tables</h2><ul>")
-    parts += [f"<li><a href='notebooks/{n.stem}.html'>{n.stem}</a> "
-              f"(<a href='notebooks/{n.name}'>ipynb</a>)</li>" for n in notebooks]
-    tables = ["verdict_table.csv", "transfer_matrix.csv", "selection.csv", "selection_by_target.csv",
-              "across_targets.csv", "asymmetry.csv", "beyond_sequential.csv", "source_estimates.csv", "results.csv",
-              "summary.csv", "tuning.csv", "overlap_card.csv",
-              *sorted(path.name for path in out.glob("comparisons_*.csv"))]
-    parts += [f"<li><a href='{name}'>{name}</a></li>" for name in tables if (out / name).is_file()]
-    parts.append("</ul><h2>Provenance</h2>")
-    flat = {k: v for k, v in record.items() if not isinstance(v, dict)}
-    parts += [_table(flat), "<h3>Package versions</h3>", _table(record["versions"]),
-              "<h3>Notebook times (s)</h3>", _table(record["notebook_seconds"]),
-              "<h3>Parameters</h3>", f"<pre>{html.escape(json.dumps(record['parameters'], indent=1))}</pre>"]
-    style = ("body{font-family:sans-serif;max-width:1000px;margin:auto;padding:1em}img{max-width:100%}"
-             "li.helps{color:#1a7f37}li.hurts{color:#b42318}figure{margin:2em 0}"
-             "table{border-collapse:collapse}th,td{border:1px solid #ccc;padding:2px 8px;text-align:left}")
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>fusionkit report</title>"
-            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")
-    index = out / "index.html"
-    index.write_text(page, encoding="utf-8")
-    return index

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shlex
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -58,11 +59,35 @@ def hardware() -> str:
     return described
 
 
+def relative_paths(value, base: str | Path | None = None):
+    """``value`` (dicts, lists, strings) with every absolute path written relative to ``base`` (default: the
+    current folder, where the report was made from, as the notebooks' parameters are): a report names no folder of
+    the machine that made it."""
+    if isinstance(value, dict):
+        return {key: relative_paths(item, base) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [relative_paths(item, base) for item in value]
+    if isinstance(value, str) and os.path.isabs(value):
+        return os.path.relpath(value, base)
+    return value
+
+
+def command_line(argv: list[str], base: str | Path | None = None) -> str:
+    """The command as typed, its program by name and any absolute path in it (``--out /x`` or ``--out=/x``)
+    relative to ``base``."""
+    words = [Path(argv[0]).name]
+    for word in argv[1:]:
+        option, equals, given = word.partition("=")
+        words.append(f"{option}={relative_paths(given, base)}" if equals and option.startswith("-")
+                     else relative_paths(word, base))
+    return shlex.join(words)
+
+
 def provenance(profile: str, parameters: dict, notebook_seconds: dict, total_seconds: float) -> dict:
     return {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "git_commit": git_commit(),
             "profile": profile, "hardware": hardware(), "platform": platform.platform(),
-            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "total_seconds": total_seconds,
-            "notebook_seconds": notebook_seconds, "versions": versions(), "parameters": parameters}
+            "command": command_line(sys.argv), "total_seconds": total_seconds,
+            "notebook_seconds": notebook_seconds, "versions": versions(), "parameters": relative_paths(parameters)}
 
 
 def matmul_peak_flops(size: int = 2048, repeats: int = 10) -> float:
