@@ -153,8 +153,10 @@ def test_reliability_diagram_draws_one_line_per_model_and_the_diagonal():
     assert any("ECE" in text.get_text() for text in figure.legends[0].get_texts())
 
 
-def test_critical_difference_diagram_joins_groups_within_cd():
-    figure = plots.critical_difference_diagram({"a": 1.2, "b": 2.0, "c": 3.1, "d": 3.7}, cd=1.0)
+@pytest.mark.parametrize("as_series", [False, True])  # friedman_nemenyi gives its ranks as a Series
+def test_critical_difference_diagram_joins_groups_within_cd(as_series):
+    ranks = {"a": 1.2, "b": 2.0, "c": 3.1, "d": 3.7}
+    figure = plots.critical_difference_diagram(pd.Series(ranks) if as_series else ranks, cd=1.0)
     (axes,) = figure.axes
     # Two group bars (a-b, c-d), the CD bar, and one leader line per method.
     assert len(axes.lines) == 2 + 1 + 4

@@ -71,6 +71,7 @@ def reliability_diagram(y, probs_by_name: Mapping[str, np.ndarray], n_bins: int 
 def critical_difference_diagram(avg_ranks: Mapping[str, float], cd: float,
                                 colors: Mapping[str, str] | None = None) -> Figure:
     """Methods on an average-rank axis (1 = best), the CD bar, and a bar joining each group within CD."""
+    avg_ranks = dict(avg_ranks)  # a Series iterates over its values, a mapping over its names
     colors = colors_for(avg_ranks, colors)
     ordered = sorted(avg_ranks.items(), key=lambda item: item[1])
     groups = cd_groups(dict(ordered), cd)
