@@ -231,6 +231,9 @@ def _target_headline(page: _Page, record: dict) -> tuple[str, pd.DataFrame | Non
     fusion_size = parameters.get("fusion_size", int(results["train_size"].mode().iloc[0]))
     table = headline_table(results, fusion_size, _verdicts_by_system(page, fusion_size),
                            parameters.get("alpha", 0.05), parameters.get("min_effect", 0.0))
+    if table.empty:
+        return (f"<p>No system of the study ran at its fusion size (n={fusion_size}), so there is no headline table; "
+                f"every run is in {page.link('results.csv')}.</p>"), None
     header = ["system", "kind", "accuracy %", "macro-F1 %", "ECE", "gain over finetune (points)", "verdict",
               "trainable params", "train (s)"]
     rows = [f" data-system='{_text(s)}'" + (" class='best'" if best else "")
