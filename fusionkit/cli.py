@@ -125,8 +125,11 @@ def tasks(data_dir: Optional[str] = typer.Option(None, help="folder to look in (
     typer.echo(f"data folder: {folder or '(none: tasks come from the Hugging Face Hub)'}")
     for definition in TASKS.values():
         files = list(definition.files.values())
-        if folder and all((Path(folder) / name).is_file() for name in files):
+        present = [name for name in files if folder and (Path(folder) / name).is_file()]
+        if present == files:
             where = f"local: {', '.join(files)}"
+        elif present:  # the loader refuses a partial copy rather than mix it with the Hub's
+            where = f"incomplete local copy: {', '.join(sorted(set(files) - set(present)))} missing (an error)"
         else:
             where = f"hub: {definition.hub.dataset_id}" + (f" (local files {', '.join(files)} not found)" if folder else "")
         typer.echo(f"{definition.name:6} {len(definition.label_names)} labels  {definition.description}\n       {where}")

@@ -228,3 +228,19 @@ def test_make_command_line_folder_wins(tmp_path):
     out = subprocess.run(["make", "-s", "env", "FUSIONKIT_DATA=/cli/data"], cwd=tmp_path / "repo", env=env,
                          capture_output=True, text=True, check=True).stdout
     assert "FUSIONKIT_DATA=/cli/data\n" in out and "HF_HUB_OFFLINE=(unset" in out
+
+
+def test_the_tasks_command_says_where_each_task_would_come_from(tmp_path, data_dir):
+    """`fusionkit tasks` agrees with the loader: a whole local copy, a partial one (refused), or the Hub."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from fusionkit.cli import app
+
+    shutil.copy(data_dir / "TREC.train.all", tmp_path)
+    shutil.copy(data_dir / "custrev.all", tmp_path)
+    output = CliRunner().invoke(app, ["tasks", "--data-dir", str(tmp_path)]).output
+    assert "local: custrev.all" in output
+    assert "incomplete local copy: TREC.test.all missing" in output
+    assert "hub: SetFit/subj" in output

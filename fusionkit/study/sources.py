@@ -158,9 +158,9 @@ def load_entry_task(entry, data_dir: str | None = None, knowledge: dict[str, lis
                                 name=file.task_name, knowledge_columns=knowledge or None)
 
 
-def knowledge_source(entry, source_task: Task | None = None):
-    """A source entry as the strategies take it: the (loaded) ``source_task`` for a task, else a
-    PretrainedModel, LoraAdapter or KnowledgeFeatures."""
+def knowledge_source(entry):
+    """A source entry that is not a task, as the strategies take it: a PretrainedModel, LoraAdapter or
+    KnowledgeFeatures (a task is loaded with ``load_entry_task``)."""
     parsed, name = parse_source(entry), source_name(entry)
     if isinstance(parsed, ModelSource):
         return PretrainedModel(name, parsed.model)
@@ -168,7 +168,7 @@ def knowledge_source(entry, source_task: Task | None = None):
         return LoraAdapter(name, parsed.adapter)
     if isinstance(parsed, FeatureSource):
         return KnowledgeFeatures(name, tuple(parsed.columns))
-    return source_task
+    raise ConfigError(f"source {name!r} is a task: load it with load_entry_task")
 
 
 def is_task(entry) -> bool:
