@@ -19,8 +19,7 @@ from fusionkit.evaluation.metrics import check_columns
 from fusionkit.evaluation.stats import friedman_nemenyi
 from fusionkit.evaluation.gains import aulc, learning_curve
 from fusionkit.strategies import STRATEGIES
-from fusionkit.strategies.knowledge import TASK
-from fusionkit.study.sources import knowledge_source
+from fusionkit.study.sources import entry_kind
 
 COST_COLUMNS = ("trainable_params", "train_seconds", "infer_ms_per_example")
 
@@ -279,7 +278,7 @@ def _fused(config, arm) -> str:
     if not strategy.needs_sources:
         return "the target only"
     usable = [name for name, entry in zip(config.source_names, config.sources)
-              if getattr(knowledge_source(entry), "kind", TASK) in strategy.source_kinds]
+              if entry_kind(entry) in strategy.source_kinds]
     return ", ".join(usable) + (", one system each" if arm.per_source else "")
 
 

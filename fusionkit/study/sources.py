@@ -173,3 +173,8 @@ def knowledge_source(entry):
 
 def is_task(entry) -> bool:
     return isinstance(parse_source(entry), (str, TaskFile))
+
+
+def entry_kind(entry) -> str:
+    """task, model, adapter or features (``strategies.knowledge.SOURCE_KINDS``), read from the entry alone."""
+    return "task" if is_task(entry) else knowledge_source(entry).kind
