@@ -248,7 +248,7 @@ def save_critical_difference(run: NotebookRun):
                             for strategy, sources in zip(stored["strategy"], stored["sources"])]
     ranking = tables.ranking_across_targets(stored) if "system" in stored else None
     if ranking is None:
-        print(f"fewer than 2 targets (or 3 systems run on each) in the results store: no critical-difference "
+        print("fewer than 2 targets (or 3 systems run on each) in the results store: no critical-difference "
               f"diagram (it ranks systems over targets)")
         return None
     return run.save(plots.critical_difference_diagram(ranking.avg_ranks, ranking.cd), "05_critical_difference",
