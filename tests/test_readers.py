@@ -168,6 +168,6 @@ def test_a_list_valued_label_is_named_with_its_line(tmp_path):
     import pandas as pd
 
     pd.DataFrame({"text": ["a", "b"], "label": [[0], [1, 0]]}).to_parquet(tmp_path / "t.parquet")
-    with pytest.raises(DataError, match=r"file '.*t\.parquet', line 0: label .* in column 'label' is not a single "
+    with pytest.raises(DataError, match=r"file '.*t\.parquet', row 1: label .* in column 'label' is not a single "
                                         r"value"):
         read_table_file(tmp_path / "t.parquet")

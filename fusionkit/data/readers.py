@@ -26,6 +26,7 @@ class RawRows:
     line_numbers: list[int]
     encoding: str = "utf-8"
     dropped: list[tuple[int, str]] = field(default_factory=list)  # (line, reason)
+    unit: str = "line"  # what line_numbers count: lines of a text file, "row"s of a parquet or JSON table
     # knowledge source name -> one float vector per kept row (read_table_file's knowledge_columns)
     knowledge: dict[str, list] = field(default_factory=dict)
 
@@ -128,9 +129,9 @@ def _read_table(path: Path, encoding: str):
         if suffix in (".jsonl", ".jsonl.gz"):
             return _read_jsonl(path, enc), 1, enc
         if suffix == ".json":
-            return pd.read_json(path, encoding=enc), 0, enc
+            return pd.read_json(path, encoding=enc), 1, enc
         if suffix == ".parquet":
-            return pd.read_parquet(path), 0, "parquet"
+            return pd.read_parquet(path), 1, "parquet"
     except UnicodeDecodeError:
         # pandas reports an offset inside its read buffer, not in the file: find the line ourselves.
         if suffix.endswith(".gz"):
@@ -178,7 +179,7 @@ def _is_missing(label) -> bool:
     return isinstance(label, str) and label.strip().lower() in MISSING_LABELS
 
 
-def _numbers(cell, path: Path, line_no: int, column: str) -> list[float]:
+def _numbers(cell, path: Path, at: str, column: str) -> list[float]:
     """A knowledge cell as floats: a number, or a vector (a list in JSONL/parquet, a JSON list in CSV/TSV)."""
     value = cell
     if isinstance(cell, str):
@@ -192,17 +193,17 @@ def _numbers(cell, path: Path, line_no: int, column: str) -> list[float]:
     for item in values:
         if isinstance(item, bool) or not isinstance(item, (int, float)) or item != item or abs(item) == float("inf"):
             what = "missing" if _is_missing(item) or value is None else f"not a number ({item!r})"
-            raise DataError(f"file '{path}', line {line_no}: knowledge column '{column}' is {what}; every row needs "
+            raise DataError(f"file '{path}', {at}: knowledge column '{column}' is {what}; every row needs "
                             f"a number (or a list of numbers) there")
     if not values:
-        raise DataError(f"file '{path}', line {line_no}: knowledge column '{column}' holds an empty list")
+        raise DataError(f"file '{path}', {at}: knowledge column '{column}' holds an empty list")
     return [float(item) for item in values]
 
 
-def _knowledge_vector(row: dict, columns: list[str], path: Path, line_no: int) -> list[float]:
+def _knowledge_vector(row: dict, columns: list[str], path: Path, at: str) -> list[float]:
     vector = []
     for column in columns:
-        vector += _numbers(row[column], path, line_no, column)
+        vector += _numbers(row[column], path, at, column)
     return vector
 
 
@@ -227,17 +228,19 @@ def read_table_file(
     for column in (text_column, label_column, *(c for columns in knowledge_columns.values() for c in columns)):
         if column not in frame.columns:
             raise DataError(f"file '{path}': no column '{column}'; its columns are {list(frame.columns)}")
+    # A parquet or JSON table has no lines: its rows are counted from 1.
+    unit = "row" if path.suffix in (".parquet", ".json") else "line"
     rows = RawRows(path=path, texts=[], labels=[], line_numbers=[], encoding=used,
-                   knowledge={name: [] for name in knowledge_columns})
+                   knowledge={name: [] for name in knowledge_columns}, unit=unit)
     records = frame[[c for columns in knowledge_columns.values() for c in columns]].to_dict("records") \
         if knowledge_columns else None
     for index, (text, label) in enumerate(zip(frame[text_column], frame[label_column])):
         line_no = frame.attrs["lines"][index] if "lines" in frame.attrs else index + first_line
         if not isinstance(label, (str, int, float, bool)) and not hasattr(label, "dtype"):
-            raise DataError(f"file '{path}', line {line_no}: label {label!r} in column '{label_column}' is not a "
+            raise DataError(f"file '{path}', {unit} {line_no}: label {label!r} in column '{label_column}' is not a "
                             f"single value (a {type(label).__name__})")
         if getattr(label, "ndim", 0):
-            raise DataError(f"file '{path}', line {line_no}: label {label!r} in column '{label_column}' is not a "
+            raise DataError(f"file '{path}', {unit} {line_no}: label {label!r} in column '{label_column}' is not a "
                             f"single value (an array)")
         if _is_missing(label):
             rows.dropped.append((line_no, "missing label"))
@@ -248,9 +251,9 @@ def read_table_file(
         if isinstance(label, float) and label.is_integer():
             label = int(label)
         for name, columns in knowledge_columns.items():
-            vector, kept = _knowledge_vector(records[index], columns, path, line_no), rows.knowledge[name]
+            vector, kept = _knowledge_vector(records[index], columns, path, f"{unit} {line_no}"), rows.knowledge[name]
             if kept and len(vector) != len(kept[0]):
-                raise DataError(f"file '{path}', line {line_no}: knowledge column(s) {', '.join(columns)} hold "
+                raise DataError(f"file '{path}', {unit} {line_no}: knowledge column(s) {', '.join(columns)} hold "
                                 f"{len(vector)} numbers where the first row has {len(kept[0])}")
             kept.append(vector)
         rows.texts.append(text.strip())

@@ -175,6 +175,11 @@ class Task:
             kept[split] = data if len(keep) == len(data) else data.select(keep)
             if len(keep) < len(data):
                 notes.append(f"{len(data) - len(keep)} {split} examples dropped: {why}")
+            classes = len(set(kept[split]["label"][:]))
+            if not keep or (split == "train" and classes < 2):
+                left = "no example" if not keep else f"examples of one class only ({len(keep)})"
+                raise DataError(f"task '{self.name}' ({self.origin}): dropping its {len(data) - len(keep)} {split} "
+                                f"examples {why} leaves {left} in its {split} split")
         return replace(self, **kept, notes=notes)
 
     def __repr__(self) -> str:
@@ -226,7 +231,7 @@ def _check_label_range(rows: RawRows, num_labels: int, task_name: str) -> None:
     for label, line_no in zip(rows.labels, rows.line_numbers):
         if not 0 <= label < num_labels:
             raise DataError(
-                f"file '{rows.path}', line {line_no}: label {label} is outside 0..{num_labels - 1} "
+                f"file '{rows.path}', {rows.unit} {line_no}: label {label} is outside 0..{num_labels - 1} "
                 f"declared for task '{task_name}'"
             )
 
@@ -239,7 +244,7 @@ def _check_test_labels_seen(split_rows: dict[str, RawRows], train_labels: set) -
         for label, line_no in zip(rows.labels, rows.line_numbers):
             if label not in train_labels:
                 raise DataError(
-                    f"file '{rows.path}', line {line_no}: label {label!r} appears in {split_name} "
+                    f"file '{rows.path}', {rows.unit} {line_no}: label {label!r} appears in {split_name} "
                     f"but never in the training data"
                 )
 
@@ -305,6 +310,13 @@ def _remove_leaks(name: str, splits: dict[str, _Split], dedup: bool, notes: list
                     for file, line in zip(rows.files[mask], rows.lines[mask])]
     notes.append(f"dropped {described} rows whose text (whitespace collapsed, case folded) also appears in a "
                  f"later split")
+    for split, count in counts.items():
+        if count == len(splits[split].texts):
+            files = ", ".join(f"'{file}'" for file in sorted(set(splits[split].files)))
+            later = "validation or test" if split == "train" else "test"
+            raise DataError(f"task '{name}': every one of the {count} {split} rows (file {files}) repeats a text of "
+                            f"the {later} split and was dropped as leakage, which leaves no {split} example; give "
+                            f"{split} rows whose texts the later splits do not hold")
     return {split: rows.keep(~leaking[split]) for split, rows in splits.items()}
 
 
@@ -461,7 +473,7 @@ def _load_from_hub(definition: TaskDefinition, dedup: bool,
         for column in (definition.hub.text_column, label_column):
             if column not in part.column_names:
                 raise DataError(f"file '{path}': no column '{column}'; its columns are {part.column_names}")
-        rows = RawRows(path=path, texts=[], labels=[], line_numbers=[], encoding="hub")
+        rows = RawRows(path=path, texts=[], labels=[], line_numbers=[], encoding="hub", unit="row")
         for index, (text, label) in enumerate(zip(part[definition.hub.text_column], part[label_column])):
             if not text or not str(text).strip():
                 rows.dropped.append((index, "missing text"))
@@ -516,7 +528,7 @@ def _label_value(label, rows: RawRows, line_no: int) -> tuple[str, object]:
     if isinstance(label, (float, np.floating)):
         if float(label).is_integer():
             return "number", int(label)
-        raise DataError(f"file '{rows.path}', line {line_no}: label {label!r} is not a whole number; class labels "
+        raise DataError(f"file '{rows.path}', {rows.unit} {line_no}: label {label!r} is not a whole number; class labels "
                         f"are integers or names (pass label_names=[...] to say which values are classes)")
     text = str(label).strip()
     if _INTEGER.fullmatch(text):
@@ -525,7 +537,7 @@ def _label_value(label, rows: RawRows, line_no: int) -> tuple[str, object]:
         float(text)
     except ValueError:
         return "text", text
-    raise DataError(f"file '{rows.path}', line {line_no}: label {text!r} is not a whole number; class labels are "
+    raise DataError(f"file '{rows.path}', {rows.unit} {line_no}: label {text!r} is not a whole number; class labels are "
                     f"integers or names (pass label_names=[...] to say which values are classes)")
 
 
@@ -544,7 +556,7 @@ def _label_mapping(split_rows: dict[str, RawRows], label_names: list | None = No
         for rows, line_no, label, _ in values:
             key = str(int(label)) if isinstance(label, (float, np.floating)) and float(label).is_integer() else str(label).strip()
             if key not in index:
-                raise DataError(f"file '{rows.path}', line {line_no}: label {label!r} is not one of the label_names "
+                raise DataError(f"file '{rows.path}', {rows.unit} {line_no}: label {label!r} is not one of the label_names "
                                 f"{names}")
         return {label: index[str(int(label)) if isinstance(label, (float, np.floating)) and float(label).is_integer()
                              else str(label).strip()] for _, _, label, _ in values}, names
@@ -553,7 +565,7 @@ def _label_mapping(split_rows: dict[str, RawRows], label_names: list | None = No
         minority = min(set(kinds), key=kinds.count)
         rows, line_no, label, _ = next(v for v in values if v[3][0] == minority)
         other = next(v for v in values if v[3][0] != minority)
-        raise DataError(f"file '{rows.path}', line {line_no}: label {label!r} is a {minority} while other labels are "
+        raise DataError(f"file '{rows.path}', {rows.unit} {line_no}: label {label!r} is a {minority} while other labels are "
                         f"{other[3][0]}s (e.g. {other[2]!r} on line {other[1]}); pass label_names=[...] to say which "
                         f"values are classes")
     classes = sorted({value for *_, (_, value) in values})
