@@ -104,7 +104,7 @@ def atomic_folder(path: str | Path) -> Iterator[Path]:
     temp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         yield temp
-        os.chmod(temp, 0o777 & ~_umask())
+        _follow_umask(temp)
         if path.exists():
             shutil.rmtree(path)
         os.replace(temp, path)
@@ -112,6 +112,18 @@ def atomic_folder(path: str | Path) -> Iterator[Path]:
         shutil.rmtree(temp, ignore_errors=True)
         raise
     _fsync_folder(path.parent)
+
+
+def _follow_umask(folder: Path) -> None:
+    """Give ``folder`` and everything in it the modes the user's umask gives new files: mkdtemp makes the folder
+    0700 and safetensors writes its files 0600, whatever the umask."""
+    mask = _umask()
+    os.chmod(folder, 0o777 & ~mask)
+    for root, folders, files in os.walk(folder):
+        for name in folders:
+            os.chmod(os.path.join(root, name), 0o777 & ~mask)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o666 & ~mask)
 
 
 def file_sha256(path: str | Path) -> str:
@@ -139,13 +151,27 @@ def read_arrays(path: str | Path, names: tuple[str, ...] = ()) -> np.ndarray | d
     except DataError:
         raise
     except Exception as err:  # zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, ...
-        raise DataError(f"'{path}' is damaged ({_plain(err)})") from None
+        raise DataError(f"'{path}' is damaged ({_plain(err, path)})") from None
 
 
-def _plain(error: Exception) -> str:
-    # numpy's refusal to unpickle suggests allow_pickle=True; fusionkit never loads pickles, so it must not.
+NPY_MAGIC, ZIP_MAGIC = b"\x93NUMPY", b"PK"
+PICKLE_PROTOCOLS = range(2, 6)  # a pickle of protocol 2 to 5 starts with b"\x80" and its protocol number
+
+
+def _plain(error: Exception, path: Path) -> str:
+    # numpy falls back to unpickling whatever is neither .npy nor .npz, and its refusal then suggests
+    # allow_pickle=True; fusionkit never loads pickles, so name what the file holds instead.
     if "pickle" in str(error).lower():
-        return "it holds Python objects (a pickle), which fusionkit never loads"
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+        if len(head) >= 2 and head[0] == 0x80 and head[1] in PICKLE_PROTOCOLS:
+            return "it holds Python objects (a pickle), which fusionkit never loads"
+        if head.startswith((NPY_MAGIC, ZIP_MAGIC)):
+            return "it holds an array of Python objects (stored as a pickle), which fusionkit never loads"
+        if not head:
+            return "it is empty"
+        return (f"it is neither a .npy nor a .npz file: it starts with bytes {head.hex(' ')}, where a .npy starts "
+                f"with {NPY_MAGIC.hex(' ')} and a .npz with {ZIP_MAGIC.hex(' ')}")
     return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 
 
@@ -168,8 +194,45 @@ def _umask() -> int:
     return current
 
 
+def shown(value: Any, limit: int = 160) -> str:
+    """``repr(value)`` for an error message, cut to ``limit`` characters: a message names the value at fault, it
+    does not repeat a huge one."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def listed(problems: list[str], limit: int = 5) -> str:
+    """The first ``limit`` problems joined with "; " and how many more there are: an error names what is wrong,
+    it does not list twenty thousand of the same."""
+    more = f"; and {len(problems) - limit} more" if len(problems) > limit else ""
+    return "; ".join(problems[:limit]) + more
+
+
 class _Loader(yaml.SafeLoader):
-    """YAML as people write numbers: ``1e-3`` is a float (PyYAML's YAML 1.1 needs ``1.0e-3``)."""
+    """YAML as people write numbers: ``1e-3`` is a float (PyYAML's YAML 1.1 needs ``1.0e-3``). A study is a few
+    fields written out: an alias (``*name``) is refused, since nested aliases expand a small file into gigabytes,
+    and so is a key given twice in one mapping, since the last one would silently win."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, f"alias *{event.anchor} is not allowed (write the value out where it is used)",
+                event.start_mark)
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                if isinstance(key, (str, int, float, bool)) or key is None:
+                    if key in seen:
+                        raise yaml.constructor.ConstructorError(
+                            None, None, f"key {key!r} is given twice in one mapping (first {seen[key]}); give it once",
+                            key_node.start_mark)
+                    seen[key] = f"line {key_node.start_mark.line + 1}"
+        return super().construct_mapping(node, deep)
 
 
 _Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),

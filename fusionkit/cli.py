@@ -55,7 +55,8 @@ def report(
     workers: Optional[int] = typer.Option(None, help="ray: runs at once on this machine (default: one per core)"),
     ray_address: Optional[str] = typer.Option(None, help="ray: a running cluster to use (default: RAY_ADDRESS, "
                                                          "else a local Ray is started)"),
-    gpu_fraction: float = typer.Option(0.25, help="ray on CUDA: the share of a GPU each run takes"),
+    gpu_fraction: Optional[float] = typer.Option(None, help="ray on CUDA: the share of a GPU each run takes "
+                                                            "(default 0.25)"),
     track: Optional[str] = typer.Option(None, help="mlflow: log the report and each of its runs to MLflow "
                                                    "(MLFLOW_TRACKING_URI, else ./mlruns; needs the "
                                                    "mlflow extra of fusionkit)"),
@@ -76,7 +77,8 @@ def report(
         if executor is not None:
             options = {"kind": executor}
             if executor == "ray":
-                options.update(workers=workers, address=ray_address, gpu_fraction=gpu_fraction)
+                given = dict(workers=workers, address=ray_address, gpu_fraction=gpu_fraction)
+                options.update({name: value for name, value in given.items() if value is not None})
         run_report(out, profile if profile is not None else given.get("profile", "quick"),
                    target or given.get("target") or "cr", sources if sources is not None else given.get("sources"),
                    {**given.get("overrides", {}), **parse_parameters(param)}, workdir or given.get("workdir"),
@@ -138,15 +140,17 @@ def tasks(data_dir: Optional[str] = typer.Option(None, help="folder to look in (
 @app.command()
 def export(
     run_id: str = typer.Argument(..., help="the run's id: the run_id column of the report's results.csv or tuning.csv"),
-    to: Path = typer.Option(..., help="folder to write the model to (replaced whole)"),
+    to: Path = typer.Option(..., help="folder to write the model to: a new or empty folder, or a previous export "
+                                      "(replaced whole); never the current folder or a file"),
     report: Path = typer.Option(..., "--report", help="the report folder whose provenance.json describes the study"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace a --to folder that holds other files, whole"),
 ) -> None:
     """Refit a stored run from its report's record and export it as a folder that transformers,
     sentence-transformers and peft load without fusionkit."""
     from fusionkit.study.export_run import export_run
 
     try:
-        exported = export_run(run_id, to, report)
+        exported = export_run(run_id, to, report, overwrite)
     except FusionkitError as error:
         typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None

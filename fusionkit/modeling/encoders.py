@@ -145,18 +145,34 @@ def _resolve(name: str) -> str:
 
 
 @functools.lru_cache(maxsize=32)
+def encoder_config(name: str):
+    """An encoder's transformers config (its architecture), from its config file alone: no weights load."""
+    from transformers import AutoConfig, BertConfig
+
+    if name == "tiny":
+        return BertConfig(vocab_size=load_tokenizer(name).vocab_size, **TINY_CONFIG)
+    try:
+        return AutoConfig.from_pretrained(_resolve(name))
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"cannot read the config of encoder {name!r} (a short name, local folder or Hub id): "
+                          f"{err}") from None
+
+
 def encoder_max_length(name: str) -> int:
     """The most tokens an encoder reads (its position embeddings), from its config alone: no weights load."""
     if name == "tiny":
         return TINY_CONFIG["max_position_embeddings"]
-    from transformers import AutoConfig
+    return int(getattr(encoder_config(name), "max_position_embeddings", 512))
 
-    try:
-        config = AutoConfig.from_pretrained(_resolve(name))
-    except (OSError, ValueError) as err:
-        raise ConfigError(f"cannot read the config of encoder {name!r} (a short name, local folder or Hub id): "
-                          f"{err}") from None
-    return int(getattr(config, "max_position_embeddings", 512))
+
+# The config fields that fix every weight's name and shape in the encoders fusionkit fine-tunes and merges.
+ARCHITECTURE_FIELDS = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                       "vocab_size")
+
+
+def architecture(config) -> dict:
+    """What of a transformers config fixes its weights' names and shapes (``ARCHITECTURE_FIELDS``)."""
+    return {name: getattr(config, name, None) for name in ARCHITECTURE_FIELDS}
 
 
 @functools.lru_cache(maxsize=8)

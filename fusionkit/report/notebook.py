@@ -14,8 +14,9 @@ from fusionkit.report.plots import save_figure
 from fusionkit.study.profiles import matrix_configs, profile_parameters, study_config
 from fusionkit.study.executors import make_executor, run_studies, run_study
 from fusionkit.study.runner import load_study_tasks
-from fusionkit.study.sources import (check_sources, is_task, knowledge_columns, load_entry_task, source_name,
+from fusionkit.study.sources import (check_given_sources, check_sources, is_task, knowledge_columns, load_entry_task, source_name,
                                      task_name)
+from fusionkit.study.progress import forward_warnings
 from fusionkit.study.store import ResultsStore
 from fusionkit.strategies import STRATEGIES
 
@@ -220,7 +221,10 @@ def setup_matrix_notebook(profile: str | None = None, targets=None, workdir: str
 
 
 def _check_tasks(target, sources: list, parameters: dict) -> None:
-    check_sources(target, sources, known=True)  # unknown tasks, malformed entries, a name twice, target a source
+    check_sources(target, sources, known=True)  # unknown tasks, missing files, malformed entries, a name twice...
+    # ...and every model's and adapter's files (and architecture, where an arm needs the encoder's)
+    check_given_sources(sources, parameters["encoder"],
+                        {arm["system"]: STRATEGIES[arm["strategy"]] for arm in parameters["fusion_arms"]})
     fusing = sorted({arm["strategy"] for arm in parameters["fusion_arms"] if STRATEGIES[arm["strategy"]].needs_sources})
     if fusing and not sources:
         raise ConfigError(f"parameter sources is empty, but the fusion arms ({', '.join(fusing)}) fuse knowledge from "
@@ -247,6 +251,8 @@ def _quiet_notebook() -> None:
     import warnings
 
     import pandas as pd
+
+    forward_warnings()  # fusionkit's warnings reach the terminal of `fusionkit report` and the page
 
     pd.set_option("display.precision", 3)
     # Noise that says nothing about the study and prints this machine's paths into the executed notebook.

@@ -94,6 +94,58 @@ def _files_fingerprint(kind: str, path: str, patterns: tuple[str, ...]) -> str:
     return digest({"kind": kind, "files": {f.name: file_sha256(f) for f in files}})
 
 
+PICKLE_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")  # weights as pickles, which fusionkit never loads
+
+
+def _local_folder(kind: str, path: str) -> Path | None:
+    """The folder a model or adapter source names, or None for a Hub id that can be fetched (online, or in the
+    local Hub cache); a ConfigError when it is neither, before any work."""
+    import os
+
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    folder = Path(path).expanduser()
+    if folder.is_dir():
+        return folder
+    if folder.exists():
+        raise ConfigError(f"{kind} source '{path}' is a file; it must be a folder (or a Hub id)")
+    try:
+        validate_repo_id(path)
+    except HFValidationError:
+        raise ConfigError(f"{kind} source '{path}': no such folder (from '{Path.cwd()}'), and it is not a Hub "
+                          f"id") from None
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    if offline and not isinstance(try_to_load_from_cache(path, CONFIG_FILES[kind]), str):
+        raise ConfigError(f"{kind} source '{path}': no such folder (from '{Path.cwd()}'), and as a Hub id it is not "
+                          f"in the local Hub cache while offline (HF_HUB_OFFLINE is set)")
+    return None
+
+
+def _needed_files(kind: str, folder: Path, config: str, weights: str) -> dict:
+    """The folder's config (parsed JSON) after checking that it and safetensors weights (``weights``, a glob)
+    are there: a ConfigError naming the folder and what is missing, or that the weights are pickles."""
+    import json as json_module
+
+    if not any(folder.glob(weights)):
+        pickles = sorted(f.name for pattern in PICKLE_WEIGHTS for f in folder.glob(pattern))
+        found = (f"only {', '.join(pickles)}, weights stored as Python pickles, which fusionkit never loads: save "
+                 f"them as safetensors (save_pretrained(..., safe_serialization=True))") if pickles else "no weights"
+        raise ConfigError(f"{kind} source '{folder}' holds {found} (needs {weights})")
+    if not (folder / config).is_file():
+        raise ConfigError(f"{kind} source '{folder}' has no {config}")
+    try:
+        parsed = json_module.loads((folder / config).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json_module.JSONDecodeError) as err:
+        raise ConfigError(f"{kind} source '{folder / config}' is not valid JSON ({err})") from None
+    if not isinstance(parsed, dict):
+        raise ConfigError(f"{kind} source '{folder / config}' is not a JSON object")
+    return parsed
+
+
+CONFIG_FILES = {"model": "config.json", "adapter": "adapter_config.json"}
+
+
 @dataclass
 class GivenExpert:
     """Knowledge that is already an expert (a model, an adapter) at ``path``: loaded once per study settings."""
@@ -122,6 +174,24 @@ class GivenExpert:
 class PretrainedModel(GivenExpert):
     kind: ClassVar[str] = MODEL
     files: ClassVar[tuple[str, ...]] = ("config.json", "*.safetensors")
+
+    def check(self) -> dict | None:
+        """Its files, checked before any work: a local folder holds a readable config.json and safetensors
+        weights (a ConfigError otherwise); returns its architecture (``encoders.architecture``), None for a
+        Hub id not read yet."""
+        from transformers import AutoConfig
+
+        from fusionkit.modeling.encoders import architecture
+
+        folder = _local_folder(MODEL, self.path)
+        if folder is None:
+            return None
+        _needed_files(MODEL, folder, "config.json", "*.safetensors")
+        try:
+            return architecture(AutoConfig.from_pretrained(folder))
+        except (OSError, ValueError, KeyError) as err:
+            raise ConfigError(f"model source '{folder}': its config.json is not a transformers config ({err})") \
+                from None
 
     def _load(self, settings: dict) -> FittedModel:
         from transformers import AutoConfig, AutoModelForSequenceClassification
@@ -157,17 +227,26 @@ class LoraAdapter(GivenExpert):
     kind: ClassVar[str] = ADAPTER
     files: ClassVar[tuple[str, ...]] = ("adapter_config.json", "adapter_model.safetensors")
 
+    def check(self) -> None:
+        """Its files, checked before any work: a local folder holding adapter_config.json (a LoRA adapter's) and
+        adapter_model.safetensors; a ConfigError naming the folder otherwise."""
+        folder = _local_folder(ADAPTER, self.path)
+        if folder is None:
+            return None
+        config = _needed_files(ADAPTER, folder, "adapter_config.json", "adapter_model.safetensors")
+        if config.get("peft_type") != "LORA":
+            raise ConfigError(f"adapter source '{folder}' holds a {config.get('peft_type')} adapter; fusionkit takes "
+                              f"LoRA")
+        return None
+
     def _load(self, settings: dict) -> FittedModel:
         from peft import PeftModel
 
         folder = Path(self.path)
-        for needed in ("adapter_config.json", "adapter_model.safetensors"):
-            if not (folder / needed).is_file():
-                raise ConfigError(f"source {self.name!r}: '{folder}' is not a peft adapter folder (no {needed}; "
-                                  f"adapters load from safetensors only)")
-        peft_type = json.loads((folder / "adapter_config.json").read_text()).get("peft_type")
-        if peft_type != "LORA":
-            raise ConfigError(f"source {self.name!r}: '{folder}' holds a {peft_type} adapter; fusionkit takes LoRA")
+        try:
+            self.check()
+        except ConfigError as error:
+            raise ConfigError(f"source {self.name!r}: {error}") from None
         base = load_encoder(settings["encoder"], max_length=settings["max_length"], pooling=settings["pooling"])
         base_fingerprint = base.fingerprint()
         try:

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import copy
 import importlib.resources
+import warnings
 from dataclasses import fields
 from pathlib import Path
 from typing import Annotated
 
 import pydantic
 
-from fusionkit._io import read_yaml
-from fusionkit.errors import ConfigError
+from fusionkit._io import listed, read_yaml, shown
+from fusionkit.errors import ConfigError, FusionkitWarning
 from fusionkit.modeling.encoders import encoder_max_length
 from fusionkit.strategies import STRATEGIES
 from fusionkit.study.design import configurations
@@ -47,7 +48,8 @@ PROFILES: dict[str, dict] = _load_profiles()
 NO_PROFILE = ""  # a study file that extends no profile: it gives every parameter itself
 
 PositiveInt = Annotated[int, pydantic.Field(strict=True, gt=0)]
-Seed = Annotated[int, pydantic.Field(strict=True, ge=0)]
+SEED_LIMIT = 2**32 - 1  # numpy's and scikit-learn's random_state take seeds up to this
+Seed = Annotated[int, pydantic.Field(strict=True, ge=0, le=SEED_LIMIT)]
 MIN_MAX_LENGTH = 8  # tokens: [CLS], [SEP] and a few words; below it every text is cut to nothing
 
 
@@ -91,6 +93,7 @@ class StudyParameters(pydantic.BaseModel):
     fusion_arms: list[ArmParameters]
     arm_knobs: dict[str, dict] = {}
     tuning_budget: PositiveInt = 1
+    threads: PositiveInt = 1  # torch CPU threads of every run, whichever executor carries it (StudyConfig.threads)
     # The verdict rule: the seed-level test at alpha (Holm-adjusted) and a gain of at least min_effect points.
     alpha: Annotated[float, pydantic.Field(gt=0, lt=1)] = 0.05
     min_effect: Annotated[float, pydantic.Field(ge=0)] = 1.0
@@ -111,8 +114,8 @@ def _check(parameters: dict) -> dict:
             if item["type"] == "extra_forbidden":
                 problems.append(f"unknown study parameter {where!r}; known: {', '.join(sorted(STUDY_PARAMETERS))}")
             else:
-                problems.append(f"parameter {where}: {item['msg'].replace('Value error, ', '')}, got {item['input']!r}")
-        raise ConfigError("; ".join(problems)) from None
+                problems.append(f"parameter {where}: {item['msg'].replace('Value error, ', '')}, got {shown(item['input'])}")
+        raise ConfigError(listed(problems)) from None
     limit = encoder_max_length(parameters["encoder"])
     if parameters["max_length"] > limit:
         raise ConfigError(f"parameter max_length: encoder {parameters['encoder']!r} reads at most {limit} tokens, "
@@ -132,6 +135,12 @@ def _check(parameters: dict) -> dict:
             raise ConfigError(f"arm {arm['system']!r}: unknown control(s) {unknown}; {arm['strategy']} has "
                               f"{roles or 'none'}")
         configurations(Arm(**arm), parameters.get("tuning_budget", 1))  # a ConfigError when the space is too small
+    cap = validated["task_train_cap"]
+    if cap is not None and validated["fusion_size"] > cap:
+        # The study fits a size beyond the training split on the whole split: the report must look for that size.
+        warnings.warn(f"parameter fusion_size {validated['fusion_size']} is larger than task_train_cap {cap}: the "
+                      f"fusion runs use the whole capped training split, n={cap}", FusionkitWarning, stacklevel=3)
+        validated["fusion_size"] = cap
     return validated
 
 

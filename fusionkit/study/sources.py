@@ -18,6 +18,7 @@ from typing import Annotated, Union
 import pydantic
 
 from fusionkit.data.tasks import TASKS, Task, load_task, load_task_from_files
+from fusionkit._io import listed, shown
 from fusionkit.errors import ConfigError
 from fusionkit.strategies.knowledge import KnowledgeFeatures, LoraAdapter, PretrainedModel
 
@@ -70,9 +71,9 @@ def _validated(adapter: pydantic.TypeAdapter, value, what: str):
     try:
         return adapter.validate_python(value)
     except pydantic.ValidationError as error:
-        problems = "; ".join(f"{'.'.join(str(p) for p in item['loc']) or 'value'}: {item['msg']}"
-                             for item in error.errors(include_url=False))
-        raise ConfigError(f"{what} {value!r} is not allowed ({problems}). A task is a name ({', '.join(TASKS)}), "
+        problems = listed([f"{'.'.join(str(p) for p in item['loc']) or 'value'}: {item['msg']}"
+                           for item in error.errors(include_url=False)])
+        raise ConfigError(f"{what} {shown(value)} is not allowed ({problems}). A task is a name ({', '.join(TASKS)}), "
                           f"a file path, or {{path, text_column, label_column, name}}; a source is a task or "
                           f"{{model: ...}}, {{adapter: ...}} or {{features: [columns]}}, each with an optional name") \
             from None
@@ -80,6 +81,7 @@ def _validated(adapter: pydantic.TypeAdapter, value, what: str):
 
 _TASK = pydantic.TypeAdapter(TaskEntry)
 _SOURCE = pydantic.TypeAdapter(SourceEntry)
+_NAME = pydantic.TypeAdapter(Name)
 
 
 def task_file(entry) -> TaskFile | None:
@@ -98,10 +100,41 @@ def task_name(entry) -> str:
 
 
 def check_known(entry) -> None:
-    """A ConfigError for a task named neither a registered task nor a file."""
-    if task_file(entry) is None and entry.lower() not in TASKS:
+    """A ConfigError for a task named neither a registered task nor a file, or naming a file that is not there."""
+    file = task_file(entry)
+    if file is None and entry.lower() not in TASKS:
         raise ConfigError(f"unknown task {entry!r}; known tasks: {', '.join(sorted(TASKS))} (or a path to a "
                           f".csv/.tsv/.jsonl/.parquet file)")
+    for role, path in (("file", file and file.path), ("validation file", file and file.validation),
+                       ("test file", file and file.test)):
+        if path and not Path(path).is_file():
+            raise ConfigError(f"task {task_name(entry)!r}: {role} '{path}' not found (from '{Path.cwd()}')")
+
+
+def check_given_sources(sources: list, encoder: str, strategies: dict[str, type]) -> None:
+    """Every model and adapter source's files, before any work: a local folder holds a readable config and
+    safetensors weights (``PretrainedModel.check``, ``LoraAdapter.check``), and a model fused by a strategy that
+    puts its weights in the study encoder's place (``same_architecture``: ``strategies``, system -> strategy
+    class) has that encoder's architecture. A ConfigError names the source and what is wrong."""
+    from fusionkit.modeling.encoders import architecture, encoder_config
+
+    needing = sorted(system for system, strategy in strategies.items() if strategy.same_architecture)
+    for entry in sources:
+        if is_task(entry):
+            continue
+        source = knowledge_source(entry)
+        if not isinstance(source, (PretrainedModel, LoraAdapter)):
+            continue
+        theirs = source.check()
+        if theirs is None or not needing:
+            continue
+        ours = architecture(encoder_config(encoder))
+        differ = {name: (theirs[name], ours[name]) for name in ours if theirs[name] != ours[name]}
+        if differ:
+            shown_differences = ", ".join(f"{name} {a!r} (the encoder's {b!r})" for name, (a, b) in differ.items())
+            raise ConfigError(f"source {source.name!r} ('{source.path}') has another architecture than the study "
+                              f"encoder {encoder!r}: {shown_differences}; the arms {needing} put its weights in the "
+                              f"encoder's place and need the same one. Representation fusion takes any architecture")
 
 
 def parse_source(entry):
@@ -119,7 +152,8 @@ def source_name(entry) -> str:
         if len(parsed.columns) > 1:
             raise ConfigError(f"knowledge features from several columns {parsed.columns} need a name: "
                               f"{{features: [...], name: ...}}")
-        return parsed.columns[0]
+        return _validated(_NAME, parsed.columns[0], f"the name of knowledge features (their column; give another "
+                                                     f"with {{features: ..., name: ...}})")
     return Path(str(getattr(parsed, "model", None) or parsed.adapter).rstrip("/")).name
 
 

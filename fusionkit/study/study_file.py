@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 
 import pydantic
 
-from fusionkit._io import read_yaml
+from fusionkit._io import listed, read_yaml, shown
 from fusionkit.errors import ConfigError
 from fusionkit.study.profiles import NO_PROFILE, PROFILES, STUDY_PARAMETERS, profile_parameters
 from fusionkit.study.sources import check_sources
@@ -30,7 +30,15 @@ class ExecutorSettings(pydantic.BaseModel):
     kind: Literal["local", "ray"] = "local"
     workers: Annotated[int, pydantic.Field(gt=0)] | None = None
     address: str | None = None
-    gpu_fraction: Annotated[float, pydantic.Field(gt=0, le=1)] = 0.25
+    gpu_fraction: Annotated[float, pydantic.Field(gt=0, le=1)] | None = None  # None: RayExecutor's default
+
+    @pydantic.model_validator(mode="after")
+    def _options_of_its_kind(self):
+        given = sorted(name for name in ("workers", "address", "gpu_fraction") if getattr(self, name) is not None)
+        if self.kind == "local" and given:
+            raise ValueError(f"the local executor takes no options (workers, address and gpu_fraction are ray's), "
+                             f"got {given}")
+        return self
 
 
 class StudyFile(pydantic.BaseModel):
@@ -55,8 +63,8 @@ def load_study_file(path: str | Path) -> dict:
     try:
         study = StudyFile.model_validate(data)
     except pydantic.ValidationError as error:
-        problems = "; ".join(f"field {'.'.join(str(p) for p in item['loc'])}: {item['msg']}, got {item['input']!r}"
-                             for item in error.errors(include_url=False))
+        problems = listed([f"field {'.'.join(str(p) for p in item['loc'])}: {item['msg']}, got {shown(item['input'])}"
+                           for item in error.errors(include_url=False)])
         raise ConfigError(f"{where}: {problems}") from None
     overrides = dict(study.model_extra or {})
     unknown = sorted(set(overrides) - set(STUDY_PARAMETERS))
