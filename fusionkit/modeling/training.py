@@ -12,6 +12,7 @@ import math
 import random
 import time
 import typing
+from contextlib import contextmanager
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Callable, Sequence
 
@@ -257,6 +258,20 @@ def train_loop(
         history.best_epoch = len(history.train_loss) - 1
     model.eval()
     return history
+
+
+@contextmanager
+def torch_threads(threads: int | None):
+    """Run a block with torch using ``threads`` CPU threads (None: as it is), then restore the count. A float
+    reduction's result depends on the thread count, so a run gives the same numbers wherever it runs only when
+    its thread count is fixed (``StudyConfig.threads``)."""
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class Timer:

@@ -30,7 +30,7 @@ from fusionkit.data.tasks import Task
 from fusionkit.errors import ConfigError, DataError
 from fusionkit.modeling.encoders import Encoder, base_fingerprint, load_encoder, load_tokenizer
 from fusionkit.modeling.heads import count_trainable, predict_logits
-from fusionkit.modeling.training import History, Knobs, Timer
+from fusionkit.modeling.training import History, Knobs, Timer, torch_threads
 
 WEIGHTS_FILE, SPEC_FILE = "model.safetensors", "config.json"
 
@@ -83,12 +83,13 @@ class FittedModel:
             (folder / SPEC_FILE).write_text(json.dumps(record, indent=2, default=str))
         return Path(path)
 
-    def export(self, path: str | Path) -> Path:
+    def export(self, path: str | Path, overwrite: bool = False) -> Path:
         """A folder that transformers, sentence-transformers and peft load without fusionkit (see
-        ``fusionkit.strategies.export``); a model no standard class holds is exported for ``load``."""
+        ``fusionkit.strategies.export``); a model no standard class holds is exported for ``load``. ``path`` may
+        be new, empty or a previous export; a folder holding anything else is replaced only with ``overwrite``."""
         from fusionkit.strategies.export import export_model
 
-        return export_model(self, path, loadable=self.spec.get("strategy") in Strategy.registry)
+        return export_model(self, path, loadable=self.spec.get("strategy") in Strategy.registry, overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | Path, device: str | None = None) -> "FittedModel":
@@ -152,6 +153,9 @@ class Strategy:
     needs_sources: ClassVar[bool] = False
     # What a source may be (``knowledge.SOURCE_KINDS``): knowledge features have no encoder to fine-tune or merge.
     source_kinds: ClassVar[tuple[str, ...]] = ("task", "model", "adapter")
+    # Whether a given model's weights take the study encoder's place (fine-tuned, merged): it must then have that
+    # encoder's architecture, which a study checks before any work (``study.sources.check_given_sources``).
+    same_architecture: ClassVar[bool] = False
     search_space: ClassVar[dict[str, list]] = {}
     registry: ClassVar[dict[str, type["Strategy"]]] = {}
 
@@ -164,7 +168,7 @@ class Strategy:
 
     def __init__(self, knobs: dict | None = None, encoder: str = "minilm", workdir: str | Path = "runs",
                  device: str | None = None, max_length: int = 128, pooling: str = "mean",
-                 progress: bool = False):
+                 progress: bool = False, threads: int | None = None):
         knobs = dict(knobs or {})
         if "progress" in self.Knobs.knob_names():
             knobs.setdefault("progress", progress)
@@ -177,6 +181,7 @@ class Strategy:
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.max_length = max_length
         self.pooling = pooling
+        self.threads = threads  # torch CPU threads while fitting (None: the process's); changes no artefact's key
 
     @classmethod
     def controls(cls) -> list[Control]:
@@ -210,7 +215,7 @@ class Strategy:
     def settings(self) -> dict:
         """Where and on what this strategy runs: what an artefact it needs is trained with too."""
         return {"encoder": self.encoder_name, "workdir": self.workdir, "device": self.device,
-                "max_length": self.max_length, "pooling": self.pooling}
+                "max_length": self.max_length, "pooling": self.pooling, "threads": self.threads}
 
     def load_base(self, from_scratch: bool = False, seed: int = 0) -> Encoder:
         """The base encoder on this strategy's device, fingerprinted as loaded (training may change its weights
@@ -240,16 +245,18 @@ class Strategy:
         self.check_sources(sources)
         train_task = target.subsample(train_size, seed)
         provided = dict(artefacts or {})
-        needed = [provided.get(need.key) or need.provide() if isinstance(need, Artefact) else need
-                  for need in self.requirements(train_task, sources, seed)]
-        spec = {"strategy": self.name, "encoder": self.encoder_name, "pooling": self.pooling,
-                "max_length": self.max_length, "num_labels": target.num_labels,
-                "label_names": target.label_names, "knobs": self.knobs.to_dict(),
-                "target": target.name, "sources": [source_name(s) for s in sources],
-                "seed": seed, "train_size": len(train_task.train),
-                "artefacts": [artefact_record(artefact) for artefact in needed]}
-        with Timer() as timer:
-            module, base, history, arch, *probabilities = self._fit(train_task, sources, seed, needed, spec)
+        with torch_threads(self.threads):
+            needed = [provided.get(need.key) or need.provide() if isinstance(need, Artefact) else need
+                      for need in self.requirements(train_task, sources, seed)]
+            spec = {"strategy": self.name, "encoder": self.encoder_name, "pooling": self.pooling,
+                    "max_length": self.max_length, "num_labels": target.num_labels,
+                    "label_names": target.label_names, "knobs": self.knobs.to_dict(),
+                    "target": target.name, "sources": [source_name(s) for s in sources],
+                    "seed": seed, "train_size": len(train_task.train),
+                    "artefacts": [artefact_record(artefact) for artefact in needed],
+                    "torch_threads": torch.get_num_threads()}
+            with Timer() as timer:
+                module, base, history, arch, *probabilities = self._fit(train_task, sources, seed, needed, spec)
         spec.update(arch=arch, base_fingerprint=base.fingerprint())
         return FittedModel(module, base.tokenizer, spec, history, timer.seconds, count_trainable(module),
                            *probabilities)

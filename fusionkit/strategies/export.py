@@ -61,10 +61,30 @@ def single_encoder_parts(module: nn.Module) -> tuple[nn.Module, nn.Linear] | Non
     return backbone, head
 
 
-def export_model(fitted, path: str | Path, loadable: bool) -> Path:
+def check_export_folder(path: str | Path, overwrite: bool = False) -> Path:
+    """That ``path`` may become an export folder, before any work: fusionkit never deletes what it did not write.
+    A missing or empty folder, or a previous fusionkit export (it holds ``fusionkit_export.json``), is replaced;
+    a non-empty folder of anything else only with ``overwrite``; a file, and the current folder or a folder that
+    holds it, never (a ConfigError naming the path)."""
+    path = Path(path)
+    resolved, here = path.resolve(), Path.cwd().resolve()
+    if resolved == here or resolved in here.parents:
+        raise ConfigError(f"cannot export to '{path}': it is the current folder or holds it, and an export replaces "
+                          f"its folder whole; name a new folder, e.g. --to exported/my-model")
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"cannot export to '{path}': it is a file; name a folder")
+    if path.is_dir() and any(path.iterdir()) and not (path / MANIFEST).is_file() and not overwrite:
+        raise ConfigError(f"cannot export to '{path}': it is a folder that holds files fusionkit did not export "
+                          f"(no {MANIFEST}), which an export would delete; name a new or empty folder, or pass "
+                          f"--overwrite to replace it whole")
+    return path
+
+
+def export_model(fitted, path: str | Path, loadable: bool, overwrite: bool = False) -> Path:
     """Write ``fitted`` (a ``FittedModel``) to the folder ``path``, atomically: it appears whole or not at all.
     ``loadable``: whether ``FittedModel.load`` rebuilds this model (its strategy is registered), the fallback
-    for a module that is not one encoder and a head."""
+    for a module that is not one encoder and a head. ``path`` is checked first (``check_export_folder``)."""
+    check_export_folder(path, overwrite)
     strategy = fitted.spec.get("strategy")
     parts = single_encoder_parts(fitted.module)
     if parts is None and not loadable:

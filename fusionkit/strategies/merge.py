@@ -58,6 +58,7 @@ class Merge(LinearProbe):  # the same module: a probe head on a (merged) frozen 
     name = "merge"
     Knobs = MergeKnobs
     needs_sources = True
+    same_architecture = True
     search_space = {"scale": [0.0, 0.25, 0.5, 1.0], "c": [0.1, 1.0, 10.0]}
 
     @classmethod
@@ -80,7 +81,8 @@ class Merge(LinearProbe):  # the same module: a probe head on a (merged) frozen 
         for expert in artefacts:
             check_expert(expert, base, "merging (it adds weight differences to the base encoder)")
         base_state = {k: v.detach().clone() for k, v in base.model.state_dict().items()}
-        vectors = [expert_task_vector(e, base_state) for e in artefacts]
+        # an adapter's delta covers only the modules it adapts: zero elsewhere, so it merges beside full experts
+        vectors = task_vectors.complete([expert_task_vector(e, base_state) for e in artefacts], base_state)
         if knobs.scale < 0:
             raise ConfigError(f"merge: knob 'scale' must be >= 0 (0 is the base encoder), got {knobs.scale!r}")
         merged = copy.deepcopy(base.model)

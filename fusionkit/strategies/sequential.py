@@ -23,6 +23,7 @@ class Sequential(Finetune):
     name = "sequential"
     Knobs = SequentialKnobs
     needs_sources = True
+    same_architecture = True
 
     @classmethod
     def controls(cls):

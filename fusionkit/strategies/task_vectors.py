@@ -30,6 +30,16 @@ def task_vector(finetuned: StateDict, pretrained: StateDict) -> StateDict:
     return {key: finetuned[key] - p for key, p in pretrained.items() if p.is_floating_point()}
 
 
+def complete(vectors: Sequence[StateDict], pretrained: StateDict) -> list[StateDict]:
+    """Each vector over every floating-point weight of ``pretrained``: a weight a vector lacks moved by 0 (a LoRA
+    adapter's delta covers only the modules it adapts), so vectors of full experts and adapters merge key by key.
+    A key that ``pretrained`` lacks, or a shape that differs from it, is an InputError."""
+    for index, vector in enumerate(vectors):
+        _check_subset(pretrained, vector, "pretrained", f"vectors[{index}]")
+    return [{key: vector[key] if key in vector else torch.zeros_like(p) for key, p in pretrained.items()
+             if p.is_floating_point()} for vector in vectors]
+
+
 def apply_task_vector(pretrained: StateDict, vector: StateDict, scale: float = 1.0) -> StateDict:
     """``pretrained + scale * vector``; keys the vector lacks (integer buffers, untouched layers) are kept."""
     _check_subset(pretrained, vector, "pretrained", "vector")

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from fusionkit.errors import ConfigError, DataError, FusionkitWarning
+from fusionkit.strategies.export import check_export_folder
 from fusionkit.study.design import StudyDesign
 from fusionkit.study.profiles import matrix_configs, study_config
 from fusionkit.study.runner import StudyConfig, StudyRunner, load_study_tasks
@@ -55,8 +56,10 @@ def report_study_configs(report_dir: str | Path) -> list[StudyConfig]:
             for part in ("baselines", "fusion")]
 
 
-def export_run(run_id: str, to: str | Path, report_dir: str | Path) -> ExportedRun:
-    """Refit the run ``run_id`` of the report in ``report_dir`` and export it to the folder ``to``."""
+def export_run(run_id: str, to: str | Path, report_dir: str | Path, overwrite: bool = False) -> ExportedRun:
+    """Refit the run ``run_id`` of the report in ``report_dir`` and export it to the folder ``to`` (checked before
+    the refit: ``strategies.export.check_export_folder``; ``overwrite`` replaces a folder of other files)."""
+    check_export_folder(to, overwrite)
     configs = report_study_configs(report_dir)
     results = Path(configs[0].workdir) / "results"
     if not results.is_dir():
@@ -76,7 +79,7 @@ def export_run(run_id: str, to: str | Path, report_dir: str | Path) -> ExportedR
     if abs(refit - stored) > ACCURACY_TOLERANCE:
         warnings.warn(f"run {run_id} ({planned.system}) refitted scores test accuracy {refit:.6f}, but its stored "
                       f"record says {stored:.6f}: the export is the refitted model", FusionkitWarning, stacklevel=2)
-    return ExportedRun(fitted.export(to), run_id, planned.system, stored, refit)
+    return ExportedRun(fitted.export(to, overwrite), run_id, planned.system, stored, refit)
 
 
 def _find(configs: list[StudyConfig], run_id: str, record: dict, store: ResultsStore, report_dir):

@@ -20,6 +20,7 @@ from fusionkit.evaluation.metrics import score_all
 from fusionkit.evaluation.similarity import layerwise_cka
 from fusionkit.modeling.encoders import Encoder, load_encoder
 from fusionkit.modeling.heads import TextCollator, dense_backbone, model_flops
+from fusionkit.modeling.training import torch_threads
 from fusionkit.strategies import STRATEGIES, Artefact, get_strategy
 from fusionkit.strategies.base import source_name as source_name_of
 from fusionkit.study.sources import (check_sources, is_task, knowledge_columns, knowledge_source, load_entry_task,
@@ -84,6 +85,10 @@ class StudyConfig:
     # its whole pool, so each source's data, and so its experts, are the same whichever target they serve.
     held_out_tasks: list[str] | None = None
     task_files: dict = field(default_factory=dict)  # task name -> its TaskFile fields (tasks given as files)
+    # torch CPU threads of every run and expert, whichever executor carries it: one thread count, the same
+    # floating-point sums, so the same run gives the same numbers in this process and on Ray (a Ray task takes
+    # this many CPUs). Not part of a run's key; each record says what it ran with.
+    threads: int = 1
 
     def __post_init__(self):
         file = task_file(self.target)
@@ -155,7 +160,8 @@ def arm_knobs(arm: Arm, config: StudyConfig, configuration: dict | None = None) 
 
 def strategy_settings(config: StudyConfig) -> dict:
     """What every strategy of the study (and every expert it trains) runs with."""
-    return {"encoder": config.encoder, "workdir": config.workdir, "max_length": config.max_length}
+    return {"encoder": config.encoder, "workdir": config.workdir, "max_length": config.max_length,
+            "threads": config.threads}
 
 
 def cka_texts(target: Task, config: StudyConfig) -> list[str]:
@@ -186,7 +192,8 @@ class StudyRunner:
         self.config, self.target, self.store = config, target, store
         self.by_name = {source_name_of(s): s for s in sources}
         self.base = load_encoder(config.encoder, max_length=config.max_length)
-        self.base_layers = self.base.encode(cka_texts(target, config), layers=list(range(self.base.num_layers + 1)))
+        with torch_threads(config.threads):  # the CKA's reference, the same in every executor
+            self.base_layers = self.base.encode(cka_texts(target, config), layers=list(range(self.base.num_layers + 1)))
         self.test_tokens = sum(TextCollator(self.base.tokenizer, config.max_length).lengths(target.test["text"][:]))
 
     def parts(self, run: dict):
@@ -236,7 +243,7 @@ class StudyRunner:
                     model_flops(fitted.module, fitted.history.tokens, self.test_tokens))
         val_accuracy = self.validation_accuracy(fitted)
         details = {"arch": fitted.spec["arch"], "history": fitted.history.to_dict(),
-                   "artefacts": fitted.spec.get("artefacts", []),
+                   "artefacts": fitted.spec.get("artefacts", []), "torch_threads": torch.get_num_threads(),
                    "cka_base_vs_adapted": encoder_cka(fitted, self.base, cka_texts(self.target, self.config),
                                                       self.base_layers)}
         self.store.put(run_key(run), {**run, "details": details},
@@ -256,7 +263,8 @@ def fit_and_store(runner: StudyRunner, run: dict, required: set[str], wait: bool
             if runner.store.has(key):
                 return FOUND
             torch.manual_seed(run["seed"])
-            runner.run(run, required)
+            with torch_threads(runner.config.threads):  # fitting, inference and the CKA alike
+                runner.run(run, required)
             return TRAINED
     except Timeout:
         return BUSY
