@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 import uuid
 from contextlib import contextmanager
@@ -28,6 +29,7 @@ from fusionkit.report import tracking
 from fusionkit.report.notebook import DEFAULT_PROFILE, matrix_run, notebook_run, notebooks_dir
 from fusionkit.report.page import write_index, write_single_file
 from fusionkit.report.provenance import matmul_peak_flops, provenance
+from fusionkit.study.progress import EVENTS_VARIABLE, WARNING
 from fusionkit.study.store import SESSION_VARIABLE
 
 
@@ -71,13 +73,59 @@ def _to_html(notebook_path: Path) -> Path:
     return path
 
 
-def _execute(notebook: Path, executed: Path, parameters: dict, progress: bool) -> None:
+class _Events:
+    """While the notebooks run: print to the terminal what their kernels emit (``study.progress``: the study's
+    progress, fusionkit's warnings, each distinct warning once) and keep the warnings for the page."""
+
+    def __init__(self, path: Path, show: bool):
+        self.path, self.show, self.notebook = path, show, ""
+        self.warnings: list[dict] = []
+        self._read, self._stop = 0, threading.Event()
+        path.unlink(missing_ok=True)
+        self._thread = threading.Thread(target=self._follow, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.drain()
+        self.path.unlink(missing_ok=True)
+
+    def _follow(self) -> None:
+        while not self._stop.wait(0.5):
+            self.drain()
+
+    def drain(self) -> None:
+        """Handle the whole lines written since the last call."""
+        if not self.path.is_file():
+            return
+        with open(self.path, "rb") as handle:
+            handle.seek(self._read)
+            chunk = handle.read()
+        complete = chunk[:chunk.rfind(b"\n") + 1]
+        self._read += len(complete)
+        for line in complete.decode("utf-8").splitlines():
+            event = json.loads(line)
+            if event["kind"] == WARNING:
+                if any(seen["text"] == event["text"] for seen in self.warnings):
+                    continue
+                self.warnings.append({"notebook": self.notebook, "text": event["text"]})
+                print(f"    warning ({self.notebook}): {event['text']}", flush=True)
+            elif self.show:
+                print(f"    {event['text']}", flush=True)
+
+
+def _execute(notebook: Path, executed: Path, parameters: dict) -> None:
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
     try:
+        # No cell-count bar: the study's own progress lines (runs done of total, time left) say more.
         papermill.execute_notebook(notebook, executed, parameters=parameters, cwd=os.getcwd(),
-                                   kernel_name="python3", progress_bar=progress)
+                                   kernel_name="python3", progress_bar=False)
     except PapermillExecutionError as error:
         raise ReportError(f"notebook {notebook.name} failed in cell {error.exec_count} "
                           f"({error.ename}: {error.evalue}); the partial executed notebook is kept at "
@@ -135,17 +183,23 @@ def run_report(out: str | Path, profile: str = DEFAULT_PROFILE, target="cr",
     # the work folder (a resumed report finds everything stored and trains nothing).
     session = uuid.uuid4().hex
     timings, start = {}, time.perf_counter()
-    with _environment(SESSION_VARIABLE, session):
+    events_file = out / f".events-{session}.jsonl"
+    with _environment(SESSION_VARIABLE, session), _environment(EVENTS_VARIABLE, str(events_file)), \
+            _Events(events_file, progress) as events:
         for index, notebook in enumerate(notebooks, start=1):
             print(f"[{index}/{len(notebooks)}] {notebook.name} ...", flush=True)
-            began = time.perf_counter()
+            began, events.notebook = time.perf_counter(), notebook.stem
             executed = out / "notebooks" / notebook.name
-            _execute(notebook, executed, parameters, progress)
+            try:
+                _execute(notebook, executed, parameters)
+            finally:
+                events.drain()
             _to_html(executed)
             timings[notebook.stem] = round(time.perf_counter() - began, 1)
             print(f"[{index}/{len(notebooks)}] {notebook.name} done in {timings[notebook.stem]:.0f} s", flush=True)
     record = provenance(run.profile, {**parameters, "study_parameters": run.parameters}, timings,
                         round(time.perf_counter() - start, 1))
+    record["warnings"] = events.warnings  # what happened during this run: the page lists them
     records = _run_records(run.workdir / "results", out)
     ours = [r for r in records if r.get("session") == session]
     record["runs_trained"], record["runs_found_stored"] = len(ours), len(records) - len(ours)

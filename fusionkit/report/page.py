@@ -448,8 +448,21 @@ def _key_values(rows: dict) -> str:
     return f"<div class='scroll'><table class='provenance'>{cells}</table></div>"
 
 
+def _happened(record: dict) -> str:
+    """What happened during the run that made the report: every fusionkit warning its notebooks raised (a damaged
+    record moved aside and rebuilt, a parameter adjusted, a source an arm could not use), each once."""
+    if "warnings" not in record:  # a report made before fusionkit recorded them
+        return ""
+    if not record["warnings"]:
+        return "<h2>What happened during this run</h2><p>Nothing unusual: no fusionkit warning was raised.</p>"
+    items = "".join(f"<li>{_text(item['text'])} <span class='note'>({_text(item['notebook'])})</span></li>"
+                    for item in record["warnings"])
+    return (f"<h2>What happened during this run</h2><p>fusionkit warned {len(record['warnings'])} time(s) while the "
+            f"notebooks ran:</p><ul>{items}</ul>")
+
+
 def _provenance(record: dict) -> str:
-    flat = {k: v for k, v in record.items() if not isinstance(v, dict)}
+    flat = {k: v for k, v in record.items() if not isinstance(v, dict) and k != "warnings"}
     return ("<h2>Provenance</h2>" + _key_values(flat) + "<h3>Package versions</h3>"
             + _key_values(record.get("versions", {})) + "<h3>Notebook times (s)</h3>"
             + _key_values(record.get("notebook_seconds", {}))
@@ -499,7 +512,7 @@ def render(out: Path, notebooks: list[Path], record: dict, embed: bool = False) 
     title = verdicts.get("question", page.out.name)
     parts = [f"<h1>fusionkit report: {_text(title)}</h1>", _meta(record), headline, _in_short(verdicts), body,
              "<h2>Figures</h2>", figures or "<p>No figures were saved.</p>", _files(page, notebooks),
-             _provenance(record)]
+             _happened(record), _provenance(record)]
     document = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
                 f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
                 f"<title>fusionkit report: {_text(page.out.name)}</title><style>{STYLE}</style></head>"

@@ -1,8 +1,9 @@
 """Carrying out a study: ``run_study`` plans it and hands the plan to an executor, ``local`` (this process, one
 run after another) or ``ray`` (Ray tasks).
 
-With Ray, each artefact and each run is a task with declared resources: CPUs (torch's thread count is pinned
-to the task's share, so parallel tasks do not oversubscribe the cores) and, on CUDA, a fraction of a GPU
+With Ray, each artefact and each run is a task with declared resources: CPUs (the study's ``threads``, torch's
+thread count in every executor, so parallel tasks do not oversubscribe the cores and a run gives the same numbers
+on Ray as in this process) and, on CUDA, a fraction of a GPU
 (``gpu_fraction=0.25``: four small runs share one GPU). An artefact task starts when the artefacts it needs
 exist, a run task when its artefacts do; independent runs run side by side. ``ray.init()`` starts a local Ray
 unless ``address`` (or ``RAY_ADDRESS``) names a running cluster, whose workers must all see the work folder.
@@ -24,6 +25,7 @@ from fusionkit._io import digest
 from fusionkit.errors import ConfigError, TrainingError
 from fusionkit.study.design import StudyDesign, results_frame
 from fusionkit.study.plan import StudyPlan, artefact_at, make_plan
+from fusionkit.study.progress import Progress
 from fusionkit.study.runner import BUSY, TRAINED, StudyConfig, StudyRunner, fit_and_store, load_study_tasks
 from fusionkit.study.store import ResultsStore, run_key
 
@@ -44,19 +46,29 @@ class LocalExecutor:
 
     name = "local"
 
-    def execute(self, jobs: list[Job], progress: bool = True) -> int:
-        """Carry out the plans, one study after another; returns how many runs this process trained."""
+    def close(self) -> None:
+        """Nothing to release (``RayExecutor.close`` shuts down its Ray)."""
+
+    def execute(self, jobs: list[Job], progress: bool = True, phase: str = "runs") -> int:
+        """Carry out the plans, one study after another; returns how many runs this process trained. ``phase``
+        names this step of the study in the progress lines (``study.progress``)."""
         from tqdm.auto import tqdm
 
         trained = 0
         for plan, runner in jobs:
+            counter = Progress(runner.config.target, phase, len(plan.artefacts), len(plan.runs))
             for artefact in plan.artefacts.values():
                 artefact_at(runner, artefact.run, artefact.path).provide()
-            outcomes = {run_key(run): fit_and_store(runner, run, plan.required, wait=False)
-                        for run in tqdm(plan.runs, disable=not progress, desc=f"study {runner.config.target}")}
+                counter.step("experts")
+            outcomes = {}
+            for run in tqdm(plan.runs, disable=not progress, desc=f"study {runner.config.target}"):
+                outcomes[run_key(run)] = fit_and_store(runner, run, plan.required, wait=False)
+                if outcomes[run_key(run)] != BUSY:
+                    counter.step("runs")
             for run in plan.runs:  # another process was training it: wait for it (or train it, if that process died)
                 if outcomes[run_key(run)] == BUSY:
                     outcomes[run_key(run)] = fit_and_store(runner, run, plan.required, wait=True)
+                    counter.step("runs")
             trained += sum(outcome == TRAINED for outcome in outcomes.values())
         return trained
 
@@ -73,33 +85,25 @@ def _worker_runner(config: StudyConfig) -> StudyRunner:
     return _RUNNERS[key]
 
 
-def _pin_threads() -> None:
-    import ray
-
-    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
-    torch.set_num_threads(max(1, int(cpus)))
-
-
+# A task's torch threads are the study's (StudyConfig.threads), set where the run or expert is fitted
+# (``fit_and_store``, ``Strategy.fit``): the same count as in this process, so the same numbers.
 def _artefact_task(config: StudyConfig, run: dict, path: tuple[int, ...], *needed) -> str:
-    _pin_threads()
     artefact = artefact_at(_worker_runner(config), run, path)
     artefact.provide()
     return artefact.key
 
 
 def _run_task(config: StudyConfig, run: dict, required: frozenset, *needed) -> str:
-    _pin_threads()
     return fit_and_store(_worker_runner(config), run, set(required), wait=True)
 
 
 @dataclass
 class RayExecutor:
-    """Ray tasks: ``workers`` tasks at once on this machine (default: one per core), ``cpus_per_task`` each;
-    on CUDA each task also takes ``gpu_fraction`` of a GPU."""
+    """Ray tasks: ``workers`` tasks at once on this machine (default: as many as the cores hold tasks of the study's
+    ``threads``), each taking ``threads`` CPUs; on CUDA each task also takes ``gpu_fraction`` of a GPU."""
 
     workers: int | None = None
     address: str | None = None
-    cpus_per_task: int = 1
     gpu_fraction: float = 0.25
     max_retries: int = 2
     name = "ray"
@@ -107,59 +111,76 @@ class RayExecutor:
     def __post_init__(self):
         if self.workers is not None and self.workers < 1:
             raise ConfigError(f"workers must be a positive integer, got {self.workers!r}")
-        if self.cpus_per_task < 1:
-            raise ConfigError(f"cpus_per_task must be a positive integer, got {self.cpus_per_task!r}")
         if not 0 < self.gpu_fraction <= 1:
             raise ConfigError(f"gpu_fraction must be in (0, 1], got {self.gpu_fraction!r}")
 
-    def _init(self) -> None:
+    def _init(self, threads: int) -> None:
         import ray
 
         if ray.is_initialized():
             return
+        self._started = True  # so close() shuts down the Ray this executor started, and no other
         address = self.address or os.environ.get("RAY_ADDRESS")
         if address:
             ray.init(address=address, log_to_driver=False)
         else:
-            cpus = (self.workers or os.cpu_count() or 1) * self.cpus_per_task
-            ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+            workers = self.workers or max(1, (os.cpu_count() or 1) // threads)
+            ray.init(num_cpus=workers * threads, include_dashboard=False, log_to_driver=False)
 
-    def execute(self, jobs: list[Job], progress: bool = True) -> int:
+    def execute(self, jobs: list[Job], progress: bool = True, phase: str = "runs") -> int:
         """Carry out the plans on Ray, every study's runs side by side (the studies of a matrix share the
-        workers); returns how many runs this driver's tasks trained."""
+        workers); returns how many runs this driver's tasks trained. ``phase`` as ``LocalExecutor.execute``'s."""
         import ray
         from tqdm.auto import tqdm
 
-        self._init()
+        threads = max(runner.config.threads for _, runner in jobs)
+        self._init(threads)
         gpus = self.gpu_fraction if torch.cuda.is_available() else 0
-        options = dict(num_cpus=self.cpus_per_task, num_gpus=gpus, max_retries=self.max_retries)
-        artefact_remote = ray.remote(_artefact_task).options(**options)
-        run_remote = ray.remote(_run_task).options(**options)
-        pending = {}
+        pending = {}  # ref -> ("experts" or "runs", the run it fits, its plan)
         for plan, runner in jobs:
             config, refs = runner.config, {}
+            options = dict(num_cpus=config.threads, num_gpus=gpus, max_retries=self.max_retries)
+            artefact_remote = ray.remote(_artefact_task).options(**options)
+            run_remote = ray.remote(_run_task).options(**options)
             for key, artefact in plan.artefacts.items():  # in dependency order: the refs they need exist already
                 refs[key] = artefact_remote.remote(config, artefact.run, artefact.path,
                                                    *(refs[k] for k in artefact.needs))
+                pending[refs[key]] = ("experts", artefact.run, plan)
             pending.update({run_remote.remote(config, run, frozenset(plan.required),
-                                              *(refs[k] for k in plan.run_needs[run_key(run)])): (run, plan)
+                                              *(refs[k] for k in plan.run_needs[run_key(run)])): ("runs", run, plan)
                             for run in plan.runs})
-        slots = max(1, int(ray.cluster_resources().get("CPU", 1) // self.cpus_per_task))
+        slots = max(1, int(ray.cluster_resources().get("CPU", 1) // threads))
         targets = ", ".join(dict.fromkeys(runner.config.target for _, runner in jobs))
+        counter = Progress(targets, phase, sum(len(plan.artefacts) for plan, _ in jobs),
+                           sum(len(plan.runs) for plan, _ in jobs))
         trained = 0
-        with tqdm(total=len(pending), disable=not progress, desc=f"study {targets} on Ray") as bar:
+        with tqdm(total=counter.totals["runs"], disable=not progress, desc=f"study {targets} on Ray") as bar:
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)
-                run, plan = pending.pop(done[0])
+                what, run, plan = pending.pop(done[0])
                 try:
-                    trained += ray.get(done[0]) == TRAINED
+                    outcome = ray.get(done[0])
                 except ray.exceptions.RayError as error:
                     for ref in pending:
                         ray.cancel(ref)
                     raise TrainingError(f"{describe(run, plan.systems)} failed on a Ray worker:\n{error}") from None
-                bar.update(1)
-                bar.set_postfix(running=min(len(pending), slots))
+                counter.step(what)
+                if what == "runs":
+                    trained += outcome == TRAINED
+                    bar.update(1)
+                    bar.set_postfix(running=min(len(pending), slots))
         return trained
+
+
+    def close(self) -> None:
+        """Shut down the Ray this executor started (a cluster it joined, or a Ray the caller started, stays):
+        shut down here, while the process is alive, Ray's processes end quietly; left to the end of a notebook
+        kernel, they are killed mid-shutdown and print C++ stack dumps on the terminal."""
+        import ray
+
+        if getattr(self, "_started", False) and ray.is_initialized():
+            ray.shutdown()
+        self._started = False
 
 
 def make_executor(kind: str | LocalExecutor | RayExecutor = "local", **options) -> LocalExecutor | RayExecutor:
@@ -202,7 +223,7 @@ def run_studies(configs: list[StudyConfig], progress: bool = True, executor="loc
                         StudyDesign(config, target, sources)))
     runners: dict[int, StudyRunner] = {}
 
-    def execute(planned_by_study: list[list]) -> int:
+    def execute(planned_by_study: list[list], phase: str) -> int:
         """Fit the planned runs not yet stored (each once, whatever systems it serves); how many were trained."""
         jobs = []
         for index, ((config, target, sources, store, _), planned) in enumerate(zip(studies, planned_by_study)):
@@ -215,13 +236,16 @@ def run_studies(configs: list[StudyConfig], progress: bool = True, executor="loc
             if index not in runners:  # (setdefault would build a runner, loading the encoder, on every phase)
                 runners[index] = StudyRunner(config, target, sources, store)
             jobs.append((make_plan(runners[index], todo, systems), runners[index]))
-        return executor.execute(jobs, progress) if jobs else 0
+        return executor.execute(jobs, progress, phase) if jobs else 0
 
-    trained = execute([design.tuning_runs() for *_, design in studies])
-    # the tuning runs are all stored now: each arm's choice is known
-    scores = [design.validation_scores(store) for *_, store, design in studies]
-    finals = [design.final_runs(study_scores) for (*_, design), study_scores in zip(studies, scores)]
-    trained += execute(finals)
+    try:
+        trained = execute([design.tuning_runs() for *_, design in studies], "tuning on validation")
+        # the tuning runs are all stored now: each arm's choice is known
+        scores = [design.validation_scores(store) for *_, store, design in studies]
+        finals = [design.final_runs(study_scores) for (*_, design), study_scores in zip(studies, scores)]
+        trained += execute(finals, "final runs (every seed, with controls)")
+    finally:
+        executor.close()
     frames, tuning = [], []
     for (config, _, _, store, design), study_scores, final in zip(studies, scores, finals):
         frames.append(results_frame(store, final))
