@@ -209,7 +209,7 @@ def test_adapter_folder_without_safetensors_is_refused(tmp_path):
     from fusionkit.strategies.knowledge import LoraAdapter
 
     (tmp_path / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA"}))
-    with pytest.raises(ConfigError, match="not a peft adapter folder \\(no adapter_model.safetensors"):
+    with pytest.raises(ConfigError, match="holds no weights \\(needs adapter_model.safetensors\\)"):
         LoraAdapter("x", str(tmp_path)).expert({"encoder": "tiny", "pooling": "mean", "max_length": 16})
 
 

@@ -48,18 +48,20 @@ def predictions(store_root: Path) -> dict:
 def test_ray_gives_bit_identical_predictions_to_local(data_dir, tmp_path, local_ray, monkeypatch):
     import torch
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as each Ray task pins itself to its one CPU: the same float reductions
-    try:
-        local = run_study(small_study(data_dir, tmp_path / "local"), progress=False)
-    finally:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(2)  # this process as a user has it on 2 cores: the study's threads (1) apply to each run
+    local = run_study(small_study(data_dir, tmp_path / "local"), progress=False)
+    assert torch.get_num_threads() == 2  # and the process gets its own count back
     on_ray = run_study(small_study(data_dir, tmp_path / "ray"), progress=False, executor=RayExecutor(workers=2))
     assert set(local["run_id"]) == set(on_ray["run_id"]) and len(local) == 12
     assert on_ray.attrs["runs_trained"] == 12
     ours, theirs = predictions(tmp_path / "local" / "results"), predictions(tmp_path / "ray" / "results")
     for run_id, (y, probs) in ours.items():
         assert np.array_equal(y, theirs[run_id][0]) and np.array_equal(probs, theirs[run_id][1]), run_id
+    from fusionkit.study.store import ResultsStore
+
+    for root in ("local", "ray"):  # every record says what it ran with
+        store = ResultsStore(tmp_path / root / "results")
+        assert {store.record(run_id)["config"]["details"]["torch_threads"] for run_id in ours} == {1}
     # every artefact once: one expert per seed; per seed, two teachers, each a run of the study (the sequential
     # run, and its no-source control, which is distill's control's target-only teacher)
     assert len([p for p in (tmp_path / "ray" / "experts").iterdir() if p.is_dir()]) == 2
