@@ -204,11 +204,12 @@ def test_a_validation_file_whose_texts_all_reappear_in_test_is_a_data_error(tmp_
 
 def test_a_source_emptied_by_the_targets_evaluation_texts_is_a_data_error(tmp_path):
     from fusionkit import load_task_from_files
+    from fusionkit.data.overlap import EvaluationIndex
 
     (tmp_path / "train.csv").write_text("text,label\n" + "".join(f"text {i},{i % 2}\n" for i in range(20)))
     source = load_task_from_files(tmp_path / "train.csv", name="src")
     with pytest.raises(DataError, match="task 'src'.*leaves examples of one class only"):
-        source.without_texts({f"text {i}" for i in range(0, 20, 2)}, "also in the target's test split")
+        source.without_matches(EvaluationIndex(f"text {i}" for i in range(0, 20, 2)), "in the target's test split")
 
 
 # ---------------------------------------------------------------- 8. study files that cost memory

@@ -121,11 +121,18 @@ def test_selection_and_findings_of_the_tiny_matrix(tiny_matrix):
     assert set(families["system"]) == {"representation pooled-attention", "merge task_arithmetic"}
     pairs, correlation = matrix.asymmetry(run, transfer)
     assert len(pairs) == 3 and correlation is not None
-    notes = matrix.write_matrix_findings(run, transfer, families, None, correlation, selection)
+    card, after = matrix.overlap(run)
+    assert set(after["source"]) == set(POOL) and (after["evaluation_texts_left"] == 0).all()
+    assert {"shared_texts", "shared_letters", "shared_near"} <= set(card.columns)
+    notes = matrix.write_matrix_findings(run, transfer, families, None, correlation, selection, (card, after))
     verdicts = json.loads((Path(run.out_dir) / "verdicts.json").read_text())
     assert verdicts["sections"][0]["sentences"] == notes and "Best source per target" in notes[0]  # first
     assert len(verdicts["sections"][1]["sentences"]) == len(transfer.cells)
     assert verdicts["notes"][0].startswith("Protocol")
+    # the sentence on overlap is read from the tables: a planted leftover text is counted
+    planted = after.assign(evaluation_texts_left=[3] + [0] * (len(after) - 1))
+    assert "and 3 validation or test text(s)" in matrix.overlap_sentence(card, planted)
+    assert "and 0 validation or test text(s)" in verdicts["notes"][0]
     attention = matrix.attention_by_source(results)
     assert set(attention["target"]) == set(POOL)
     assert all(set(group["source"]) == set(POOL) - {target} for target, group in attention.groupby("target"))
@@ -138,3 +145,25 @@ def test_the_single_target_report_and_the_matrix_report_run_their_own_notebooks(
     assert [path.stem for path in _notebooks(notebooks_dir(), MATRIX)] == ["06_matrix"]
     assert "06_matrix" not in [path.stem for path in _notebooks(notebooks_dir())]
     assert len(_notebooks(notebooks_dir())) == 5
+
+
+@pytest.mark.slow
+def test_no_source_of_the_shared_pool_holds_an_evaluation_text_of_any_pool_task(data_dir):
+    """Under the letters-and-digits form, which SST-2's and MR's tokenisations of one Rotten Tomatoes sentence share,
+    no validation or test text of any of the five shared tasks is left in any source's training data."""
+    from fusionkit import load_task
+    from fusionkit.data.overlap import letters_and_digits
+    from fusionkit.data.tasks import Task
+    from fusionkit.study.profiles import matrix_configs
+    from fusionkit.study.runner import load_study_tasks
+
+    pool = ["cr", "mr", "subj", "trec", "sst2"]
+    held_out = {name: {letters_and_digits(text) for split in ("validation", "test")
+                       for text in getattr(load_task(name, data_dir=data_dir), split)["text"][:]} - {""}
+                for name in pool}
+    config = matrix_configs("matrix", pool, "unused", str(data_dir))[0]  # every study holds out the whole pool
+    _, sources = load_study_tasks(config)
+    for source in (s for s in sources if isinstance(s, Task)):
+        training = {letters_and_digits(text) for text in source.train["text"][:]}
+        left = {other: len(training & texts) for other, texts in held_out.items() if other != source.name}
+        assert set(left.values()) == {0}, (source.name, left)

@@ -2,6 +2,7 @@
 with a declared minimum effect and its power statement, the shuffled-label control, the data overlap card,
 distillation on unlabelled text."""
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -252,6 +253,65 @@ def test_the_overlap_card_counts_a_planted_overlap_exactly(tmp_path, toy_csv):
         card.loc[("target", "test", "source", "train"), "shared_texts"] / len(set(target.test["text"])))
 
 
+LONG = ("the film is a gorgeously shot , slow and quietly devastating portrait of a family that never quite learns "
+        "to talk about what it lost")
+VARIANTS = [  # (a text of the target's test split, how a source writes the same sentence, the level that finds it)
+    ("Moore's best film since the nineties", "moore 's best film since the nineties", "letters"),
+    ("a (mostly) charming comedy", "a -lrb- mostly -rrb- charming comedy", "letters"),
+    ("Tom & Jerry doesn't disappoint", "tom &amp; jerry does n't disappoint", "letters"),
+    ("Café society is smart", "cafe society is smart", "letters"),
+    ("  IT WAS GREAT  ", "it was great", "exact"),
+    (LONG, LONG.replace("quietly", "utterly"), "near"),
+]
+
+
+def test_tokenisation_variants_and_near_duplicates_of_evaluation_texts_are_found():
+    from fusionkit.data.overlap import EvaluationIndex, jaccard, letters_and_digits, shingles
+
+    index = EvaluationIndex([held_out for held_out, _, _ in VARIANTS])
+    levels = index.match([variant for _, variant, _ in VARIANTS]
+                         + ["what is the capital of spain ?", "a charming comedy", "", "!!!"])
+    assert list(levels) == [level for *_, level in VARIANTS] + ["", "", "", ""]
+    assert letters_and_digits("Moore 's -LRB- new -RRB- film &amp; more") == "mooresnewfilmmore"
+    near = jaccard(shingles(letters_and_digits(LONG)), shingles(letters_and_digits(VARIANTS[-1][1])))
+    assert 0.8 <= near < 1.0  # the planted near-duplicate is one, by the documented threshold
+
+
+def test_a_study_drops_tokenisation_variants_of_the_targets_evaluation_texts_from_its_sources(tmp_path, toy_csv):
+    from fusionkit import load_task_from_files
+    from fusionkit.study.runner import load_study_tasks
+
+    target_file = toy_csv(tmp_path / "target.csv", 100, seed=3)
+    target = load_task_from_files(target_file, name="target")
+    held_out = list(target.test["text"])[:4]
+    rows = [f"{text.replace(' ', '  ').upper()} !!,pos" for text in held_out]  # the same letters, other tokens
+    source_file = toy_csv(tmp_path / "source.csv", 60, seed=4)
+    source_file.write_text(source_file.read_text() + "\n".join(rows) + "\n")
+    config = StudyConfig(str(target_file), [str(source_file)], [Arm("merge", "merge")], encoder="tiny")
+    _, (source,) = load_study_tasks(config)
+    from fusionkit.data.overlap import letters_and_digits
+
+    kept = {letters_and_digits(text) for split in source.splits.values() for text in split["text"][:]}
+    assert not kept & {letters_and_digits(text) for text in held_out}
+    counted = [int(n) for note in source.notes for n in re.findall(r"(\d+) letters", note)]
+    assert sum(counted) == 4, source.notes  # each recorded as a tokenisation variant, wherever it fell
+
+
+def test_the_overlap_card_counts_each_level(tmp_path, toy_csv):
+    from fusionkit import load_task_from_files
+    from fusionkit.data import overlap_card
+
+    target = load_task_from_files(toy_csv(tmp_path / "target.csv", 100, seed=3), name="target")
+    held_out = list(target.test["text"])[:3]
+    source_file = toy_csv(tmp_path / "source.csv", 60, seed=4)
+    rows = [f"{held_out[0]},pos", f'"{held_out[1].replace(" ", " , ")}",pos']  # one exact, one tokenisation variant
+    source_file.write_text(source_file.read_text() + "\n".join(rows) + "\n")
+    source = load_task_from_files(source_file, name="source")
+    card = overlap_card([target, source]).set_index(["task", "split", "other_task", "other_split"])
+    row = card.loc[("target", "test", "source", slice(None))].sum()  # wherever the source's split put them
+    assert (row["shared_texts"], row["shared_letters"], row["shared_near"]) == (1, 2, 2)
+
+
 def test_a_study_drops_the_targets_held_out_texts_from_its_sources(tmp_path, toy_csv):
     from fusionkit.study.runner import load_study_tasks
 
@@ -266,7 +326,8 @@ def test_a_study_drops_the_targets_held_out_texts_from_its_sources(tmp_path, toy
     _, (source,) = load_study_tasks(config)
     texts = {t for split in source.splits.values() for t in split["text"]}
     assert not texts & set(held_out)
-    assert any("dropped: also in" in note for note in source.notes)
+    counted = [int(n) for note in source.notes for n in re.findall(r"(\d+) exact", note)]
+    assert sum(counted) == 4, source.notes
 
 
 # ---------------------------------------------------------------- distillation on unlabelled target text

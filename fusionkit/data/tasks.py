@@ -167,17 +167,22 @@ class Task:
         return replace(self, name=f"{self.name}-shuffled", train=train,
                        notes=self.notes + [f"train labels shuffled (seed {seed})"])
 
-    def without_texts(self, texts: set[str], why: str) -> "Task":
-        """The task without every example whose normalised text is in ``texts`` (any split), noted with ``why``."""
+    def without_matches(self, index, why: str) -> "Task":
+        """The task without every example (any split) that ``index`` matches (``overlap.EvaluationIndex``: the
+        same text, a tokenisation variant, or a near-duplicate of a text no source may hold), noted per level with
+        ``why``. A split left empty, or a training split left with one class, is a DataError naming the task."""
         kept, notes = {}, list(self.notes)
         for split, data in self.splits.items():
-            keep = [i for i, text in enumerate(data["text"][:]) if normalised(text) not in texts]
+            levels = index.match(data["text"][:])
+            keep = np.flatnonzero(levels == "")
             kept[split] = data if len(keep) == len(data) else data.select(keep)
             if len(keep) < len(data):
-                notes.append(f"{len(data) - len(keep)} {split} examples dropped: {why}")
+                counted = ", ".join(f"{int((levels == level).sum())} {level}" for level in ("exact", "letters", "near")
+                                    if (levels == level).any())
+                notes.append(f"{len(data) - len(keep)} {split} examples dropped ({counted}): {why}")
             classes = len(set(kept[split]["label"][:]))
-            if not keep or (split == "train" and classes < 2):
-                left = "no example" if not keep else f"examples of one class only ({len(keep)})"
+            if not len(keep) or (split == "train" and classes < 2):
+                left = "no example" if not len(keep) else f"examples of one class only ({len(keep)})"
                 raise DataError(f"task '{self.name}' ({self.origin}): dropping its {len(data) - len(keep)} {split} "
                                 f"examples {why} leaves {left} in its {split} split")
         return replace(self, **kept, notes=notes)

@@ -48,6 +48,48 @@ def matrix_results(run: MatrixRun) -> pd.DataFrame:
     return results
 
 
+def overlap(run: MatrixRun) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The pool's data overlap card (``data.overlap_card``: texts each pair of tasks and splits share, exactly, as
+    tokenisation variants and as near-duplicates), written to overlap_card.csv; and what each source keeps after a
+    study drops every evaluation text of the pool from it: per (source, held-out task), the validation and test texts
+    of that task still in the source's training data at any level (every matrix study holds out the whole pool, so a
+    source is decontaminated alike whichever target it serves), written to overlap_after.csv."""
+    from fusionkit.data import overlap_card
+    from fusionkit.data.overlap import EvaluationIndex
+
+    configs = run.configs()
+    whole = [configs[0].task(name) for name in run.target_names]
+    card = overlap_card(whole)
+    run.write_table(card, "overlap_card")
+    sources = {}
+    for config in configs[:2]:  # the sources of the first two studies are every task of the pool
+        sources.update({s.name: s for s in load_study_tasks(config)[1] if isinstance(s, Task)})
+    rows = []
+    for task in whole:
+        index = EvaluationIndex([text for split in (task.validation, task.test) for text in split["text"][:]])
+        for name, source in sources.items():
+            if name != task.name:
+                rows.append({"source": name, "held_out_task": task.name, "source_train_texts": len(source.train),
+                             "evaluation_texts_left": int((index.match(source.train["text"][:]) != "").sum())})
+    after = pd.DataFrame(rows)
+    run.write_table(after, "overlap_after")
+    return card, after
+
+
+def overlap_sentence(card: pd.DataFrame, after: pd.DataFrame) -> str:
+    """What the overlap tables say, in words: how many evaluation texts the pool's tasks share with other tasks'
+    training splits before decontamination (normalised, letters-and-digits and near-duplicate), and how many are
+    left in sources after it."""
+    evaluation = card[card["split"].isin(["validation", "test"]) & (card["other_split"] == "train")]
+    before = {column: int(evaluation[column].sum()) for column in ("shared_texts", "shared_letters", "shared_near")}
+    left = int(after["evaluation_texts_left"].sum()) if not after.empty else 0
+    return (f"Before any study, the pool's validation and test texts appear in other tasks' training splits "
+            f"{before['shared_texts']} times as the same normalised text, {before['shared_letters']} times counting "
+            f"tokenisation variants and {before['shared_near']} counting near-duplicates (overlap_card.csv); every "
+            f"source drops them, and {left} validation or test text(s) of any pool task "
+            f"{'is' if left == 1 else 'are'} left in any source's training data (overlap_after.csv).")
+
+
 def _rule(run: MatrixRun) -> dict:
     return dict(metric=METRIC, alpha=run.parameters["alpha"], min_effect=run.parameters["min_effect"])
 
@@ -270,9 +312,10 @@ def trusted_estimator(selection: pd.DataFrame) -> str:
 
 
 def write_matrix_findings(run: MatrixRun, matrix: TransferMatrix, families: pd.DataFrame, ranking,
-                          asymmetry_correlation: dict | None, selection: pd.DataFrame) -> list[str]:
+                          asymmetry_correlation: dict | None, selection: pd.DataFrame,
+                          overlap_tables: tuple[pd.DataFrame, pd.DataFrame]) -> list[str]:
     """verdicts.json for the matrix report: the answers in words first (returned), then every comparison's sentence,
-    then the protocol; printed."""
+    then the protocol (its sentence on overlap read from ``overlap_tables``, what ``overlap`` returns); printed."""
     negative = matrix.negative_transfer()
     helps = matrix.cells[matrix.cells["verdict"] == HELPS]
     notes = [f"Best source per target (by observed gain of sequential transfer over its matched control): "
@@ -293,7 +336,7 @@ def write_matrix_findings(run: MatrixRun, matrix: TransferMatrix, families: pd.D
                 f"configuration(s) on validation, seeds {parameters['seeds']}, n={parameters['fusion_size']} target "
                 f"training examples; verdicts are paired t-tests over seeds against matched controls, Holm-adjusted, "
                 f"with a minimum effect of {parameters['min_effect']:g} points. One expert per (task, seed) serves "
-                f"every target; no source holds a text of any pool task's validation or test split.")
+                f"every target. " + overlap_sentence(*overlap_tables))
     sections = [("In short", "The answers, each from the tables and figures below.", notes),
                 ("Transfer matrix: sequential transfer from each source to each target, against its matched control "
                  "across seeds", methods_header(matrix.seed_level), verdict_sentences(matrix.seed_level))]

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from filelock import Timeout
 
-from fusionkit.data.tasks import Task, normalised
+from fusionkit.data.overlap import EvaluationIndex
+from fusionkit.data.tasks import Task
 from fusionkit.errors import ConfigError, TrainingError
 from fusionkit.evaluation.gains import Cost
 from fusionkit.evaluation.metrics import score_all
@@ -115,28 +116,32 @@ class StudyConfig:
 
 def load_study_tasks(config: StudyConfig) -> tuple[Task, list]:
     """The target and the sources, with the study's caps applied (fixed seed: every run sees the same data),
-    and every source task without the texts of the target's validation and test splits (normalised verbatim
-    matches): knowledge fused from a source must not include the sentences the target is judged on. With
+    and every source task without the texts of the target's validation and test splits (the same text, a
+    tokenisation variant or a near-duplicate: ``data.overlap.EvaluationIndex``): knowledge fused from a source must
+    not include the sentences the target is judged on. With
     ``held_out_tasks``, without those tasks' validation and test texts too (every target of a matrix).
     A source that is not a task (a model, an adapter, knowledge features) comes as ``knowledge_source`` gives it;
     knowledge features are read with the target's file."""
-    def evaluation_splits(name: str, knowledge: dict | None = None) -> Task:
-        task = config.task(name, knowledge)
-        return task.capped("validation", config.validation_cap).capped("test", config.test_cap)
-
-    target = evaluation_splits(config.target, knowledge_columns(config.sources)).capped("train", config.task_train_cap)
-    judged_on = [target, *(evaluation_splits(name) for name in config.held_out_tasks or [] if name != config.target)]
-    texts = {task.name: {normalised(text) for split in (task.validation, task.test) for text in split["text"][:]}
+    whole_target = config.task(config.target, knowledge_columns(config.sources))
+    target = (whole_target.capped("validation", config.validation_cap).capped("test", config.test_cap)
+              .capped("train", config.task_train_cap))
+    # Whole evaluation splits, not the capped ones: no source holds any validation or test text of a held-out task.
+    judged_on = [whole_target, *(config.task(name) for name in config.held_out_tasks or [] if name != config.target)]
+    texts = {task.name: [text for split in (task.validation, task.test) for text in split["text"][:]]
              for task in judged_on}
+    indexes: dict[tuple, EvaluationIndex] = {}  # one per set of held-out tasks (a source's own stay its own)
     sources = []
     for entry in config.sources:
         if not is_task(entry):
             sources.append(knowledge_source(entry))
             continue
         source = load_entry_task(entry, config.data_dir).capped("train", config.task_train_cap)
-        others = sorted(other for other in texts if other != source.name)  # its own splits stay its own
-        sources.append(source.without_texts(set().union(*(texts[other] for other in others)),
-                                            f"also in the validation or test split of {' or '.join(others)}"))
+        others = tuple(sorted(other for other in texts if other != source.name))
+        if others not in indexes:
+            indexes[others] = EvaluationIndex(text for other in others for text in texts[other])
+        sources.append(source.without_matches(indexes[others], f"the same text as, a tokenisation variant of, or a "
+                                                               f"near-duplicate of a validation or test text of "
+                                                               f"{' or '.join(others)}"))
     return target, sources
 
 
