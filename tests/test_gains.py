@@ -134,3 +134,32 @@ def test_example_gain_averages_each_example_over_seeds_and_detects_a_real_differ
 def test_example_gain_rejects_bad_input(call, message):
     with pytest.raises(InputError, match=message):
         call(np.array([0, 1]), one_hot([0, 1]))
+
+
+# ---------------------------------------------------------------- failed runs (Dodge et al. 2020)
+
+def test_a_collapsed_run_and_one_far_below_the_probe_are_failed():
+    val = np.array([0.50, 0.62, 0.79, 0.81, 0.70])
+    flags = transfer.failed_runs(val, majority_rate=0.50, probe_val_accuracy=0.75)
+    assert flags.tolist() == [True, True, False, False, False]  # at the majority rate; 13 points below the probe
+    assert transfer.failed_runs(val, 0.50).tolist() == [True, False, False, False, False]  # no probe: majority only
+    with pytest.raises(InputError, match="majority_rate"):
+        transfer.failed_runs(val, 1.5)
+
+
+def test_failed_runs_are_counted_per_system_and_kept_in_the_means():
+    from fusionkit.report import tables
+    from fusionkit.report.page import system_summary
+
+    rows = [{"target": "cr", "system": system, "role": "baseline", "train_size": 128, "seed": seed,
+             "val_accuracy": val, "accuracy": val, "macro_f1": val, "ece": 0.1, "trainable_params": 1,
+             "train_seconds": 1.0}
+            for system, vals in {"linear_probe": [0.80, 0.80, 0.80], "finetune": [0.85, 0.60, 0.84]}.items()
+            for seed, val in enumerate(vals)]
+    rows.append({**rows[-1], "seed": 3, "val_accuracy": 0.63, "accuracy": 0.63})  # the planted collapse: majority
+    flagged = tables.flag_failed_runs(pd.DataFrame(rows), {"cr": 0.63})
+    assert flagged.groupby("system")["failed"].sum().to_dict() == {"finetune": 2, "linear_probe": 0}
+    summary = system_summary(flagged).set_index("system")
+    assert summary.loc["finetune", "failed_runs"] == 2
+    assert summary.loc["finetune", "accuracy"] == pytest.approx(np.mean([0.85, 0.60, 0.84, 0.63]))  # kept
+    assert "finetune 2 of 4" in tables.failed_runs_sentence(flagged, {"cr": 0.63})

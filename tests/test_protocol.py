@@ -13,7 +13,7 @@ from fusionkit.errors import ConfigError
 from fusionkit.evaluation.stats import detectable_effect, paired_t_power, seeds_needed
 from fusionkit.evaluation.verdicts import compare_pairs
 from fusionkit.strategies import STRATEGIES, get_strategy
-from fusionkit.study.design import CONTROL, FUSION, StudyDesign, configurations
+from fusionkit.study.design import CONTROL, FUSION, TUNED, StudyDesign, configurations
 from fusionkit.study.profiles import PROFILES, study_config
 from fusionkit.study.runner import Arm, StudyConfig
 
@@ -46,11 +46,13 @@ def test_a_search_space_smaller_than_the_budget_is_a_config_error_naming_the_arm
         configurations(Arm("ft", "finetune", search={"lrr": [1e-4, 2e-4]}), 2)
 
 
-def test_every_strategy_declares_a_search_space_and_merging_can_fall_back_to_the_base_encoder():
+def test_every_strategy_declares_a_search_space_and_merging_searches_ilharcos_grid_without_its_control():
     for name, strategy in STRATEGIES.items():
         assert strategy.search_space, name
         assert set(strategy.search_space) <= strategy.Knobs.knob_names(), name
-    assert 0.0 in STRATEGIES["merge"].search_space["scale"]
+    scales = STRATEGIES["merge"].search_space["scale"]
+    assert scales[0] == 0.05 and scales[-1] == 1.0 and len(scales) == 20  # scale 0 is the control, run anyway
+    assert PROFILES["quick"]["fusion_arms"][3]["search"]["scale"] == scales
 
 
 def test_the_configuration_with_the_best_validation_accuracy_runs_for_every_seed(toy_task, toy_source, tmp_path):
@@ -89,6 +91,41 @@ def test_every_fusion_system_has_one_matched_control_per_seed_with_its_configura
     assert all(p.run["sources"] == [] for p in controls)
 
 
+def test_every_fusion_system_has_a_tuned_control_with_the_same_budget_and_its_own_choice(toy_task, toy_source,
+                                                                                      tmp_path):
+    from fusionkit.study.store import ResultsStore
+
+    study = design("quick", "fusion", toy_task, [toy_source], fusion_size=40)
+    tuning = [p for p in study.tuning_runs() if p.detail == TUNED]
+    budget = PROFILES["quick"]["tuning_budget"]
+    per_system = pd.Series([p.of for p in tuning]).value_counts()
+    fusion_systems = {p.system for p in study.tuning_runs() if p.role == FUSION}
+    assert set(per_system.index) == fusion_systems and set(per_system) == {budget}  # the same budget as the fused
+    by_of = {of: [p.configuration for p in tuning if p.of == of] for of in fusion_systems}
+    assert by_of["sequential (toysrc)"] == [{"epochs": 6, "lr": 5e-05}, {"epochs": 6, "lr": 0.0001}]  # its space
+    merge = by_of["merge task_arithmetic"]  # the probe has no scale: it searches its own C
+    assert [set(c) for c in merge] == [{"c"}, {"c"}] and len({c["c"] for c in merge}) == 2
+    # the tuned control takes the configuration its own validation accuracy chose, not the fused system's
+    store = ResultsStore(tmp_path)
+    for planned in study.tuning_runs():
+        best = planned.detail == TUNED and planned.configuration.get("lr") == 5e-05
+        store.put(planned.key, planned.run, {"val_accuracy": 0.9 if best else 0.5}, {}, [0, 1], [[0.5, 0.5]] * 2)
+    final = study.final_runs(study.validation_scores(store))
+    tuned = [p for p in final if p.detail == TUNED and p.of == "sequential (toysrc)"]
+    assert [p.run["seed"] for p in tuned] == PROFILES["quick"]["seeds"]
+    assert {p.run["knobs"]["lr"] for p in tuned} == {5e-05} and {p.run["strategy"] for p in tuned} == {"finetune"}
+    fused = [p for p in final if p.system == "sequential (toysrc)"]
+    assert {p.run["knobs"]["lr"] for p in fused} == {5e-05}  # (the first configuration on a tie)
+
+
+def test_the_verdict_table_says_when_a_system_beats_only_its_matched_control():
+    from fusionkit.report.findings import both_controls_reading
+
+    assert both_controls_reading("helps", "helps") == "helps against both controls"
+    assert both_controls_reading("helps", "inconclusive").startswith("helps against its matched control only")
+    assert both_controls_reading("inconclusive", float("nan")) == "no tuned control"
+
+
 def test_further_controls_can_be_limited_to_the_first_sources_but_the_matched_control_always_runs(
         toy_task, toy_source):
     other = toy_source.subsample(40)
@@ -96,7 +133,7 @@ def test_further_controls_can_be_limited_to_the_first_sources_but_the_matched_co
     arms = [Arm("seq", "sequential", per_source=True, further_controls_for=1)]
     config = StudyConfig("toy", ["toysrc", "other"], arms, seeds=[0, 1], train_sizes=[30])
     controls = [(p.system, p.run["seed"]) for p in StudyDesign(config, toy_task, [toy_source, other]).final_runs(None)
-                if p.role == CONTROL]
+                if p.role == CONTROL and p.detail != TUNED]
     assert sorted(controls) == sorted([(f"seq ({s}): no source", seed) for s in ("toysrc", "other") for seed in (0, 1)]
                                       + [("seq (toysrc): shuffled-label source", seed) for seed in (0, 1)])
 
@@ -198,7 +235,7 @@ def test_the_per_example_test_never_changes_a_verdict():
                               min_effect=1.0)
     on_test_set = knowledge.assign(verdict="hurts (negative transfer)", p_holm=0.001)
     empty = knowledge.iloc[0:0]
-    comparisons = Comparisons(knowledge, on_test_set, empty, empty, empty, empty)
+    comparisons = Comparisons(knowledge, on_test_set, empty, empty, empty, empty, empty)
     assert knowledge["verdict"].tolist() == ["inconclusive"]
     assert comparisons.negative_transfer().empty
 
@@ -223,7 +260,7 @@ def test_the_shuffled_label_control_runs_through_an_expert_trained_on_shuffled_l
     results = run_study(study_config("smoke", "fusion", "cr", ["mr"], str(tmp_path), str(data_dir),
                                      overrides=overrides), progress=False)
     assert sorted(results["system"]) == ["sequential (mr)", "sequential (mr): no source",
-                                         "sequential (mr): shuffled-label source"]
+                                         "sequential (mr): shuffled-label source", "sequential (mr): tuned control"]
     shuffled = results[results["system"] == "sequential (mr): shuffled-label source"].iloc[0]
     assert shuffled["strategy"] == "sequential" and json.loads(shuffled["knobs"])["expert_labels"] == "shuffled"
     experts = sorted(p.name.rsplit("-", 1)[0] for p in (tmp_path / "experts").iterdir())

@@ -167,6 +167,28 @@ def negative_transfer(comparisons: pd.DataFrame) -> pd.DataFrame:
     return comparisons[comparisons["verdict"] == HURTS].reset_index(drop=True)
 
 
+FAILED_FAR_BELOW = 0.10  # validation accuracy this far below the linear probe's at the same size: a failed run
+
+
+def failed_runs(val_accuracy, majority_rate: float, probe_val_accuracy: float | None = None,
+                far_below: float = FAILED_FAR_BELOW) -> np.ndarray:
+    """Which training runs failed, from their validation accuracy: at or below the majority-class rate of the
+    validation split (the degenerate runs Dodge et al. 2020, "Fine-Tuning Pretrained Language Models: Weight
+    Initializations, Data Orders, and Early Stopping", and Mosbach et al. 2021 count), or more than ``far_below``
+    below ``probe_val_accuracy``, a linear probe of the base encoder at the same training size (a fine-tuned
+    encoder that falls that far below its frozen features has not learned the task). A boolean per run. A report
+    counts them per system beside the means, which keep them: they are outcomes of the recipe."""
+    accuracy = as_checked_array(val_accuracy, "val_accuracy", ndim=1)
+    if not 0 <= majority_rate <= 1:
+        raise InputError(f"majority_rate must be in [0, 1], got {majority_rate!r}")
+    if not 0 <= far_below <= 1:
+        raise InputError(f"far_below must be in [0, 1], got {far_below!r}")
+    failed = accuracy <= majority_rate + 1e-12
+    if probe_val_accuracy is not None and np.isfinite(probe_val_accuracy):
+        failed |= accuracy < probe_val_accuracy - far_below
+    return failed
+
+
 def forgetting(source_score_before: float, source_score_after: float) -> float:
     """Drop in a source task's (higher-is-better) score after fusion; positive means it was forgotten."""
     before = as_checked_array(source_score_before, "source_score_before", ndim=0)

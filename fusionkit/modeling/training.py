@@ -95,6 +95,9 @@ class TrainKnobs(Knobs):
     grad_accum_steps: int = 1
     max_grad_norm: float = 1.0
     patience: int = 2  # epochs without validation improvement before stopping
+    # At least this many optimiser updates, however small the training set: epochs are added until they are
+    # reached (few-sample fine-tuning needs enough updates, not a fixed epoch count: Mosbach et al. 2021).
+    min_steps: int = 0
     length_group_size: int = 50  # batches per mega-batch sorted by length (as HF's group_by_length)
     bf16: bool | None = None  # None: bf16 autocast exactly when training on CUDA
     progress: bool = True
@@ -207,7 +210,11 @@ def train_loop(
         def batch_sampler(generator):
             return length_grouped_batches(lengths, knobs.batch_size, knobs.length_group_size, generator)
     batches_per_epoch = len(batch_sampler(np.random.default_rng(seed)))
-    total_steps = math.ceil(batches_per_epoch / knobs.grad_accum_steps) * knobs.epochs
+    steps_per_epoch = math.ceil(batches_per_epoch / knobs.grad_accum_steps)
+    if knobs.min_steps < 0:
+        raise ConfigError(f"train_loop: min_steps must be >= 0, got {knobs.min_steps}")
+    epochs = max(knobs.epochs, math.ceil(knobs.min_steps / steps_per_epoch))
+    total_steps = steps_per_epoch * epochs
     optimizer = _optimizer(model, knobs)
     scheduler = _linear_schedule(optimizer, total_steps, knobs.warmup_ratio)
     history, best_state, best_metric, stale = History(), None, -math.inf, 0
@@ -215,7 +222,7 @@ def train_loop(
     from tqdm.auto import tqdm
 
     bar = tqdm(total=total_steps, disable=not knobs.progress, desc="train", leave=False)
-    for epoch in range(knobs.epochs):
+    for epoch in range(epochs):
         model.train()
         batches = batch_sampler(rng)
         losses = []

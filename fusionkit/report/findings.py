@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
-from fusionkit.evaluation.gains import negative_transfer
+from fusionkit.evaluation.gains import HELPS, negative_transfer
 from fusionkit.evaluation.transferability import rank_correlation
 from fusionkit.evaluation.verdicts import (BASELINE_VERDICTS, compare_pairs, methods_header, system_name,
                                           verdict_sentences)
@@ -17,6 +18,7 @@ from fusionkit.report import plots, tables
 from fusionkit.report.build import write_verdicts
 from fusionkit.report.notebook import NotebookRun
 from fusionkit.strategies.experts import EXPERT_TRAINERS
+from fusionkit.study.design import TUNED
 from fusionkit.study.source_scores import study_transferability
 
 BASELINE = "finetune"
@@ -33,10 +35,21 @@ def study_results(run: NotebookRun) -> pd.DataFrame:
     parts = [run.run_study(part, progress=False) for part in ("baselines", "fusion")]
     tuning = pd.concat([part.attrs.pop("tuning") for part in parts], ignore_index=True)
     results = pd.concat(parts, ignore_index=True)  # (pandas compares the parts' attrs: tables there would fail)
+    results = tables.flag_failed_runs(results, majority_rates([run.study("fusion")]))
     results.attrs = {"tuning": tuning}
     run.write_table(results.drop(columns=["details"]), "results")
     run.write_table(results.attrs["tuning"], "tuning")
     return results
+
+
+def majority_rates(configs) -> dict[str, float]:
+    """Each study's target -> the share of its most frequent label in the validation split the study uses (what
+    a run that learned nothing scores there: ``tables.flag_failed_runs``)."""
+    rates = {}
+    for config in configs:
+        labels = np.asarray(config.task(config.target).capped("validation", config.validation_cap).validation["label"][:])
+        rates[config.target] = float(np.bincount(labels).max() / len(labels))
+    return rates
 
 
 def main_systems(results: pd.DataFrame) -> pd.DataFrame:
@@ -62,13 +75,15 @@ class Comparisons:
 
     ``knowledge`` is the verdict: each fusion system against its matched control across seeds. The others
     qualify it: ``on_test_set`` (the same pairs over test examples: these models on these sentences, never a
-    verdict), ``other_controls`` (e.g. the shuffled-label source), ``against_best`` (the best target-only
+    verdict), ``tuned_control`` (against the matched control's procedure tuned on its own with the same budget: is
+    fusion better than the best the study could do without the knowledge?), ``other_controls`` (e.g. the shuffled-label source), ``against_best`` (the best target-only
     baseline, chosen on validation: should I use it at all?), ``leave_one_out`` (each source's contribution)
     and ``baselines`` (target-only baselines against finetune).
     """
 
     knowledge: pd.DataFrame
     on_test_set: pd.DataFrame
+    tuned_control: pd.DataFrame
     other_controls: pd.DataFrame
     against_best: pd.DataFrame
     leave_one_out: pd.DataFrame
@@ -76,6 +91,8 @@ class Comparisons:
 
     TITLES = {"knowledge": "Does the knowledge help? Each fusion system against its matched control, across seeds "
                            "(the verdict)",
+              "tuned_control": "Better than the best without it? Each fusion system against its tuned control (the "
+                               "matched control's procedure tuned on its own, same budget), across seeds",
               "other_controls": "More training or knowledge? Against the other controls, across seeds",
               "against_best": "Should I use it at all? Against the best target-only baseline (chosen on "
                               "validation), across seeds",
@@ -104,11 +121,16 @@ class Comparisons:
                                                  "p_holm"]]
 
 
-def role_pairs(results: pd.DataFrame, role: str, primary: bool | None = None) -> list[tuple[str, str]]:
-    """(served system, system) for the rows of one role: a control's or an ablation's fusion system first."""
+def role_pairs(results: pd.DataFrame, role: str, primary: bool | None = None,
+               tuned: bool | None = None) -> list[tuple[str, str]]:
+    """(served system, system) for the rows of one role: a control's or an ablation's fusion system first.
+    ``primary``: only matched controls (True) or only the others (False); ``tuned``: only tuned controls (True)
+    or none of them (False)."""
     rows = results[results["role"] == role]
     if primary is not None:
         rows = rows[rows["primary_control"] == primary]
+    if tuned is not None:
+        rows = rows[(rows["detail"] == TUNED) == tuned]
     return list(dict.fromkeys(zip(rows["of"], rows["system"])))
 
 
@@ -130,7 +152,8 @@ def compare_systems(run: NotebookRun, results: pd.DataFrame) -> Comparisons:
     comparisons = Comparisons(
         knowledge=compare_pairs(results, matched, **rule),
         on_test_set=compare_pairs(results, matched, predictions=run.store.predictions, **rule),
-        other_controls=compare_pairs(results, role_pairs(results, "control", primary=False), **rule),
+        tuned_control=compare_pairs(results, role_pairs(results, "control", tuned=True), **rule),
+        other_controls=compare_pairs(results, role_pairs(results, "control", primary=False, tuned=False), **rule),
         # against a baseline of another kind, a loss is "worse", not negative transfer (that is against the control)
         against_best=compare_pairs(results, [(s, best) for s in fusion_systems] if best else [],
                                    words=BASELINE_VERDICTS, **rule),
@@ -151,16 +174,33 @@ def verdict_table(run: NotebookRun, results: pd.DataFrame, comparisons: Comparis
     knowledge = comparisons.knowledge
     table = knowledge[["system", "train_size", "baseline", "gain", "ci_low", "ci_high", "p_holm", "verdict",
                        "detectable_effect", "seeds_needed"]].rename(columns={"baseline": "control"})
-    for name, prefix in (("on_test_set", "test_set_"), ("against_best", "vs_best_")):
+    for name, prefix in (("on_test_set", "test_set_"), ("tuned_control", "vs_tuned_"), ("against_best", "vs_best_")):
         other = getattr(comparisons, name)
         if not other.empty:
             extra = columns(other, prefix)
             if name == "against_best":
                 extra[f"{prefix}baseline"] = other["baseline"].to_numpy()
             table = table.merge(extra, on=["system", "train_size"], how="left")
+    if "vs_tuned_verdict" in table:
+        table["reading"] = [both_controls_reading(matched, tuned)
+                            for matched, tuned in zip(table["verdict"], table["vs_tuned_verdict"])]
     table = table.merge(tables.expert_quality(results), on="system", how="left")
     run.write_table(table, "verdict_table")
     return table
+
+
+def both_controls_reading(matched: str, tuned) -> str:
+    """What the verdicts against the matched and the tuned control say together, in words."""
+    if not isinstance(tuned, str):
+        return "no tuned control"
+    if matched == HELPS and tuned == HELPS:
+        return "helps against both controls"
+    if matched == HELPS:
+        return (f"helps against its matched control only ({tuned} against the tuned control): the gain may come "
+                f"from a configuration the control's own tuning would not choose")
+    if tuned == HELPS:
+        return f"helps against the tuned control, {matched} against the matched control"
+    return f"{matched} against the matched control, {tuned} against the tuned control"
 
 
 def reliability_systems(results: pd.DataFrame) -> list[str]:

@@ -22,7 +22,7 @@ from fusionkit.evaluation.transferability import rank_correlation
 from fusionkit.evaluation.verdicts import compare_pairs, methods_header, verdict_sentences
 from fusionkit.report import plots, tables
 from fusionkit.report.build import write_verdicts
-from fusionkit.report.findings import role_pairs
+from fusionkit.report.findings import majority_rates, role_pairs
 from fusionkit.report.notebook import MatrixRun
 from fusionkit.study.runner import load_study_tasks
 from fusionkit.study.source_scores import study_transferability
@@ -40,6 +40,9 @@ def matrix_results(run: MatrixRun) -> pd.DataFrame:
     """Every run of every target's study (run if missing, all targets on the executor together); written to
     results.csv, and every configuration tried to tuning.csv."""
     results = run.run_studies(progress=False)
+    attrs = dict(results.attrs)  # the tuning table and how many runs were trained now
+    results = tables.flag_failed_runs(results, majority_rates(run.configs()))
+    results.attrs = attrs
     run.write_table(results.drop(columns=["details"]), "results")
     run.write_table(results.attrs["tuning"], "tuning")
     print(f"{len(results)} runs over {results.target.nunique()} targets ({results.attrs['runs_trained']} trained "

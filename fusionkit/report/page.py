@@ -170,9 +170,11 @@ def system_summary(runs: pd.DataFrame) -> pd.DataFrame:
     parameters and training seconds (means); most accurate first."""
     accuracy = learning_curve(runs, "accuracy", by=("system",)).rename(
         columns={"mean": "accuracy", "ci_low": "accuracy_ci_low", "ci_high": "accuracy_ci_high"})
-    means = (runs.groupby(["system", "train_size"])
+    failed = runs["failed"].astype(float) if "failed" in runs else pd.Series(np.nan, index=runs.index)
+    means = (runs.assign(failed=failed).groupby(["system", "train_size"])
              .agg(role=("role", "first"), macro_f1=("macro_f1", "mean"), ece=("ece", "mean"),
-                  trainable_params=("trainable_params", "mean"), train_seconds=("train_seconds", "mean"))
+                  trainable_params=("trainable_params", "mean"), train_seconds=("train_seconds", "mean"),
+                  failed_runs=("failed", lambda flags: flags.sum(min_count=1)))
              .reset_index())
     return accuracy.merge(means, on=["system", "train_size"]).sort_values(
         ["accuracy", "system"], ascending=[False, True], ignore_index=True)
@@ -209,8 +211,13 @@ def _headline_rows(table: pd.DataFrame) -> list[list[str]]:
                      _num(_points(100 * row.macro_f1)), _num(f"{row.ece:.3f}"),
                      _num(_interval(row.gain_vs_finetune, row.gain_ci_low, row.gain_ci_high, row.n_seeds, True)
                           if row.system != REFERENCE else "reference"),
-                     _verdict(row.verdict), _num(_count(row.trainable_params)), _num(_seconds(row.train_seconds))])
+                     _verdict(row.verdict), _num(_failed(row.failed_runs, row.n_seeds)),
+                     _num(_count(row.trainable_params)), _num(_seconds(row.train_seconds))])
     return rows
+
+
+def _failed(count: float, runs: int) -> str:
+    return "–" if pd.isna(count) else f"{int(count)} of {int(runs)}"
 
 
 def _verdicts_by_system(page: _Page, fusion_size: int) -> dict[str, tuple[str, str]]:
@@ -236,7 +243,7 @@ def _target_headline(page: _Page, record: dict) -> tuple[str, pd.DataFrame | Non
         return (f"<p>No system of the study ran at its fusion size (n={fusion_size}), so there is no headline table; "
                 f"every run is in {page.link('results.csv')}.</p>"), None
     header = ["system", "kind", "accuracy %", "macro-F1 %", "ECE", "gain over finetune (points)", "verdict",
-              "trainable params", "train (s)"]
+              "failed runs", "trainable params", "train (s)"]
     rows = [f" data-system='{_text(s)}'" + (" class='best'" if best else "")
             for s, best in zip(table["system"], table["best"])]
     seeds = int(table["n_seeds"].max())
@@ -244,7 +251,9 @@ def _target_headline(page: _Page, record: dict) -> tuple[str, pd.DataFrame | Non
              _table(header, _headline_rows(table), rows, name="headline"),
              f"<p class='note'>Mean over {seeds} seed{'s' * (seeds != 1)} [95% t-interval over seeds]; the gain over "
              f"finetune in accuracy points, paired by seed. Verdict: a fusion system against its matched control, a "
-             f"baseline against finetune (the rule is under Verdicts). ★ most accurate. Controls and ablations are "
+             f"baseline against finetune (the rule is under Verdicts). ★ most accurate. Failed runs (Dodge et al. "
+             f"2020): validation accuracy at or below the majority-class rate, or more than 10 points below the "
+             f"linear probe's at the same size; they stay in every mean. Controls and ablations are "
              f"in the tables below. Full precision: {page.link(HEADLINE, written=True)}.</p>"]
     baselines = results[results["role"] == "baseline"]
     if baselines["train_size"].nunique() > 1:
@@ -282,18 +291,30 @@ def _comparison_cells(row) -> list[str]:
             _verdict(row.verdict)]
 
 
-def _knowledge_table(knowledge: pd.DataFrame, on_test_set: pd.DataFrame | None) -> str:
-    """One row per fusion system: its gain over the matched control across seeds (the verdict) and over test
-    examples (secondary)."""
+TUNED_NOTE = (", and against its tuned control: the same procedure without the knowledge, tuned on validation with "
+              "the same budget (a system that helps only against the matched control may owe its gain to a "
+              "configuration the control's own tuning would not choose)")
+
+
+def _knowledge_table(knowledge: pd.DataFrame, on_test_set: pd.DataFrame | None,
+                     tuned: pd.DataFrame | None = None) -> str:
+    """One row per fusion system: its gain over the matched control across seeds (the verdict), over its tuned
+    control across seeds (where the study ran one) and over test examples (secondary)."""
     secondary = {} if on_test_set is None else {row.system: row for row in on_test_set.itertuples()}
+    against_tuned = {} if tuned is None else {row.system: row for row in tuned.itertuples()}
     rows, attributes = [], []
     for row in knowledge.itertuples():
-        test = secondary.get(row.system)
-        rows.append([_cell(row.system), _cell(_short_control(row.system, row.baseline)), *_comparison_cells(row),
-                     *(_comparison_cells(test) if test is not None else ["<td>—</td>"] * 3)])
+        test, best = secondary.get(row.system), against_tuned.get(row.system)
+        cells = [_cell(row.system), _cell(_short_control(row.system, row.baseline)), *_comparison_cells(row)]
+        if against_tuned:
+            cells += _comparison_cells(best) if best is not None else ["<td>—</td>"] * 3
+        cells += _comparison_cells(test) if test is not None else ["<td>—</td>"] * 3
+        rows.append(cells)
         attributes.append(f" data-system='{_text(row.system)}' data-verdict='{_text(row.verdict)}'")
-    header = ["system", "matched control", "gain over seeds [95% CI]", "p (Holm)", "verdict",
-              "gain over test examples [95% CI]", "p (Holm)", "secondary verdict"]
+    header = ["system", "matched control", "gain over seeds [95% CI]", "p (Holm)", "verdict"]
+    if against_tuned:
+        header += ["gain over the tuned control [95% CI]", "p (Holm)", "verdict against it"]
+    header += ["gain over test examples [95% CI]", "p (Holm)", "secondary verdict"]
     return _table(header, rows, attributes, name="verdicts")
 
 
@@ -317,6 +338,8 @@ def _target_verdicts(page: _Page, record: dict, verdicts: dict, captions: dict) 
     """The verdict table under its rule, the forest plot, then every other section of verdicts.json as a table
     (its comparisons CSV), or in words when it has none; returns the HTML and the figures shown."""
     knowledge, on_test_set = page.csv("comparisons_knowledge.csv"), page.csv("comparisons_on_test_set.csv")
+    tuned = page.csv("comparisons_tuned_control.csv")
+    tuned = tuned if tuned is not None and len(tuned) else None
     parts, shown = ["<h2>Verdicts</h2>"], []
     covered = set()
     if knowledge is not None and len(knowledge):
@@ -326,11 +349,13 @@ def _target_verdicts(page: _Page, record: dict, verdicts: dict, captions: dict) 
                      "a verdict.") if on_test_set is not None else ""
         parts += [_rule(record, sorted(set(knowledge["test"])),
                         f"over the {len(knowledge)} fusion systems of each table ({seeds} seeds)", secondary),
-                  _knowledge_table(knowledge, on_test_set),
+                  _knowledge_table(knowledge, on_test_set, tuned),
                   f"<p class='note'>Each fusion system against its matched control: the same training without the "
-                  f"knowledge. The sentences, with what more seeds would settle: {page.link('verdicts.json')}.</p>"]
+                  f"knowledge{'' if tuned is None else TUNED_NOTE}. The sentences, with what more seeds would "
+                  f"settle: {page.link('verdicts.json')}.</p>"]
         covered |= {tuple(knowledge["sentence"])} | ({tuple(on_test_set["sentence"])} if on_test_set is not None
-                                                     else set())
+                                                     else set()) | ({tuple(tuned["sentence"])} if tuned is not None
+                                                                    else set())
     if FOREST in captions:
         parts.append(page.figure(FOREST, captions[FOREST], 1))
         shown.append(FOREST)

@@ -17,7 +17,7 @@ import pandas as pd
 from fusionkit.errors import FusionkitWarning, InputError
 from fusionkit.evaluation.metrics import check_columns
 from fusionkit.evaluation.stats import friedman_nemenyi
-from fusionkit.evaluation.gains import aulc, learning_curve
+from fusionkit.evaluation.gains import FAILED_FAR_BELOW, aulc, failed_runs, learning_curve
 from fusionkit.strategies import STRATEGIES
 from fusionkit.study.sources import entry_kind
 
@@ -389,3 +389,34 @@ def ranking_across_targets(results: pd.DataFrame):
     if len(grid) < 2 or grid.shape[1] < 3:
         return None
     return friedman_nemenyi(grid)
+
+
+PROBE = "linear_probe"
+
+
+def flag_failed_runs(results: pd.DataFrame, majority_rate: dict[str, float]) -> pd.DataFrame:
+    """``results`` with a ``failed`` column (``evaluation.gains.failed_runs``): a run at or below its target's
+    validation majority-class rate (``majority_rate``: target -> rate), or more than 10 points below the mean
+    validation accuracy of the ``linear_probe`` runs at its target and train size (where the study ran them)."""
+    check_columns(results, ["target", "system", "train_size", "val_accuracy"])
+    probes = (results[results["system"] == PROBE].groupby(["target", "train_size"])["val_accuracy"].mean()
+              if PROBE in set(results["system"]) else pd.Series(dtype=float))
+    flags = pd.Series(False, index=results.index)
+    for (target, size), group in results.groupby(["target", "train_size"]):
+        probe = probes.get((target, size))
+        flags[group.index] = failed_runs(group["val_accuracy"].to_numpy(float), majority_rate[target],
+                                         None if probe is None else float(probe))
+    return results.assign(failed=flags.to_numpy())
+
+
+def failed_runs_sentence(results: pd.DataFrame, majority_rate: dict[str, float]) -> str:
+    """The rule and the count, in words, for the page and the notebooks."""
+    failed = results[results["failed"]] if "failed" in results else results.iloc[:0]
+    rates = ", ".join(f"{target} {100 * rate:.1f}%" for target, rate in majority_rate.items())
+    where = ("none" if failed.empty else "; ".join(
+        f"{system} {len(group)} of {int((results['system'] == system).sum())}"
+        for system, group in failed.groupby("system")))
+    return (f"Failed runs (Dodge et al. 2020): a run whose validation accuracy is at or below the majority-class rate "
+            f"of the validation split ({rates}) or more than {100 * FAILED_FAR_BELOW:.0f} points below the linear "
+            f"probe's at the same training size. They stay in every mean and test, counted here: {where}.")
+

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from fusionkit.data.tasks import Task
+from fusionkit.errors import ConfigError
 from fusionkit.modeling.encoders import blank_encoder
 from fusionkit.modeling.heads import TextClassifier, TextCollator, model_inputs, predict_logits
 from fusionkit.modeling.training import History, Knobs, TrainKnobs, knob_group, train_loop
@@ -24,9 +25,45 @@ def validation_accuracy(module, tokenizer, task: Task, max_length: int) -> Calla
     return lambda: float((predict_logits(module, tokenizer, texts, max_length).argmax(1) == labels).mean())
 
 
+HEAD_INITS = ("random", "probe")
+
+
+def probe_head_init(module: torch.nn.Module, tokenizer, task: Task, max_length: int, seed: int) -> None:
+    """LP-FT's first stage (Kumar et al. 2022, "Fine-Tuning can Distort Pretrained Features"): the head becomes
+    a logistic regression fitted on the frozen encoder's pooled features of the training texts (scikit-learn,
+    C=1), so fine-tuning starts from a good classifier instead of a random one and moves the features less."""
+    from fusionkit.modeling.encoders import map_length_sorted
+    from fusionkit.strategies.linear_probe import fit_logistic_head
+
+    collate = TextCollator(tokenizer, max_length)
+    device = next(module.parameters()).device
+
+    @torch.no_grad()
+    def pooled(texts: list[str]) -> np.ndarray:
+        batch = {k: v.to(device) for k, v in collate([(t, 0) for t in texts]).items() if k != "labels"}
+        return module.pooled(**batch).float().cpu().numpy()
+
+    was_training = module.training
+    module.eval()
+    features = {split: map_length_sorted(getattr(task, split)["text"][:], 64, pooled)
+                for split in ("train", "validation")}
+    module.train(was_training)
+    labels = {split: np.asarray(getattr(task, split)["label"][:]) for split in ("train", "validation")}
+    head, _ = fit_logistic_head(features, labels, task.num_labels, c=1.0, max_iter=2000, seed=seed)
+    target = module.head if hasattr(module, "head") else module.heads[0]
+    with torch.no_grad():
+        target.weight.copy_(head.weight.to(target.weight.device))
+        target.bias.copy_(head.bias.to(target.bias.device))
+
+
 def train_classifier(module: torch.nn.Module, tokenizer, task: Task, knobs: TrainKnobs, seed: int,
-                     max_length: int) -> History:
-    """Supervised training of a text classifier on ``task.train``, early-stopped on validation accuracy."""
+                     max_length: int, head_init: str = "random") -> History:
+    """Supervised training of a text classifier on ``task.train``, early-stopped on validation accuracy; its head
+    starts random or, with ``head_init="probe"``, as a logistic regression on the frozen features (LP-FT)."""
+    if head_init not in HEAD_INITS:
+        raise ConfigError(f"knob 'head_init' must be one of {HEAD_INITS}, got {head_init!r}")
+    if head_init == "probe":
+        probe_head_init(module, tokenizer, task, max_length, seed)
     texts, labels = list(task.train["text"][:]), list(task.train["label"][:])
     collate = TextCollator(tokenizer, max_length)
     return train_loop(module, list(zip(texts, labels)), collate, cross_entropy_loss,
@@ -37,11 +74,13 @@ def train_classifier(module: torch.nn.Module, tokenizer, task: Task, knobs: Trai
 @dataclass
 class FinetuneKnobs(Knobs):
     train: TrainKnobs = knob_group(TrainKnobs)
+    head_init: str = "random"  # or "probe": LP-FT (train_classifier)
 
 
 @dataclass
 class ScratchKnobs(Knobs):
     train: TrainKnobs = knob_group(TrainKnobs, lr=1e-4, epochs=5)  # random weights need a larger step, more epochs
+    head_init: str = "random"
 
 
 @dataclass
@@ -49,6 +88,7 @@ class LoraKnobs(Knobs):
     # LoRA trains few weights and takes a larger step than full fine-tuning (Hu et al. 2021); the default is
     # the middle of its search space, which a study tunes on validation.
     train: TrainKnobs = knob_group(TrainKnobs, lr=1e-3)
+    head_init: str = "random"
     r: int = 8
     alpha: int = 16
     lora_dropout: float = 0.1
@@ -85,7 +125,8 @@ class Finetune(Strategy):
         arch = arch or {}
         torch.manual_seed(seed)
         module = self.build_module({**spec, "arch": arch}, [backbone]).to(self.device)
-        history = train_classifier(module, base.tokenizer, target, self.knobs.train, seed, self.max_length)
+        history = train_classifier(module, base.tokenizer, target, self.knobs.train, seed, self.max_length,
+                                   self.knobs.head_init)
         return module, base, history, arch
 
     @classmethod

@@ -4,8 +4,8 @@ Methods (registered in ``MERGE_METHODS``; the arithmetic is in ``task_vectors``)
 experts' weights, ``task_arithmetic`` (Ilharco et al. 2023), ``ties`` (Yadav et al. 2023) and ``dare``
 (Yu et al. 2024). The merged encoder stays frozen; the target head is a logistic-regression probe on its
 (cached) features, so the matched control is the same probe on the base encoder: ``linear_probe`` with the
-same C. The scale of the task vectors is a knob a study tunes on validation; its search space includes 0
-(the base encoder itself), so tuning can always fall back to the control.
+same C. The scale of the task vectors is a knob a study tunes on validation over Ilharco et al.'s grid (0.05 to 1
+in steps of 0.05); scale 0, the base encoder itself, is the control, which the study runs as matched and tuned.
 """
 from __future__ import annotations
 
@@ -54,12 +54,17 @@ MERGE_METHODS: dict[str, MergeMethod] = {
 }
 
 
+SCALE_GRID = [round(0.05 * step, 2) for step in range(1, 21)]  # 0.05, 0.10, ..., 1.0
+
+
 class Merge(LinearProbe):  # the same module: a probe head on a (merged) frozen encoder
     name = "merge"
     Knobs = MergeKnobs
     needs_sources = True
     same_architecture = True
-    search_space = {"scale": [0.0, 0.25, 0.5, 1.0], "c": [0.1, 1.0, 10.0]}
+    # Ilharco et al. 2023 choose the scaling coefficient on validation from 0 to 1 in steps of 0.05. Scale 0 (the
+    # base encoder) is left out: it is the matched control, which the study runs anyway, tuned and untuned.
+    search_space = {"scale": SCALE_GRID, "c": [0.1, 1.0, 10.0]}
 
     @classmethod
     def controls(cls):

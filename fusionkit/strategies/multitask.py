@@ -30,6 +30,7 @@ class MultitaskKnobs(Knobs):
     source_train_size: int | None = 2000  # stratified subsample of each source's training split
     batches_per_epoch: int | None = None  # None: as many as the target alone would need, times the task count
     target_phase: bool = True  # then fine-tune on the target alone (the control's whole training)
+    head_init: str = "random"  # the target phase's head: "probe" refits it on the jointly trained encoder (LP-FT)
 
 
 class MultitaskModel(nn.Module):
@@ -41,9 +42,12 @@ class MultitaskModel(nn.Module):
         self.dropout = nn.Dropout(0.1)
         self.heads = nn.ModuleList(nn.Linear(backbone.config.hidden_size, k) for k in label_counts)
 
-    def forward(self, input_ids, attention_mask, task: int = 0) -> torch.Tensor:
+    def pooled(self, input_ids, attention_mask) -> torch.Tensor:
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return self.heads[task](self.dropout(pool(hidden, attention_mask, self.pooling)))
+        return pool(hidden, attention_mask, self.pooling)
+
+    def forward(self, input_ids, attention_mask, task: int = 0) -> torch.Tensor:
+        return self.heads[task](self.dropout(self.pooled(input_ids, attention_mask)))
 
 
 def task_sampling_probabilities(sizes: list[int], temperature: float) -> np.ndarray:
@@ -102,7 +106,8 @@ class Multitask(Strategy):
                              batch_sampler=batch_sampler)
         if knobs.target_phase:
             joint = history
-            history = train_classifier(module, encoder.tokenizer, target, train_knobs, seed, self.max_length)
+            history = train_classifier(module, encoder.tokenizer, target, train_knobs, seed, self.max_length,
+                                       knobs.head_init)
             history.steps, history.tokens = history.steps + joint.steps, history.tokens + joint.tokens
             arch["joint_phase"] = joint.to_dict()
         return module, encoder, history, arch

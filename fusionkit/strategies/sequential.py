@@ -14,6 +14,7 @@ from fusionkit.strategies.finetune import Finetune
 class SequentialKnobs(Knobs):
     train: TrainKnobs = knob_group(TrainKnobs)
     experts: ExpertKnobs = knob_group(ExpertKnobs)
+    head_init: str = "random"  # or "probe": LP-FT on the expert's encoder (finetune.train_classifier)
 
 
 class Sequential(Finetune):

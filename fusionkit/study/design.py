@@ -8,6 +8,13 @@ Every planned run has a *role*:
   knowledge, with the fusion system's chosen configuration, so the only difference is the knowledge;
 * ``ablation``: a fusion system over several sources with one left out (leave-one-source-out), same configuration.
 
+Each fusion system also gets a *tuned control* (role ``control``, detail ``TUNED``): its matched control's
+procedure tuned on its own, with the same budget on validation ("is fusion better than the best I could do without
+it?"). It searches the fusion system's search space where that space, on the control's knobs, holds a whole budget
+of configurations, and the control strategy's own ``search_space`` where it does not (merging searches the
+task-vector scale, which its control, the probe, does not have). Tuned with the same budget, a control is as good
+as its own tuning can make it; the matched control isolates the knowledge, the tuned one tests its worth.
+
 A run whose result is the same for every seed (``Strategy.seed_free``, e.g. the linear probe on the whole training
 split) is one run: it is planned for the first seed only, and the results say ``seed_free``.
 
@@ -35,6 +42,7 @@ from fusionkit.study.runner import Arm, StudyConfig, arm_knobs, resolved_knobs
 from fusionkit.study.store import ResultsStore, run_key
 
 BASELINE, FUSION, CONTROL, ABLATION = "baseline", "fusion", "control", "ablation"
+TUNED = "tuned control"  # the detail of a fusion system's tuned control (its matched control tuned on its own)
 TUNING_SEED_INDEX = 0  # configurations are compared on the first seed of the study
 
 
@@ -76,6 +84,21 @@ def configurations(arm: Arm, budget: int) -> list[dict]:
     if unknown:
         raise ConfigError(f"arm {arm.system!r}: its search space names unknown knob(s) {unknown}")
     return [dict(sorted(point.items())) for point in ParameterSampler(space, n_iter=budget, random_state=0)]
+
+
+def control_configurations(arm: Arm, control, budget: int) -> list[dict]:
+    """The configurations a fusion arm's tuned control is tuned over (``budget`` of them): the arm's search space on
+    the control strategy's knobs when it holds ``budget`` points, else the control strategy's own search space."""
+    from sklearn.model_selection import ParameterGrid
+
+    if budget == 1:
+        return [{}]
+    space = arm.search if arm.search is not None else STRATEGIES[arm.strategy].search_space
+    known = control.strategy.Knobs.knob_names()
+    projected = {knob: values for knob, values in (space or {}).items() if knob in known}
+    own = Arm(f"{arm.system}: {TUNED}", control.strategy.name,
+              search=projected if projected and len(ParameterGrid(projected)) >= budget else None)
+    return configurations(own, budget)
 
 
 class StudyDesign:
@@ -132,12 +155,30 @@ class StudyDesign:
         return FUSION if STRATEGIES[arm.strategy].needs_sources else BASELINE
 
     def tuning_runs(self) -> list[PlannedRun]:
-        """Every configuration of every tuned system, on the first seed."""
+        """Every configuration of every tuned system, on the first seed: the baselines, the fusion systems and
+        each fusion system's tuned control."""
         seed = self.config.seeds[TUNING_SEED_INDEX]
-        return [PlannedRun(system, self._role(arm), self._run(arm.strategy, arm_knobs(arm, self.config, point),
-                                                              sources, seed, size), configuration=point)
-                for arm, system, sources, size in self.systems()
-                for point in configurations(arm, self.config.tuning_budget)]
+        runs = []
+        for arm, system, sources, size in self.systems():
+            runs += [PlannedRun(system, self._role(arm), self._run(arm.strategy, arm_knobs(arm, self.config, point),
+                                                                   sources, seed, size), configuration=point)
+                     for point in configurations(arm, self.config.tuning_budget)]
+            if self._role(arm) == FUSION:
+                runs += self._tuned_control(arm, system, sources, seed, size)
+        return runs
+
+    def _tuned_control(self, arm: Arm, system: str, sources: list, seed: int, size: int,
+                       point: dict | None = None) -> list[PlannedRun]:
+        """The tuning runs of the fusion system's tuned control (or, given ``point``, its run at that configuration):
+        the matched control's strategy, the arm's knobs it shares, then the configuration."""
+        control = STRATEGIES[arm.strategy].controls()[0]
+        points = [point] if point is not None else control_configurations(arm, control, self.config.tuning_budget)
+        base = control.knobs_from(arm_knobs(arm, self.config))
+        return [PlannedRun(f"{system}: {TUNED}", CONTROL,
+                           self._run(control.strategy.name, resolved_knobs(control.strategy.name, {**base, **p}),
+                                     sources if control.keep_sources else [], seed, size),
+                           system, TUNED, configuration=p)
+                for p in points]
 
     def validation_scores(self, store: ResultsStore) -> dict[str, float]:
         """Run id -> validation accuracy of every tuning run, read from the store (where the runner put it)."""
@@ -190,6 +231,9 @@ class StudyDesign:
                                     sources if control.keep_sources else [], seed, size)
                     plan(PlannedRun(f"{system}: {control.role}", CONTROL, run, system, control.role,
                                     best.configuration, primary=index == 0))
+                tuned = chosen[(f"{system}: {TUNED}", size)]
+                for run in self._tuned_control(arm, system, sources, seed, size, tuned.configuration):
+                    plan(run)
                 if arm.leave_one_out and len(sources) > 1:
                     for left_out in sources:
                         kept = [s for s in sources if s is not left_out]
