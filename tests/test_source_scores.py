@@ -42,3 +42,17 @@ def test_study_transferability_is_kept_and_reused_until_its_inputs_change(study,
     study.expert_knobs = {**study.expert_knobs, "expert_epochs": 2}
     with pytest.raises(AssertionError, match="recomputed"):
         sources.study_transferability(study, 40)
+
+
+def test_each_expert_is_judged_on_its_own_test_split_against_probes_of_the_base_encoder(study):
+    quality = sources.expert_quality(study).set_index("source")
+    _, source_tasks = load_study_tasks(study)
+    mr = next(task for task in source_tasks if task.name == "mr")
+    expert = sources.study_experts(study)["mr"]
+    assert quality.loc["mr", "source_test_accuracy"] == pytest.approx(
+        float((expert.predict(mr.test) == np.asarray(mr.test["label"][:])).mean()))
+    columns = ["source_test_accuracy", "probe_same_examples_test_accuracy", "probe_whole_split_test_accuracy"]
+    assert quality[columns].stack().between(0, 1).all()
+    assert quality.loc["mr", "probe_whole_split_train_size"] == len(mr.train) == 60  # the study's cap
+    assert quality["clears_probe"].tolist() == (quality["source_test_accuracy"]
+                                                > quality["probe_same_examples_test_accuracy"]).tolist()

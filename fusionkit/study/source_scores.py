@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from fusionkit._io import atomic_write, digest
 from fusionkit.data.tasks import Task
@@ -95,6 +96,47 @@ def expert_table(experts: dict) -> pd.DataFrame:
                      "epochs_run": len(history.val_metric), "train_seconds": expert.train_seconds,
                      "trainable_params": expert.num_trainable_params})
     return pd.DataFrame(rows)
+
+
+def expert_quality(config: StudyConfig, seed: int | None = None) -> pd.DataFrame:
+    """``expert_table`` of the study's experts of one seed (None: the first), with each trained expert judged on its
+    own source: its accuracy on the source's test split, against two linear probes of the base encoder on the same
+    test split (logistic regression on cached frozen features, C=1): one fitted on the examples the expert trained
+    on, one on the source's whole training split. ``clears_probe``: the expert beats the probe on its own examples,
+    the floor an expert must clear to carry knowledge the base encoder lacks."""
+    from fusionkit.modeling.features import FeatureCache
+    from fusionkit.strategies.linear_probe import fit_logistic_head
+
+    seed = config.seeds[0] if seed is None else seed
+    _, sources = load_study_tasks(config)
+    base = load_encoder(config.encoder, max_length=config.max_length)
+    experts = source_experts(config, sources, base, seed)
+    table = expert_table(experts)
+    cache = FeatureCache(Path(config.workdir) / "features")
+    by_name = {source.name: source for source in sources if isinstance(source, Task)}
+    rows = []
+    for name, expert in experts.items():
+        source = by_name.get(name)
+        if source is None or not isinstance(expert, FittedModel) or not expert.spec.get("has_label_head", True):
+            rows.append({})
+            continue
+        labels = {split: np.asarray(data["label"][:]) for split, data in source.splits.items()}
+        test_accuracy = float((expert.predict(source.test) == labels["test"]).mean())
+        features = cache.task_features(base, source)
+        own = source.subsample(expert.spec["train_size"], expert.spec["seed"])  # the expert's own examples
+        own_features = {"train": cache.features(base, own.train["text"][:], source.name, f"train-n{len(own.train)}"
+                                                f"-s{expert.spec['seed']}"),
+                        "validation": features["validation"]}
+        own_labels = {"train": np.asarray(own.train["label"][:]), "validation": labels["validation"]}
+        probes = {}
+        for which, (x, y) in {"same_examples": (own_features, own_labels), "whole_split": (features, labels)}.items():
+            head, _ = fit_logistic_head(x, y, source.num_labels, c=1.0, max_iter=2000, seed=seed)
+            probes[which] = float((head(torch.as_tensor(features["test"])).argmax(1).numpy() == labels["test"]).mean())
+        rows.append({"source_test_accuracy": test_accuracy, "probe_same_examples_test_accuracy": probes["same_examples"],
+                     "probe_whole_split_test_accuracy": probes["whole_split"],
+                     "probe_whole_split_train_size": len(source.train),
+                     "clears_probe": test_accuracy > probes["same_examples"]})
+    return pd.concat([table, pd.DataFrame(rows, index=table.index)], axis=1)
 
 
 def study_transferability(config: StudyConfig, n_examples: int) -> pd.DataFrame:
