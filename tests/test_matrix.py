@@ -114,7 +114,7 @@ def test_selection_and_findings_of_the_tiny_matrix(tiny_matrix):
     transfer = matrix.transfer_matrix(run, results)
     estimates = matrix.source_estimates(run)
     assert set(estimates["estimator"]) == {*matrix.ESTIMATORS, matrix.SOURCE_SIZE}
-    assert len(estimates) == len(POOL) * (len(POOL) - 1) * 5
+    assert len(estimates) == len(POOL) * (len(POOL) - 1) * 6
     selection = matrix.task_selection(run, estimates, transfer)
     assert "random" in set(selection["estimator"])
     families = matrix.families_against_controls(run, results)

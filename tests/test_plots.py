@@ -46,7 +46,7 @@ def comparisons(spread: float = 1.0) -> pd.DataFrame:
 
 TRANSFERABILITY = pd.DataFrame({"source": ["none (base)", "mr", "subj", "trec"], "logme": [-0.76, 0.1, 0.3, -0.2],
                                 "hscore": [0.69, 0.74, 0.88, 0.73], "leep": [np.nan, -0.64, -0.65, -0.66],
-                                "nce": [np.nan, -0.57, -0.65, -0.64]})
+                                "nce": [np.nan, -0.57, -0.65, -0.64], "textemb": [np.nan, 0.61, 0.48, 0.30]})
 
 
 def every_figure(results) -> dict:
@@ -218,8 +218,9 @@ def test_transferability_ranks_give_rank_one_to_the_highest_score():
     (axes,) = plots.transferability_ranks(TRANSFERABILITY).axes
     texts = [text.get_text() for text in axes.texts]
     assert "#1\n0.300" in texts and "#4\n-0.760" in texts  # LogME: subj highest, the base lowest
-    assert texts.count("—") == 2  # LEEP and NCE cannot score the base encoder
-    assert [label.get_text() for label in axes.get_xticklabels()] == ["LogME", "H-score", "LEEP", "NCE"]
+    assert texts.count("—") == 3  # LEEP, NCE and the text-embedding similarity cannot score the base encoder
+    assert [label.get_text() for label in axes.get_xticklabels()] == ["LogME", "H-score", "LEEP", "NCE",
+                                                                      "Text-embedding similarity (cosine)"]
 
 
 def test_transferability_ranks_sit_beside_the_observed_gain_with_kendall_tau():

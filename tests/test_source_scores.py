@@ -20,11 +20,14 @@ def test_transferability_table_scores_every_source_and_the_base(study):
     target, source_tasks = load_study_tasks(study)
     base = load_encoder(study.encoder, max_length=study.max_length)
     experts = sources.source_experts(study, source_tasks, base)
-    table = sources.transferability_table(target, experts, base, n_examples=40)
+    table = sources.transferability_table(target, experts, base, n_examples=40,
+                                          sources={task.name: task for task in source_tasks})
+    assert table.loc[1:, "textemb"].between(-1, 1).all()
     assert table["source"].tolist() == ["none (base)", "mr", "trec"]
     assert np.isfinite(table[["logme", "hscore"]].to_numpy()).all()
     assert np.isfinite(table.loc[1:, ["leep", "nce"]].to_numpy()).all() and table.loc[0, ["leep", "nce"]].isna().all()
     assert table.attrs["n_examples"] == 40
+    assert table.loc[0, "textemb"] != table.loc[0, "textemb"]  # the base has no text of its own: NaN
     experts_again = sources.source_experts(study, source_tasks, base)
     assert experts_again["mr"].train_seconds == experts["mr"].train_seconds  # loaded, not retrained
     summary = sources.expert_table(experts)

@@ -124,3 +124,15 @@ def test_hscore_with_fewer_examples_than_dimensions_shrinks_instead_of_collapsin
     assert hscore(features, labels, shrinkage=False) == pytest.approx(1.0, abs=1e-6)
     assert hscore(features, rng.permutation(labels), shrinkage=False) == pytest.approx(1.0, abs=1e-6)
     assert hscore(features, labels) > 1.4 * hscore(features, rng.permutation(labels))
+
+
+def test_text_embedding_similarity_is_the_cosine_of_the_mean_embeddings():
+    from fusionkit.evaluation.transferability import text_embedding_similarity
+
+    source = np.array([[1.0, 0.0], [1.0, 2.0]])  # mean (1, 1)
+    target = np.array([[0.0, 1.0], [2.0, 1.0], [1.0, 1.0]])  # mean (1, 1)
+    assert text_embedding_similarity(source, target) == pytest.approx(1.0)
+    assert text_embedding_similarity(source, np.array([[1.0, -1.0]])) == pytest.approx(0.0)
+    assert text_embedding_similarity([[3.0, 4.0]], [[4.0, 3.0]]) == pytest.approx(24 / 25)
+    with pytest.raises(InputError, match="same encoder"):
+        text_embedding_similarity(source, np.ones((2, 3)))

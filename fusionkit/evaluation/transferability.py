@@ -1,4 +1,5 @@
-"""Score a source for a target before fusing (LogME, LEEP, H-score, NCE) and check scores against real gains."""
+"""Score a source for a target before fusing (LogME, LEEP, H-score, NCE, text-embedding similarity) and check
+scores against real gains."""
 from __future__ import annotations
 
 import numpy as np
@@ -114,6 +115,23 @@ def nce(source_labels, target_labels) -> float:
     joint = joint.reshape(-1, n_target) / n  # P(z, y)
     conditional = np.divide(joint, joint.sum(axis=1, keepdims=True), out=np.ones_like(joint), where=joint > 0)
     return float((joint * np.log(conditional)).sum())
+
+
+def text_embedding_similarity(source_embeddings, target_embeddings) -> float:
+    """The cosine similarity of the mean embedding of a source's texts and of the target's (TextEmb, Vu et al.
+    2020, "Exploring and Predicting Transferability across NLP Tasks"; SEmb with sentence embeddings, Poth et al.
+    2021, "What to Pre-Train on? Efficient Intermediate Task Selection"): the cheapest task-selection estimator,
+    which needs no expert, only the base encoder's embeddings of both tasks' texts [n, d]."""
+    source = as_checked_array(source_embeddings, "source_embeddings", ndim=2)
+    target = as_checked_array(target_embeddings, "target_embeddings", ndim=2)
+    if source.shape[1] != target.shape[1]:
+        raise InputError(f"source_embeddings have {source.shape[1]} dimensions but target_embeddings "
+                         f"{target.shape[1]}: embed both with the same encoder")
+    a, b = source.mean(axis=0), target.mean(axis=0)
+    norms = np.linalg.norm(a) * np.linalg.norm(b)
+    if norms == 0:
+        raise InputError("a mean embedding is zero: cosine similarity is undefined")
+    return float(a @ b / norms)
 
 
 def rank_correlation(predicted, observed) -> dict[str, float]:

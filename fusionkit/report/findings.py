@@ -23,7 +23,7 @@ from fusionkit.study.source_scores import study_transferability
 
 BASELINE = "finetune"
 METRIC = "accuracy"
-TRANSFERABILITY_SCORES = ("logme", "hscore", "leep", "nce")
+TRANSFERABILITY_SCORES = ("logme", "hscore", "leep", "nce", "textemb")
 MAX_RELIABILITY_SYSTEMS = 6
 FUSION, BASELINE_ROLE = "fusion", "baseline"
 EXPERT_STRATEGIES = tuple(trainer.name for trainer in EXPERT_TRAINERS.values())

@@ -29,7 +29,7 @@ from fusionkit.study.source_scores import study_transferability
 
 METRIC = "accuracy"
 SEQUENTIAL = "sequential"
-ESTIMATORS = ("logme", "hscore", "leep", "nce")
+ESTIMATORS = ("logme", "hscore", "leep", "nce", "textemb")
 SOURCE_SIZE = "source train size"  # the heuristic estimator: a bigger source is expected to help more
 SEED_MARK, TEST_SET_MARK = "*", "†"
 # Demšar (2006) tabulates Friedman's test from N = 10 datasets on; fewer make its chi-square approximation rough.
@@ -228,8 +228,9 @@ def ranking_caveat(ranking) -> str:
 
 def source_estimates(run: MatrixRun) -> pd.DataFrame:
     """Every estimator's score of every source for every target, computed before any fusion: LogME, H-score,
-    LEEP and NCE of the first seed's expert on the target's fusion-size training sample (notebook 3's table,
-    kept in the work folder), and the source's training-set size. Long: target, source, estimator, score."""
+    LEEP and NCE of the first seed's expert on the target's fusion-size training sample, the text-embedding
+    similarity of the two tasks' texts (notebook 3's table, kept in the work folder), and the source's
+    training-set size. Long: target, source, estimator, score."""
     rows = []
     for config in run.configs():
         scores = study_transferability(config, run.parameters["fusion_size"])

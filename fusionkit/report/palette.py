@@ -36,7 +36,8 @@ COLUMN_LABELS = {"accuracy": ("Accuracy", "fraction correct"), "macro_f1": ("Mac
                  "trainable_params": ("Trainable parameters", None),
                  "infer_ms_per_example": ("Inference time", "ms per example"), "model_flops": ("Model FLOPs", None),
                  "train_size": ("Target training examples", None), "logme": ("LogME", None),
-                 "hscore": ("H-score", None), "leep": ("LEEP", None), "nce": ("NCE", None)}
+                 "hscore": ("H-score", None), "leep": ("LEEP", None), "nce": ("NCE", None),
+                 "textemb": ("Text-embedding similarity", "cosine")}
 
 
 def axis_label(column: str, scale: str | None = None) -> str:

@@ -32,7 +32,7 @@ _FIGURE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 # Writing numbers into every cell stops being readable past this many cells.
 _MAX_ANNOTATED_CELLS = 200
 
-TRANSFERABILITY_ESTIMATORS = ("logme", "hscore", "leep", "nce")
+TRANSFERABILITY_ESTIMATORS = ("logme", "hscore", "leep", "nce", "textemb")
 
 
 def _legend_outside(figure: Figure, handles: Sequence | None = None, below: bool = False, **options) -> Legend:

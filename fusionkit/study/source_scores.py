@@ -13,7 +13,7 @@ import torch
 
 from fusionkit._io import atomic_write, digest
 from fusionkit.data.tasks import Task
-from fusionkit.evaluation.transferability import hscore, leep, logme, nce
+from fusionkit.evaluation.transferability import hscore, leep, logme, nce, text_embedding_similarity
 from fusionkit.modeling.encoders import Encoder, load_encoder
 from fusionkit.strategies.base import Artefact, FittedModel
 from fusionkit.strategies.experts import ExpertKnobs, check_same_base, expert_artefacts, expert_backbone
@@ -23,8 +23,8 @@ from fusionkit.study.runner import StudyConfig, load_study_tasks, strategy_setti
 
 
 # Part of the cached table's name: bumped when a score's definition changes, so no stale table is reused
-# (2: the regularised H-score gained its (1 - alpha) factor).
-SCORES_VERSION = 2
+# (2: the regularised H-score gained its (1 - alpha) factor; 3: text-embedding similarity).
+SCORES_VERSION = 3
 
 
 def source_experts(config: StudyConfig, sources: list, base: Encoder, seed: int | None = None) -> dict:
@@ -48,31 +48,40 @@ def study_experts(config: StudyConfig, seed: int | None = None) -> dict[str, Fit
     return source_experts(config, sources, load_encoder(config.encoder, max_length=config.max_length), seed)
 
 
+TEXTEMB_TEXTS = 1000  # source training texts (a stratified sample) whose mean embedding stands for the source
+
+
 def transferability_table(target: Task, experts: dict[str, FittedModel], base: Encoder, n_examples: int,
-                          seed: int = 0) -> pd.DataFrame:
+                          seed: int = 0, sources: dict[str, Task] | None = None) -> pd.DataFrame:
     """LogME, H-score, LEEP and NCE of each source expert on a stratified sample of the target's train split.
 
     LogME and H-score read the expert's pooled features; LEEP its source-label probabilities; NCE its hard
     source labels. The base encoder's LogME and H-score are given as the row "none (base)": a source whose
     features score below it is not expected to help. The sample is the one a low-resource user would have.
     Knowledge features are scored as they are (LogME, H-score); a source without a label head over source
-    labels (a bare encoder, an adapter, features) has no LEEP or NCE (NaN).
+    labels (a bare encoder, an adapter, features) has no LEEP or NCE (NaN). ``textemb`` (``sources``: name ->
+    task) is the cosine of the base encoder's mean embeddings of the source's training texts (a stratified sample
+    of up to ``TEXTEMB_TEXTS``) and of the sample's; a source that is not a task has none.
     """
     sample = target.subsample(n_examples, seed) if n_examples < len(target.train) else target
     texts, labels = list(sample.train["text"][:]), np.asarray(sample.train["label"][:])
     base_features = base.encode(texts)
     rows = [{"source": "none (base)", "logme": logme(base_features, labels), "hscore": hscore(base_features, labels),
-             "leep": np.nan, "nce": np.nan}]
+             "leep": np.nan, "nce": np.nan, "textemb": np.nan}]
     for name, expert in experts.items():
         if not isinstance(expert, FittedModel):  # knowledge features of the target's own examples
             features = sample.knowledge(name, "train").astype(np.float64)
             rows.append({"source": name, "logme": logme(features, labels), "hscore": hscore(features, labels),
-                         "leep": np.nan, "nce": np.nan})
+                         "leep": np.nan, "nce": np.nan, "textemb": np.nan})
             continue
         encoder = Encoder(expert_backbone(expert), expert.tokenizer, f"expert-{name}", base.pooling, base.max_length)
         features = encoder.encode(texts)
         row = {"source": name, "logme": logme(features, labels), "hscore": hscore(features, labels),
-               "leep": np.nan, "nce": np.nan}
+               "leep": np.nan, "nce": np.nan, "textemb": np.nan}
+        source = (sources or {}).get(name)
+        if source is not None:
+            kept = source.subsample(TEXTEMB_TEXTS, seed) if TEXTEMB_TEXTS < len(source.train) else source
+            row["textemb"] = text_embedding_similarity(base.encode(kept.train["text"][:]), base_features)
         if expert.spec.get("has_label_head", True):
             source_probs = expert.predict_proba(texts)
             row.update(leep=leep(source_probs, labels), nce=nce(source_probs.argmax(1), labels))
@@ -149,6 +158,7 @@ def study_transferability(config: StudyConfig, n_examples: int) -> pd.DataFrame:
     if path.is_file():
         return pd.read_csv(path)
     base = load_encoder(config.encoder, max_length=config.max_length)
-    table = transferability_table(target, source_experts(config, sources, base), base, n_examples)
+    table = transferability_table(target, source_experts(config, sources, base), base, n_examples,
+                                  sources={s.name: s for s in sources if isinstance(s, Task)})
     atomic_write(path, table.to_csv(index=False))  # a killed run leaves no half table to be read as finished
     return table
