@@ -415,3 +415,23 @@ def test_multitask_ends_with_a_target_phase_like_fine_tuning(toy_task, toy_sourc
         toy_task, [toy_source], seed=0, train_size=32)
     assert fitted.spec["arch"]["joint_phase"]["steps"] == 3
     assert fitted.history.steps == 3 + 2  # then 32 target examples in batches of 16
+
+
+def test_representation_and_merge_get_a_random_expert_control_where_every_source_is_a_task(toy_task, toy_source,
+                                                                                            tmp_path):
+    arms = [Arm("rep", "representation"), Arm("merge", "merge")]
+    planned = StudyDesign(StudyConfig("toy", ["toysrc"], arms, seeds=[0, 1], train_sizes=[30]), toy_task,
+                          [toy_source]).final_runs(None)
+    shuffled = [p for p in planned if p.detail == "shuffled-label source"]
+    assert sorted((p.of, p.run["seed"]) for p in shuffled) == [("merge", 0), ("merge", 1), ("rep", 0), ("rep", 1)]
+    assert all(p.run["knobs"]["expert_labels"] == "shuffled" and p.run["sources"] == ["toysrc"] for p in shuffled)
+    assert {p.run["strategy"] for p in shuffled if p.of == "merge"} == {"merge"}  # random experts, merged alike
+    from fusionkit.strategies.knowledge import PretrainedModel
+
+    from test_knowledge import save_model
+
+    folder = save_model(tmp_path / "given")
+    given = PretrainedModel("given", folder)  # a given model has no labels to shuffle: no such control
+    planned = StudyDesign(StudyConfig("toy", [{"model": folder, "name": "given"}], arms, seeds=[0],
+                                      train_sizes=[30]), toy_task, [given]).final_runs(None)
+    assert not [p for p in planned if p.detail == "shuffled-label source"]

@@ -75,7 +75,11 @@ def test_a_seed_free_run_is_planned_once_and_the_other_runs_keep_their_keys(toy_
     probe = [(p.run["train_size"], p.run["seed"], p.seed_free) for p in planned if p.system == "probe"]
     assert probe == [(40, 0, False), (40, 1, False), (40, 2, False), (whole, 0, True)]
     # the merge control is the probe on the base encoder: seed-free on the whole split, so once; merge itself is not
-    assert [(p.run["seed"], p.seed_free) for p in planned if p.role == CONTROL] == [(0, True)]
+    assert [(p.run["seed"], p.seed_free) for p in planned if p.role == CONTROL and p.primary] == [(0, True)]
+    assert [(p.run["seed"], p.seed_free) for p in planned if p.detail == "tuned control"] == [(0, True)]
+    # its random-expert control merges experts trained with each seed: every seed
+    assert [(p.run["seed"], p.seed_free) for p in planned if p.detail == "shuffled-label source"] == [
+        (0, False), (1, False), (2, False)]
     assert [p.run["seed"] for p in planned if p.system == "merge"] == [0, 1, 2]
     # every run still planned is the run (the same key) a plan of every seed made; only the whole-split probe's
     # seeds 1 and 2 are gone (the merge control is that same run)

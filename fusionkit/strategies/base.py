@@ -132,6 +132,9 @@ class Control:
     strategy: type["Strategy"]
     knobs: dict = field(default_factory=dict)
     keep_sources: bool = False
+    # Only where every source is a task: a shuffled-label expert exists only for a task (a given model, an adapter
+    # or knowledge features would be fused unchanged, and the "control" would be the fusion system itself).
+    tasks_only: bool = False
 
     def knobs_from(self, fused_knobs: dict) -> dict:
         """The control's knobs: those of the fused run that the control's strategy has, then its own."""

@@ -19,7 +19,7 @@ from fusionkit.modeling.encoders import Encoder
 from fusionkit.modeling.heads import dense_backbone, is_lora
 from fusionkit.modeling.training import Knobs
 from fusionkit.strategies import task_vectors
-from fusionkit.strategies.base import Artefact, FittedModel
+from fusionkit.strategies.base import Artefact, Control, FittedModel
 from fusionkit.strategies.finetune import Finetune, Lora
 from fusionkit.strategies.knowledge import MODEL, LoraAdapter, PretrainedModel
 
@@ -41,6 +41,14 @@ class ExpertKnobs(Knobs):
 
 
 EXPERT_LABELS = ("true", "shuffled")
+
+
+def shuffled_label_control(strategy) -> Control:
+    """The same fusion over experts trained on their sources with the labels shuffled: the extra training, encoders
+    and capacity without the sources' knowledge (STILTs' control for sequential transfer; a random-expert control
+    for representation fusion and merging). Planned only where every source is a task."""
+    return Control("shuffled-label source", strategy, {"expert_labels": "shuffled"}, keep_sources=True,
+                   tasks_only=True)
 
 
 def expert_artefacts(knobs: ExpertKnobs, settings: dict, sources: list, seed: int) -> list[Artefact | FittedModel]:

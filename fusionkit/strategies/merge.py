@@ -19,7 +19,8 @@ from fusionkit.modeling.features import FeatureCache
 from fusionkit.modeling.training import Knobs, knob_group
 from fusionkit.strategies import task_vectors
 from fusionkit.strategies.base import Control
-from fusionkit.strategies.experts import ExpertKnobs, check_expert, expert_artefacts, expert_task_vector
+from fusionkit.strategies.experts import (ExpertKnobs, check_expert, expert_artefacts, expert_task_vector,
+                                          shuffled_label_control)
 from fusionkit.strategies.linear_probe import LinearProbe, ProbeKnobs, probe
 
 
@@ -68,7 +69,8 @@ class Merge(LinearProbe):  # the same module: a probe head on a (merged) frozen 
 
     @classmethod
     def controls(cls):
-        return [Control("no source", LinearProbe)]  # the same probe (same C) on the base encoder
+        # The same probe (same C) on the base encoder; and the same merge of random experts (shuffled labels).
+        return [Control("no source", LinearProbe), shuffled_label_control(cls)]
 
     @classmethod
     def seed_free(cls, whole_train_split):

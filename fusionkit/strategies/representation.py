@@ -36,7 +36,8 @@ from fusionkit.modeling.encoders import Encoder, load_encoder, load_tokenizer
 from fusionkit.modeling.features import FeatureCache
 from fusionkit.modeling.training import Knobs, TrainKnobs, knob_group, train_loop
 from fusionkit.strategies.base import Control, FittedModel, Strategy
-from fusionkit.strategies.experts import ExpertKnobs, check_same_base, expert_artefacts, expert_backbone
+from fusionkit.strategies.experts import (ExpertKnobs, check_same_base, expert_artefacts, expert_backbone,
+                                          shuffled_label_control)
 from fusionkit.strategies.knowledge import FEATURES, MODEL, SOURCE_KINDS, TASK
 
 MODES = ("sum", "concat", "gated", "attention")
@@ -179,7 +180,9 @@ class RepresentationFusion(Strategy):
 
     @classmethod
     def controls(cls):
-        return [Control("no source", cls)]  # the same fusion layer and head on the base encoder's vectors alone
+        # The same fusion layer and head on the base encoder's vectors alone; and over random experts (trained on
+        # shuffled labels): as many encoders and parameters, without the sources' knowledge.
+        return [Control("no source", cls), shuffled_label_control(cls)]
 
     def check_sources(self, sources):
         self.check_source_kinds(sources)  # no sources at all is the control

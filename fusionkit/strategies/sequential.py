@@ -5,7 +5,8 @@ from dataclasses import dataclass
 
 from fusionkit.errors import ConfigError
 from fusionkit.modeling.training import Knobs, TrainKnobs, knob_group
-from fusionkit.strategies.experts import ExpertKnobs, check_expert, expert_artefacts, expert_backbone
+from fusionkit.strategies.experts import (ExpertKnobs, check_expert, expert_artefacts, expert_backbone,
+                                          shuffled_label_control)
 from fusionkit.strategies.base import Control
 from fusionkit.strategies.finetune import Finetune
 
@@ -31,8 +32,7 @@ class Sequential(Finetune):
         # The target phase alone (fine-tuning with the same configuration: the same target updates), and the same
         # path through the source with its labels shuffled: a gain over the first that the second also has came
         # from the extra training steps, not from the source's knowledge.
-        return [Control("no source", Finetune), Control("shuffled-label source", cls, {"expert_labels": "shuffled"},
-                                                         keep_sources=True)]
+        return [Control("no source", Finetune), shuffled_label_control(cls)]
 
     def requirements(self, target, sources, seed):
         if len(sources) != 1:

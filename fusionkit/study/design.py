@@ -226,6 +226,8 @@ class StudyDesign:
                 for index, control in enumerate(STRATEGIES[arm.strategy].controls()):
                     if not arm.runs_control(index, control.role, sources, self.usable_sources(arm)):
                         continue
+                    if control.tasks_only and any(source_kind(s) != "task" for s in sources):
+                        continue
                     run = self._run(control.strategy.name,
                                     resolved_knobs(control.strategy.name, control.knobs_from(knobs)),
                                     sources if control.keep_sources else [], seed, size)
