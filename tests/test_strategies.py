@@ -59,6 +59,18 @@ def test_frozen_strategies_train_only_the_head(toy_task, toy_source, workdir):
     assert probe.num_trainable_params < lora.num_trainable_params < full.num_trainable_params
 
 
+def test_inference_cost_counts_every_encoder_a_model_runs_frozen_ones_included(toy_task, toy_source, workdir):
+    from fusionkit.modeling.heads import inference_size
+
+    fused = fit("representation", toy_task, [toy_source], workdir, train_size=40)
+    probe = fit("linear_probe", toy_task, [], workdir)
+    params, encoders = inference_size(fused.module)
+    assert encoders == 2 and params > 2 * inference_size(probe.module)[0] * 0.9  # the base and the expert
+    assert inference_size(probe.module)[1] == 1 and fused.num_trainable_params < params / 100
+    lora = fit("lora", toy_task, [], workdir, train_size=40)
+    assert inference_size(lora.module)[1] == 1  # one encoder (peft wraps it)
+
+
 def test_sum_fusion_is_elementwise_addition():
     layer = FusionLayer("sum", num_sources=3, dim=5, num_labels=2)
     base, experts = torch.randn(4, 2, 5), [torch.randn(4, 2, 5) for _ in range(3)]

@@ -44,6 +44,8 @@ class Cost:
     train_seconds: float
     infer_ms_per_example: float
     model_flops: float = 0.0  # training and test-set inference of the run, 6N / 2N per token (see modeling.heads)
+    inference_params: int = 0  # every parameter the fitted model runs at inference, frozen encoders included
+    encoders_at_inference: int = 0  # transformer encoders it runs per text (representation: the base and experts)
 
     def __post_init__(self) -> None:
         for field in fields(self):

@@ -98,3 +98,16 @@ def frozen_classifier(backbone: nn.Module, head: nn.Linear, pooling: str) -> Tex
     for param in module.backbone.parameters():
         param.requires_grad_(False)
     return module.eval()
+
+
+def inference_size(module: nn.Module) -> tuple[int, int]:
+    """(parameters, transformer encoders) a fitted model runs at inference, frozen ones included: a
+    representation model over three experts runs four encoders whatever its few trainable parameters."""
+    from transformers import PreTrainedModel
+
+    encoders: list[nn.Module] = []
+    for sub in module.modules():  # parents come before their children
+        if isinstance(sub, PreTrainedModel) and not any(sub is inner for outer in encoders for inner in outer.modules()):
+            encoders.append(sub)
+    return sum(p.numel() for p in module.parameters()), len(encoders)
+

@@ -152,6 +152,7 @@ def expert_quality(results: pd.DataFrame) -> pd.DataFrame:
 
 
 SECONDS_COLUMNS = ("train_seconds", "expert_seconds", "train_seconds_with_experts", "train_seconds_amortised")
+INFERENCE_COLUMNS = ("inference_params", "encoders_at_inference", "infer_ms_per_example", "model_flops")
 
 
 def _artefact_identity(record: dict) -> str:
@@ -223,12 +224,15 @@ def run_costs(results: pd.DataFrame, workdir: str | Path) -> pd.DataFrame:
 
 def cost_table(costs: pd.DataFrame) -> pd.DataFrame:
     """One row per system and train size of ``run_costs``: its runs, mean trainable parameters and mean seconds
-    per run (``SECONDS_COLUMNS``), most expensive first."""
+    per run (``SECONDS_COLUMNS``), and, where the runs recorded them, what it runs at inference (parameters and
+    encoders, frozen ones included), its inference milliseconds per example and its model FLOPs; most expensive
+    first."""
     check_columns(costs, ["target", "system", "train_size", "trainable_params", *SECONDS_COLUMNS], "costs")
     keys = ["target", "system", "train_size", *(["role"] if "role" in costs else [])]
     grouped = _without_attrs(costs).groupby(keys, sort=False)
+    inference = [column for column in INFERENCE_COLUMNS if column in costs]
     table = pd.concat([grouped["run_id"].nunique().rename("runs"),
-                       grouped[["trainable_params", *SECONDS_COLUMNS]].mean()], axis=1)
+                       grouped[["trainable_params", *SECONDS_COLUMNS, *inference]].mean()], axis=1)
     return table.reset_index().sort_values("train_seconds_with_experts", ascending=False, ignore_index=True)
 
 

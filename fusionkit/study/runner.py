@@ -20,7 +20,7 @@ from fusionkit.evaluation.gains import Cost
 from fusionkit.evaluation.metrics import score_all
 from fusionkit.evaluation.similarity import layerwise_cka
 from fusionkit.modeling.encoders import Encoder, load_encoder
-from fusionkit.modeling.heads import TextCollator, dense_backbone, model_flops
+from fusionkit.modeling.heads import TextCollator, dense_backbone, inference_size, model_flops
 from fusionkit.modeling.training import torch_threads
 from fusionkit.strategies import STRATEGIES, Artefact, get_strategy
 from fusionkit.strategies.base import source_name as source_name_of
@@ -245,7 +245,8 @@ class StudyRunner:
         elif not np.allclose(probs[:len(timed)], timed_probs, atol=1e-4):
             raise TrainingError(f"{run['strategy']}: its cached test probabilities differ from its module's")
         cost = Cost(fitted.num_trainable_params, fitted.train_seconds, infer_ms,
-                    model_flops(fitted.module, fitted.history.tokens, self.test_tokens))
+                    model_flops(fitted.module, fitted.history.tokens, self.test_tokens),
+                    *inference_size(fitted.module))
         val_accuracy = self.validation_accuracy(fitted)
         details = {"arch": fitted.spec["arch"], "history": fitted.history.to_dict(),
                    "artefacts": fitted.spec.get("artefacts", []), "torch_threads": torch.get_num_threads(),
