@@ -13,7 +13,7 @@ KNOBS = {
     "scratch": FAST, "finetune": FAST, "lora": FAST, "linear_probe": {"c": 1.0},
     "sequential": {**FAST, **EXPERT}, "multitask": {**FAST, "source_train_size": 40},
     "representation": {**EXPERT, "epochs": 2, "layers": "all"}, "merge": {**EXPERT, "method": "ties"},
-    "distill": {**FAST, **EXPERT},
+    "distill": {**FAST, **EXPERT}, "setfit": {"num_iterations": 2},
 }
 
 
@@ -30,7 +30,7 @@ def fit(name, task, sources, workdir, knobs=None, **fit_args):
 
 def test_registry_holds_every_family():
     assert set(STRATEGIES) == {"scratch", "linear_probe", "finetune", "lora", "sequential", "multitask",
-                               "representation", "merge", "distill"}
+                               "representation", "merge", "distill", "setfit"}
 
 
 @pytest.mark.parametrize("name", sorted(KNOBS))

@@ -19,6 +19,7 @@ from fusionkit.strategies.merge import Merge
 from fusionkit.strategies.multitask import Multitask
 from fusionkit.strategies.representation import RepresentationFusion
 from fusionkit.strategies.sequential import Sequential
+from fusionkit.strategies.setfit_baseline import SetFit
 
 STRATEGIES: dict[str, type[Strategy]] = Strategy.registry
 
@@ -31,4 +32,4 @@ def get_strategy(name: str, knobs: dict | None = None, **settings) -> Strategy:
 
 
 __all__ = ["STRATEGIES", "Strategy", "FittedModel", "Artefact", "get_strategy", "Distill", "Finetune", "Lora",
-           "Scratch", "LinearProbe", "Merge", "Multitask", "RepresentationFusion", "Sequential"]
+           "Scratch", "LinearProbe", "Merge", "Multitask", "RepresentationFusion", "Sequential", "SetFit"]
