@@ -13,7 +13,7 @@ KNOBS = {
     "scratch": FAST, "finetune": FAST, "lora": FAST, "linear_probe": {"c": 1.0},
     "sequential": {**FAST, **EXPERT}, "multitask": {**FAST, "source_train_size": 40},
     "representation": {**EXPERT, "epochs": 2, "layers": "all"}, "merge": {**EXPERT, "method": "ties"},
-    "distill": {**FAST, **EXPERT}, "setfit": {"num_iterations": 2},
+    "distill": {**FAST, **EXPERT}, "setfit": {"num_iterations": 2}, "ensemble": {**FAST, "members": 2},
 }
 
 
@@ -30,7 +30,7 @@ def fit(name, task, sources, workdir, knobs=None, **fit_args):
 
 def test_registry_holds_every_family():
     assert set(STRATEGIES) == {"scratch", "linear_probe", "finetune", "lora", "sequential", "multitask",
-                               "representation", "merge", "distill", "setfit"}
+                               "representation", "merge", "distill", "setfit", "ensemble"}
 
 
 @pytest.mark.parametrize("name", sorted(KNOBS))
@@ -69,6 +69,21 @@ def test_inference_cost_counts_every_encoder_a_model_runs_frozen_ones_included(t
     assert inference_size(probe.module)[1] == 1 and fused.num_trainable_params < params / 100
     lora = fit("lora", toy_task, [], workdir, train_size=40)
     assert inference_size(lora.module)[1] == 1  # one encoder (peft wraps it)
+
+
+def test_a_seed_ensemble_averages_its_members_probabilities(toy_task, workdir):
+    import torch
+
+    from fusionkit.strategies.ensemble import member_seeds
+
+    ensemble = fit("ensemble", toy_task, [], workdir, seed=3, train_size=40)
+    assert len(ensemble.module.members) == 2 and len(set(member_seeds(3, 2))) == 2
+    batch = ensemble.tokenizer(list(toy_task.test["text"][:8]), padding=True, return_tensors="pt")
+    with torch.no_grad():
+        means = torch.stack([m(batch["input_ids"], batch["attention_mask"]).softmax(-1)
+                             for m in ensemble.module.members]).mean(0)
+    np.testing.assert_allclose(ensemble.predict_proba(list(toy_task.test["text"][:8])), means.numpy(), atol=1e-5)
+    assert member_seeds(3, 2) != member_seeds(4, 2)  # each run's seed draws other members
 
 
 def test_sum_fusion_is_elementwise_addition():

@@ -13,6 +13,7 @@ from __future__ import annotations
 from fusionkit.errors import ConfigError
 from fusionkit.strategies.base import Artefact, FittedModel, Strategy
 from fusionkit.strategies.distill import Distill
+from fusionkit.strategies.ensemble import SeedEnsemble
 from fusionkit.strategies.finetune import Finetune, Lora, Scratch
 from fusionkit.strategies.linear_probe import LinearProbe
 from fusionkit.strategies.merge import Merge
@@ -32,4 +33,4 @@ def get_strategy(name: str, knobs: dict | None = None, **settings) -> Strategy:
 
 
 __all__ = ["STRATEGIES", "Strategy", "FittedModel", "Artefact", "get_strategy", "Distill", "Finetune", "Lora",
-           "Scratch", "LinearProbe", "Merge", "Multitask", "RepresentationFusion", "Sequential", "SetFit"]
+           "Scratch", "LinearProbe", "Merge", "Multitask", "RepresentationFusion", "Sequential", "SetFit", "SeedEnsemble"]
