@@ -1,10 +1,11 @@
 """Is fine-tuning at n=128 a control worth beating? The small-data recipe against the one it replaced and the probe.
 
 On each of the five shared tasks, at n=128 (the fusion size of the quick and matrix profiles) and with the matrix
-profile's caps (validation 100, test 400 examples), this trains, for every seed:
+profile's caps (validation and test), this trains, for every seed:
 
 * ``probe``: the linear probe (frozen MiniLM, logistic regression, C=1), the floor;
-* ``before``: fine-tuning as the matrix profile ran it before this recipe (lr 5e-5, 6 epochs, patience 2);
+* ``before``: fine-tuning as the matrix profile ran it before this recipe (lr 5e-5, 6 epochs, patience 2, early
+  stopping on 100 validation examples);
 * ``after``: fine-tuning with the knobs the matrix profile's ``finetune`` arm runs now (``--profile``), i.e.
   the recipe every fine-tuning family gets through the profile's ``train_knobs``.
 
@@ -33,6 +34,7 @@ from fusionkit.study.runner import Arm, StudyConfig, arm_knobs
 TASKS = ("cr", "mr", "subj", "trec", "sst2")
 SIZE = 128
 BEFORE = {"lr": 5e-5, "epochs": 6, "patience": 2, "batch_size": 16}
+BEFORE_VALIDATION_CAP = 100
 
 
 def after_knobs(profile: str) -> dict:
@@ -59,12 +61,14 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
         for name in args.tasks.split(","):
-            task = (fk.load_task(name, data_dir=args.data).capped("validation", parameters["validation_cap"])
-                    .capped("test", parameters["test_cap"]))
-            labels = np.asarray(task.test["label"][:])
-            majority = float(np.bincount(np.asarray(task.validation["label"][:])).max() / len(task.validation))
+            whole = fk.load_task(name, data_dir=args.data).capped("test", parameters["test_cap"])
+            tasks = {arm: whole.capped("validation", BEFORE_VALIDATION_CAP if arm == "before" else
+                                       parameters["validation_cap"]) for arm in arms}
+            labels = np.asarray(whole.test["label"][:])
             for seed in range(args.seeds):
                 for arm, (strategy, knobs) in arms.items():
+                    task = tasks[arm]
+                    majority = float(np.bincount(np.asarray(task.validation["label"][:])).max() / len(task.validation))
                     start = time.perf_counter()
                     fitted = fk.get_strategy(strategy, {**knobs, "progress": False} if strategy == "finetune" else knobs,
                                              encoder=parameters["encoder"], workdir=workdir,

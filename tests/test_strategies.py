@@ -86,6 +86,15 @@ def test_a_seed_ensemble_averages_its_members_probabilities(toy_task, workdir):
     assert member_seeds(3, 2) != member_seeds(4, 2)  # each run's seed draws other members
 
 
+def test_lp_ft_starts_from_the_linear_probes_head(toy_task, workdir):
+    """With a zero step, LP-FT never moves: it is the linear probe (same features, same C), up to float noise."""
+    frozen = fit("finetune", toy_task, [], workdir, {"epochs": 1, "lr": 0.0, "head_init": "probe"}, train_size=60)
+    probe = fit("linear_probe", toy_task, [], workdir, train_size=60)
+    np.testing.assert_allclose(frozen.predict_proba(toy_task.test), probe.predict_proba(toy_task.test), atol=1e-4)
+    with pytest.raises(ConfigError, match="head_init"):
+        fit("finetune", toy_task, [], workdir, {"epochs": 1, "head_init": "zeros"}, train_size=60)
+
+
 def test_sum_fusion_is_elementwise_addition():
     layer = FusionLayer("sum", num_sources=3, dim=5, num_labels=2)
     base, experts = torch.randn(4, 2, 5), [torch.randn(4, 2, 5) for _ in range(3)]

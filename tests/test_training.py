@@ -59,6 +59,17 @@ def test_early_stopping_restores_the_best_epoch():
     assert torch.equal(model.weight.detach(), seen[1])
 
 
+def test_min_steps_adds_epochs_and_early_stopping_waits_for_them():
+    examples = regression_problem(n=16)  # two batches of 8: two updates an epoch
+    scores = iter([0.9] + [0.1] * 20)  # the first epoch is the best; patience alone would stop at the third
+    history = train_loop(fresh_model(), examples, collate, ce_loss, lambda: next(scores),
+                         quiet(epochs=1, batch_size=8, patience=2, min_steps=12))
+    assert history.steps == 12 and len(history.val_metric) == 6  # six epochs, one planned
+    assert history.best_epoch == 0  # and the best epoch is still the one kept
+    with pytest.raises(ConfigError, match="min_steps must be >= 0"):
+        train_loop(fresh_model(), examples, collate, ce_loss, None, quiet(min_steps=-1))
+
+
 def test_nan_loss_stops_with_the_step_and_batch_named():
     examples = regression_problem()
 

@@ -96,7 +96,8 @@ class TrainKnobs(Knobs):
     max_grad_norm: float = 1.0
     patience: int = 2  # epochs without validation improvement before stopping
     # At least this many optimiser updates, however small the training set: epochs are added until they are
-    # reached (few-sample fine-tuning needs enough updates, not a fixed epoch count: Mosbach et al. 2021).
+    # reached, and early stopping waits for them (few-sample fine-tuning needs enough updates, not a fixed epoch
+    # count: Mosbach et al. 2021); the best epoch on validation is still the one kept.
     min_steps: int = 0
     length_group_size: int = 50  # batches per mega-batch sorted by length (as HF's group_by_length)
     bf16: bool | None = None  # None: bf16 autocast exactly when training on CUDA
@@ -256,7 +257,7 @@ def train_loop(
             best_metric, best_state, stale, history.best_epoch = metric, _snapshot(model), 0, epoch
         else:
             stale += 1
-            if stale >= knobs.patience:
+            if stale >= knobs.patience and history.steps >= knobs.min_steps:
                 break
     bar.close()
     if best_state is not None:

@@ -1,0 +1,46 @@
+"""Are the experts experts? Each source expert of the matrix profile against linear probes of the base encoder.
+
+For every task of the shared pool as a source (the matrix profile's expert knobs: 2,000 source examples, early
+stopping on the source's validation split, the pool's evaluation texts dropped), the first seed's expert is scored
+on its source's test split beside two probes of the base encoder on the same split: one fitted on the expert's own
+training examples, one on the whole training split (``study.source_scores.expert_quality``, the table notebook 03
+shows). Prints the table and, last, ``experts_below_probe=`` (how many experts do not beat the probe fitted on
+their own examples: 0 is the target).
+Usage: python benchmarks/expert_quality.py [--pool cr,mr,subj,trec,sst2] [--data DIR] [--profile matrix]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+
+import pandas as pd
+import torch
+
+from fusionkit.study.profiles import matrix_configs
+from fusionkit.study.source_scores import expert_quality
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pool", default="cr,mr,subj,trec,sst2")
+    parser.add_argument("--data", default=os.environ.get("FUSIONKIT_DATA", "../shared/data/senteval"))
+    parser.add_argument("--profile", default="matrix")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    pool = args.pool.split(",")
+    with tempfile.TemporaryDirectory() as workdir:
+        configs = matrix_configs(args.profile, pool, workdir, args.data)
+        tables = [expert_quality(configs[0])]  # every other task of the pool as a source of the first
+        tables.append(expert_quality(configs[1]).query(f"source == '{configs[0].target}'"))  # and the first
+    table = pd.concat(tables, ignore_index=True)
+    columns = ["source", "train_size", "epochs_run", "train_seconds", "source_val_accuracy", "source_test_accuracy",
+               "probe_same_examples_test_accuracy", "probe_whole_split_test_accuracy", "probe_whole_split_train_size",
+               "clears_probe"]
+    print(table[columns].round(3).to_string(index=False))
+    print(f"experts_below_probe={int((~table['clears_probe'].astype(bool)).sum())}")
+
+
+if __name__ == "__main__":
+    main()
