@@ -70,8 +70,8 @@ def main() -> None:
                     task = tasks[arm]
                     majority = float(np.bincount(np.asarray(task.validation["label"][:])).max() / len(task.validation))
                     start = time.perf_counter()
-                    fitted = fk.get_strategy(strategy, {**knobs, "progress": False} if strategy == "finetune" else knobs,
-                                             encoder=parameters["encoder"], workdir=workdir,
+                    quiet = {**knobs, "progress": False} if strategy == "finetune" else knobs
+                    fitted = fk.get_strategy(strategy, quiet, encoder=parameters["encoder"], workdir=workdir,
                                              max_length=parameters["max_length"]).fit(task, seed=seed, train_size=SIZE)
                     history = fitted.history
                     rows.append({"task": name, "arm": arm, "seed": seed, "seconds": time.perf_counter() - start,

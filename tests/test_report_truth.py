@@ -36,7 +36,8 @@ def test_the_arm_description_is_the_profiles_own_systems():
     assert set(fusion["fuses"]) == {"mr, subj, trec, one system each", "mr, subj, trec"}
     assert (fusion["train_sizes"] == str(PROFILES["quick"]["fusion_size"])).all()
     merge = fusion.set_index("system").loc["merge task_arithmetic"]
-    assert merge["what"].startswith("merge: weight-space fusion") and json.loads(merge["search"])["scale"][:2] == [0.05, 0.1]
+    assert merge["what"].startswith("merge: weight-space fusion")
+    assert json.loads(merge["search"])["scale"][:2] == [0.05, 0.1]
     probe = tables.study_arms(study_config("quick", "baselines", "cr", ["mr"], "unused")).set_index("system")
     assert probe.loc["linear_probe", "train_sizes"] == "32, 128, 512, whole split"
     assert "whole split: seed 0 only" in probe.loc["linear_probe", "seeds"]

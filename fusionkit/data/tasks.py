@@ -533,7 +533,8 @@ def _label_value(label, rows: RawRows, line_no: int) -> tuple[str, object]:
     if isinstance(label, (float, np.floating)):
         if float(label).is_integer():
             return "number", int(label)
-        raise DataError(f"file '{rows.path}', {rows.unit} {line_no}: label {label!r} is not a whole number; class labels "
+        raise DataError(f"file '{rows.path}', {rows.unit} {line_no}: label {label!r} is not a whole number; "
+                        f"class labels "
                         f"are integers or names (pass label_names=[...] to say which values are classes)")
     text = str(label).strip()
     if _INTEGER.fullmatch(text):
@@ -542,7 +543,8 @@ def _label_value(label, rows: RawRows, line_no: int) -> tuple[str, object]:
         float(text)
     except ValueError:
         return "text", text
-    raise DataError(f"file '{rows.path}', {rows.unit} {line_no}: label {text!r} is not a whole number; class labels are "
+    raise DataError(f"file '{rows.path}', {rows.unit} {line_no}: label {text!r} is not a whole number; "
+                    f"class labels are "
                     f"integers or names (pass label_names=[...] to say which values are classes)")
 
 
@@ -561,7 +563,8 @@ def _label_mapping(split_rows: dict[str, RawRows], label_names: list | None = No
         for rows, line_no, label, _ in values:
             key = str(int(label)) if isinstance(label, (float, np.floating)) and float(label).is_integer() else str(label).strip()
             if key not in index:
-                raise DataError(f"file '{rows.path}', {rows.unit} {line_no}: label {label!r} is not one of the label_names "
+                raise DataError(f"file '{rows.path}', {rows.unit} {line_no}: label {label!r} is not one of the "
+                                f"label_names "
                                 f"{names}")
         return {label: index[str(int(label)) if isinstance(label, (float, np.floating)) and float(label).is_integer()
                              else str(label).strip()] for _, _, label, _ in values}, names
@@ -570,7 +573,8 @@ def _label_mapping(split_rows: dict[str, RawRows], label_names: list | None = No
         minority = min(set(kinds), key=kinds.count)
         rows, line_no, label, _ = next(v for v in values if v[3][0] == minority)
         other = next(v for v in values if v[3][0] != minority)
-        raise DataError(f"file '{rows.path}', {rows.unit} {line_no}: label {label!r} is a {minority} while other labels are "
+        raise DataError(f"file '{rows.path}', {rows.unit} {line_no}: label {label!r} is a {minority} while other "
+                        f"labels are "
                         f"{other[3][0]}s (e.g. {other[2]!r} on line {other[1]}); pass label_names=[...] to say which "
                         f"values are classes")
     classes = sorted({value for *_, (_, value) in values})

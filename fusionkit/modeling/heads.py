@@ -107,7 +107,8 @@ def inference_size(module: nn.Module) -> tuple[int, int]:
 
     encoders: list[nn.Module] = []
     for sub in module.modules():  # parents come before their children
-        if isinstance(sub, PreTrainedModel) and not any(sub is inner for outer in encoders for inner in outer.modules()):
+        inside = any(sub is inner for outer in encoders for inner in outer.modules())
+        if isinstance(sub, PreTrainedModel) and not inside:
             encoders.append(sub)
     return sum(p.numel() for p in module.parameters()), len(encoders)
 

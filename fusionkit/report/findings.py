@@ -47,7 +47,8 @@ def majority_rates(configs) -> dict[str, float]:
     a run that learned nothing scores there: ``tables.flag_failed_runs``)."""
     rates = {}
     for config in configs:
-        labels = np.asarray(config.task(config.target).capped("validation", config.validation_cap).validation["label"][:])
+        validation = config.task(config.target).capped("validation", config.validation_cap).validation
+        labels = np.asarray(validation["label"][:])
         rates[config.target] = float(np.bincount(labels).max() / len(labels))
     return rates
 
@@ -76,7 +77,8 @@ class Comparisons:
     ``knowledge`` is the verdict: each fusion system against its matched control across seeds. The others
     qualify it: ``on_test_set`` (the same pairs over test examples: these models on these sentences, never a
     verdict), ``tuned_control`` (against the matched control's procedure tuned on its own with the same budget: is
-    fusion better than the best the study could do without the knowledge?), ``other_controls`` (e.g. the shuffled-label source), ``against_best`` (the best target-only
+    fusion better than the best the study could do without the knowledge?),
+    ``other_controls`` (e.g. the shuffled-label source), ``against_best`` (the best target-only
     baseline, chosen on validation: should I use it at all?), ``leave_one_out`` (each source's contribution)
     and ``baselines`` (target-only baselines against finetune).
     """

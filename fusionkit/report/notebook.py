@@ -14,7 +14,8 @@ from fusionkit.report.plots import save_figure
 from fusionkit.study.profiles import matrix_configs, profile_parameters, study_config
 from fusionkit.study.executors import make_executor, run_studies, run_study
 from fusionkit.study.runner import load_study_tasks
-from fusionkit.study.sources import (check_given_sources, check_sources, is_task, knowledge_columns, load_entry_task, source_name,
+from fusionkit.study.sources import (check_given_sources, check_sources, is_task, knowledge_columns, load_entry_task,
+                                     source_name,
                                      task_name)
 from fusionkit.study.progress import forward_warnings
 from fusionkit.study.store import ResultsStore

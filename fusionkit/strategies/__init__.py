@@ -33,4 +33,5 @@ def get_strategy(name: str, knobs: dict | None = None, **settings) -> Strategy:
 
 
 __all__ = ["STRATEGIES", "Strategy", "FittedModel", "Artefact", "get_strategy", "Distill", "Finetune", "Lora",
-           "Scratch", "LinearProbe", "Merge", "Multitask", "RepresentationFusion", "Sequential", "SetFit", "SeedEnsemble"]
+           "Scratch", "LinearProbe", "Merge", "Multitask", "RepresentationFusion", "Sequential", "SetFit",
+           "SeedEnsemble"]

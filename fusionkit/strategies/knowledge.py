@@ -19,6 +19,7 @@ Every source has a ``name`` (what tables show), a ``kind`` and a ``fingerprint()
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -97,11 +98,12 @@ def _files_fingerprint(kind: str, path: str, patterns: tuple[str, ...]) -> str:
 PICKLE_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")  # weights as pickles, which fusionkit never loads
 
 
+CONFIG_FILES = {"model": "config.json", "adapter": "adapter_config.json"}
+
+
 def _local_folder(kind: str, path: str) -> Path | None:
     """The folder a model or adapter source names, or None for a Hub id that can be fetched (online, or in the
     local Hub cache); a ConfigError when it is neither, before any work."""
-    import os
-
     from huggingface_hub import try_to_load_from_cache
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
@@ -125,8 +127,6 @@ def _local_folder(kind: str, path: str) -> Path | None:
 def _needed_files(kind: str, folder: Path, config: str, weights: str) -> dict:
     """The folder's config (parsed JSON) after checking that it and safetensors weights (``weights``, a glob)
     are there: a ConfigError naming the folder and what is missing, or that the weights are pickles."""
-    import json as json_module
-
     if not any(folder.glob(weights)):
         pickles = sorted(f.name for pattern in PICKLE_WEIGHTS for f in folder.glob(pattern))
         found = (f"only {', '.join(pickles)}, weights stored as Python pickles, which fusionkit never loads: save "
@@ -135,15 +135,12 @@ def _needed_files(kind: str, folder: Path, config: str, weights: str) -> dict:
     if not (folder / config).is_file():
         raise ConfigError(f"{kind} source '{folder}' has no {config}")
     try:
-        parsed = json_module.loads((folder / config).read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json_module.JSONDecodeError) as err:
+        parsed = json.loads((folder / config).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ConfigError(f"{kind} source '{folder / config}' is not valid JSON ({err})") from None
     if not isinstance(parsed, dict):
         raise ConfigError(f"{kind} source '{folder / config}' is not a JSON object")
     return parsed
-
-
-CONFIG_FILES = {"model": "config.json", "adapter": "adapter_config.json"}
 
 
 @dataclass

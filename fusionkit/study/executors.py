@@ -15,7 +15,7 @@ study with the run's name and the worker's traceback.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -106,6 +106,7 @@ class RayExecutor:
     address: str | None = None
     gpu_fraction: float = 0.25
     max_retries: int = 2
+    _started: bool = field(default=False, init=False, repr=False)  # whether this executor started the Ray it uses
     name = "ray"
 
     def __post_init__(self):
@@ -171,14 +172,13 @@ class RayExecutor:
                     bar.set_postfix(running=min(len(pending), slots))
         return trained
 
-
     def close(self) -> None:
         """Shut down the Ray this executor started (a cluster it joined, or a Ray the caller started, stays):
         shut down here, while the process is alive, Ray's processes end quietly; left to the end of a notebook
         kernel, they are killed mid-shutdown and print C++ stack dumps on the terminal."""
         import ray
 
-        if getattr(self, "_started", False) and ray.is_initialized():
+        if self._started and ray.is_initialized():
             ray.shutdown()
         self._started = False
 

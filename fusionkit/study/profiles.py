@@ -114,7 +114,8 @@ def _check(parameters: dict) -> dict:
             if item["type"] == "extra_forbidden":
                 problems.append(f"unknown study parameter {where!r}; known: {', '.join(sorted(STUDY_PARAMETERS))}")
             else:
-                problems.append(f"parameter {where}: {item['msg'].replace('Value error, ', '')}, got {shown(item['input'])}")
+                message = item["msg"].replace("Value error, ", "")
+                problems.append(f"parameter {where}: {message}, got {shown(item['input'])}")
         raise ConfigError(listed(problems)) from None
     limit = encoder_max_length(parameters["encoder"])
     if parameters["max_length"] > limit:

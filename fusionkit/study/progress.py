@@ -45,8 +45,8 @@ def duration(seconds: float) -> str:
 
 class Progress:
     """Counts what a phase of a study has done (experts, then runs) and emits a line a person can follow:
-    ``study cr, tuning on validation: experts and teachers 3/3, runs 5/19, 1m20s elapsed, about 4m10s left``. The time left is the mean
-    time per item so far times the items left (experts and runs alike): a rough guide, said so."""
+    ``study cr, tuning on validation: experts and teachers 3/3, runs 5/19, 1m20s elapsed, about 4m10s left``.
+    The time left is the mean time per item so far times the items left (experts and runs alike): a rough guide."""
 
     def __init__(self, study: str, phase: str, experts: int, runs: int):
         self.study, self.phase = study, phase

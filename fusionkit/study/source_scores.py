@@ -141,7 +141,8 @@ def expert_quality(config: StudyConfig, seed: int | None = None) -> pd.DataFrame
         for which, (x, y) in {"same_examples": (own_features, own_labels), "whole_split": (features, labels)}.items():
             head, _ = fit_logistic_head(x, y, source.num_labels, c=1.0, max_iter=2000, seed=seed)
             probes[which] = float((head(torch.as_tensor(features["test"])).argmax(1).numpy() == labels["test"]).mean())
-        rows.append({"source_test_accuracy": test_accuracy, "probe_same_examples_test_accuracy": probes["same_examples"],
+        rows.append({"source_test_accuracy": test_accuracy,
+                     "probe_same_examples_test_accuracy": probes["same_examples"],
                      "probe_whole_split_test_accuracy": probes["whole_split"],
                      "probe_whole_split_train_size": len(source.train),
                      "clears_probe": test_accuracy > probes["same_examples"]})

@@ -152,8 +152,8 @@ def source_name(entry) -> str:
         if len(parsed.columns) > 1:
             raise ConfigError(f"knowledge features from several columns {parsed.columns} need a name: "
                               f"{{features: [...], name: ...}}")
-        return _validated(_NAME, parsed.columns[0], f"the name of knowledge features (their column; give another "
-                                                     f"with {{features: ..., name: ...}})")
+        return _validated(_NAME, parsed.columns[0], "the name of knowledge features (their column; give another "
+                                                     "with {features: ..., name: ...})")
     return Path(str(getattr(parsed, "model", None) or parsed.adapter).rstrip("/")).name
 
 
