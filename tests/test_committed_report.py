@@ -100,15 +100,31 @@ def test_provenance_says_how_the_report_was_made(report):
     assert record["profile"] in ("smoke", "quick", "matrix", "full") and record["hardware"]
 
 
+def made_under_an_older_protocol(report: Path) -> bool:
+    """Whether the committed report was made under an older protocol; then its page must say so (it cannot be what
+    today's code plans), which is what is checked instead."""
+    from fusionkit.study.design import PROTOCOL_VERSION
+
+    made = json.loads((report / "provenance.json").read_text()).get("protocol_version", 1)
+    if made == PROTOCOL_VERSION:
+        return False
+    page = (report / "index.html").read_text()
+    assert f"Made under protocol version {made}</strong>; this code plans version {PROTOCOL_VERSION}" in page
+    return True
+
+
 @pytest.mark.slow
 def test_the_code_plans_exactly_the_runs_of_the_committed_report(target_report, data_dir):
     """The committed report is what the code would run: the tuning runs its study plans today are the ids in its
     tuning.csv, and with the choices those runs made, the other runs are the ids in its results.csv; so
-    regenerating it from its stored runs trains nothing and gives the same numbers."""
+    regenerating it from its stored runs trains nothing and gives the same numbers. A report made under an older
+    protocol says so on its page instead."""
     from fusionkit.report import notebook_run
     from fusionkit.study import StudyDesign, load_study_tasks
 
     report = target_report
+    if made_under_an_older_protocol(report):
+        return
     parameters = json.loads((report / "provenance.json").read_text())["parameters"]
     run = notebook_run(parameters["profile"], parameters["target"], parameters["sources"], workdir="unused",
                        out_dir=str(report), data_dir=str(data_dir), overrides=parameters["overrides"])
@@ -172,6 +188,8 @@ def test_the_code_plans_exactly_the_runs_of_the_committed_matrix(matrix_report, 
     choices, is exactly the committed runs, so regenerating the matrix from its stored runs trains nothing."""
     from fusionkit.study import StudyDesign, load_study_tasks, matrix_configs
 
+    if made_under_an_older_protocol(matrix_report):
+        return
     parameters = json.loads((matrix_report / "provenance.json").read_text())["parameters"]
     tuning = pd.read_csv(matrix_report / "tuning.csv")
     scores = dict(zip(tuning["run_id"], tuning["val_accuracy"]))

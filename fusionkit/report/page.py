@@ -50,6 +50,7 @@ h2{font-size:1.2em;border-bottom:1px solid #d0d0d0;margin-top:2em}
 h3{font-size:1.02em;margin-top:1.5em}
 h4{font-size:.95em;margin:1.2em 0 .3em}
 .meta{color:#555;margin-top:0}
+.stale{background:#fff4e5;border-left:4px solid #e08a00;padding:.5em .8em}
 .scroll{overflow-x:auto;max-width:100%}
 table{border-collapse:collapse;font-size:.9em;margin:.4em 0}
 th,td{border-bottom:1px solid #e2e2e2;padding:3px 9px;text-align:left;vertical-align:top}
@@ -511,6 +512,20 @@ def _files(page: _Page, notebooks: list[Path]) -> str:
     return f"<h2>Notebooks and tables</h2><ul>{''.join(items)}</ul>"
 
 
+def protocol_notice(record: dict) -> str:
+    """A warning at the top of a page made under an older protocol (``study.design.PROTOCOL_VERSION``): its runs are
+    not the ones today's code plans, so regenerating it reruns them."""
+    from fusionkit.study.design import PROTOCOL_VERSION
+
+    made = record.get("protocol_version", 1)
+    if made == PROTOCOL_VERSION:
+        return ""
+    return (f"<p class='stale'><strong>Made under protocol version {_text(made)}</strong>; this code plans version "
+            f"{PROTOCOL_VERSION} (what changed: <code>fusionkit.study.design.PROTOCOL_VERSION</code>). Its numbers are "
+            f"what that protocol measured; regenerating the report (<code>make report</code>, <code>make "
+            f"matrix</code>) reruns the study under today's.</p>")
+
+
 def _meta(record: dict) -> str:
     """One line of what the study was: profile, encoder, seeds, size, commit, date (those the record has)."""
     study = record.get("parameters", {}).get("study_parameters", {})
@@ -536,7 +551,7 @@ def render(out: Path, notebooks: list[Path], record: dict, embed: bool = False) 
     figures = "".join(page.figure(name, captions[name], number)
                       for number, name in enumerate(rest, start=len(shown) + 1))
     title = verdicts.get("question", page.out.name)
-    parts = [f"<h1>fusionkit report: {_text(title)}</h1>", _meta(record), headline, _in_short(verdicts), body,
+    parts = [f"<h1>fusionkit report: {_text(title)}</h1>", _meta(record), protocol_notice(record), headline, _in_short(verdicts), body,
              "<h2>Figures</h2>", figures or "<p>No figures were saved.</p>", _files(page, notebooks),
              _happened(record), _provenance(record)]
     document = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"

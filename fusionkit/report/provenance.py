@@ -84,8 +84,10 @@ def command_line(argv: list[str], base: str | Path | None = None) -> str:
 
 
 def provenance(profile: str, parameters: dict, notebook_seconds: dict, total_seconds: float) -> dict:
+    from fusionkit.study.design import PROTOCOL_VERSION
+
     return {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "git_commit": git_commit(),
-            "profile": profile, "hardware": hardware(), "platform": platform.platform(),
+            "protocol_version": PROTOCOL_VERSION, "profile": profile, "hardware": hardware(), "platform": platform.platform(),
             "command": command_line(sys.argv), "total_seconds": total_seconds,
             "notebook_seconds": notebook_seconds, "versions": versions(), "parameters": relative_paths(parameters)}
 

@@ -41,6 +41,11 @@ from fusionkit.strategies.base import source_kind
 from fusionkit.study.runner import Arm, StudyConfig, arm_knobs, resolved_knobs
 from fusionkit.study.store import ResultsStore, run_key
 
+# The protocol's version: bumped whenever the runs a study plans change for the same parameters, so a report made
+# under another version says so (its runs are not the ones today's code would plan). 2: sources drop tokenisation
+# variants and near-duplicates of the evaluation texts (whole splits); every fusion system gets a tuned control
+# (and representation and merge a random-expert one); profiles: 2,000-example experts, the small-n recipe.
+PROTOCOL_VERSION = 2
 BASELINE, FUSION, CONTROL, ABLATION = "baseline", "fusion", "control", "ablation"
 TUNED = "tuned control"  # the detail of a fusion system's tuned control (its matched control tuned on its own)
 TUNING_SEED_INDEX = 0  # configurations are compared on the first seed of the study
