@@ -95,9 +95,10 @@ def test_learning_curve_averages_seeds_per_train_size():
 
 
 def test_cost_is_stored_as_a_plain_dict_and_checked():
-    cost = transfer.Cost(trainable_params=1_000, train_seconds=12.5, infer_ms_per_example=0.3, model_flops=2e12)
+    cost = transfer.Cost(trainable_params=1_000, train_seconds=12.5, infer_ms_per_example=0.3, model_flops=2e12,
+                         inference_params=4_000, encoders_at_inference=2)
     assert cost.as_dict() == {"trainable_params": 1_000, "train_seconds": 12.5, "infer_ms_per_example": 0.3,
-                              "model_flops": 2e12}
+                              "model_flops": 2e12, "inference_params": 4_000, "encoders_at_inference": 2}
     with pytest.raises(InputError, match="train_seconds must be a finite number >= 0, got -1"):
         transfer.Cost(trainable_params=1, train_seconds=-1, infer_ms_per_example=0.1)
 

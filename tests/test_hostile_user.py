@@ -326,7 +326,7 @@ def test_a_study_on_ray_shuts_down_the_ray_it_started_and_prints_no_stack_dump(d
     import sys
 
     script = ("import sys, ray\nfrom fusionkit.study import RayExecutor, run_study, study_config\n"
-              "arms = [{'system': 'merge', 'strategy': 'merge', 'knobs': {'method': 'task_arithmetic'}}]\n"
+              "arms = [{'system': 'merge', 'strategy': 'merge', 'knobs': {'method': 'task_arithmetic'}, 'controls': []}]\n"
               "config = study_config('smoke', 'fusion', 'cr', ['mr'], sys.argv[1], sys.argv[2], overrides={"
               "'seeds': [0], 'tuning_budget': 1, 'fusion_arms': arms, 'task_train_cap': 80, 'test_cap': 40})\n"
               "run_study(config, progress=False, executor=RayExecutor(workers=1))\n"

@@ -162,7 +162,7 @@ def test_given_model_of_another_width_fuses_by_representation_and_its_head_gives
     config = model_study(toy_csv, tmp_path, [{"model": wide, "name": "wide"}],
                          [Arm("representation", "representation", {"mode": "sum", "epochs": 3})])
     results = run_study(config, progress=False)
-    assert set(results["system"]) == {"representation", "representation: no source"}
+    assert set(results["system"]) == {"representation", "representation: no source", "representation: tuned control"}
     row = results[results["system"] == "representation"].iloc[0]
     assert row["trainable_params"] > 48 * 32  # the learned projection from 48 to the base's 32 dimensions
     table = source_scores.study_transferability(config, 40)

@@ -16,10 +16,12 @@ ray = pytest.importorskip("ray")
 from fusionkit.errors import TrainingError  # noqa: E402
 from fusionkit.study import RayExecutor, run_study, study_config  # noqa: E402
 
-# Each fusion system also runs its matched control: 6 systems, one run each per seed (tuning budget 1).
+# Each fusion system also runs its matched control: 6 runs per seed (tuning budget 1: each tuned control is its
+# matched control's run, one more row in the results and no more training).
 ARMS = [{"system": "sequential", "strategy": "sequential", "per_source": True, "controls": []},
         {"system": "distill", "strategy": "distill"},
-        {"system": "merge task_arithmetic", "strategy": "merge", "knobs": {"method": "task_arithmetic"}}]
+        {"system": "merge task_arithmetic", "strategy": "merge", "knobs": {"method": "task_arithmetic"},
+         "controls": []}]
 SMALL = {"seeds": [0, 1], "tuning_budget": 1, "task_train_cap": 80, "validation_cap": 20, "test_cap": 40,
          "cka_examples": 8,
          "fusion_size": 40, "fusion_arms": ARMS, "train_knobs": {"epochs": 1, "batch_size": 16, "progress": False},
@@ -52,7 +54,7 @@ def test_ray_gives_bit_identical_predictions_to_local(data_dir, tmp_path, local_
     local = run_study(small_study(data_dir, tmp_path / "local"), progress=False)
     assert torch.get_num_threads() == 2  # and the process gets its own count back
     on_ray = run_study(small_study(data_dir, tmp_path / "ray"), progress=False, executor=RayExecutor(workers=2))
-    assert set(local["run_id"]) == set(on_ray["run_id"]) and len(local) == 12
+    assert set(local["run_id"]) == set(on_ray["run_id"]) and local["run_id"].nunique() == 12
     assert on_ray.attrs["runs_trained"] == 12
     ours, theirs = predictions(tmp_path / "local" / "results"), predictions(tmp_path / "ray" / "results")
     for run_id, (y, probs) in ours.items():
@@ -92,14 +94,14 @@ def test_a_worker_killed_mid_run_is_retried_and_each_run_is_stored_once(data_dir
         killer.join()
     assert killed, "no run task was seen running"
     store = tmp_path / "results"
-    assert len(results) == 12 and results["run_id"].is_unique
+    assert results["run_id"].nunique() == 12
     assert len(list(store.glob("*.json"))) == 12 and len(list(store.glob("*.npz"))) == 12
     assert not list(store.glob(".*.tmp")) and not (store / "damaged").exists()
 
 
 @pytest.mark.slow
 def test_a_failing_run_names_itself_with_the_workers_traceback(data_dir, tmp_path, local_ray):
-    bad = [{"system": "merge broken", "strategy": "merge", "knobs": {"method": "nosuch"}}]
+    bad = [{"system": "merge broken", "strategy": "merge", "knobs": {"method": "nosuch"}, "controls": []}]
     with pytest.raises(TrainingError, match=r"run [0-9a-f]+ \(merge broken, seed 0, n=40, target cr\) failed on a "
                                             r"Ray worker:(.|\n)*merge: unknown method 'nosuch'"):
         run_study(small_study(data_dir, tmp_path, fusion_arms=bad, seeds=[0]), progress=False,
@@ -111,7 +113,7 @@ import sys
 from fusionkit.study import RayExecutor, run_study, study_config
 config = study_config("smoke", "fusion", "cr", ["mr"], sys.argv[1], sys.argv[2], overrides={overrides})
 results = run_study(config, progress=False, executor=RayExecutor(workers=1))
-print("trained", results.attrs["runs_trained"], "of", len(results))
+print("trained", results.attrs["runs_trained"], "of", results["run_id"].nunique())
 """
 
 
@@ -130,8 +132,10 @@ def test_two_drivers_on_one_work_folder_train_each_run_once(data_dir, tmp_path):
 @pytest.mark.slow
 def test_experts_trained_in_process_are_reused_by_ray_tasks(data_dir, tmp_path, local_ray):
     """Notebook 3 trains the experts in the kernel (all threads); notebook 4's Ray tasks (one thread) use them."""
-    merge_only = [{"system": "merge task_arithmetic", "strategy": "merge", "knobs": {"method": "task_arithmetic"}}]
+    merge_only = [{"system": "merge task_arithmetic", "strategy": "merge", "knobs": {"method": "task_arithmetic"},
+                   "controls": []}]
     run_study(small_study(data_dir, tmp_path, fusion_arms=merge_only, seeds=[0]), progress=False)
     experts = sorted(p.name for p in (tmp_path / "experts").iterdir() if p.is_dir())
     results = run_study(small_study(data_dir, tmp_path, seeds=[0]), progress=False, executor=RayExecutor(workers=2))
-    assert len(results) == 6 and sorted(p.name for p in (tmp_path / "experts").iterdir() if p.is_dir()) == experts
+    assert results["run_id"].nunique() == 6
+    assert sorted(p.name for p in (tmp_path / "experts").iterdir() if p.is_dir()) == experts

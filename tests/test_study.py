@@ -80,9 +80,10 @@ def test_planned_run_count_is_sizes_times_seeds_times_sources(toy_task, toy_sour
             Arm("multi", "multitask", controls=[])]
     study = StudyConfig("toy", ["toysrc", "other"], arms, seeds=[0, 1], train_sizes=[30])
     runs = planned_runs(study, toy_task, [toy_source, other])
-    # each fusion system also runs its matched control (finetune for both: one run per seed and configuration);
-    # the probe on the whole split is the same for every seed: one run
-    assert len(runs) == (2 * 2 + 1) + 1 * 2 * 2 + 1 * 2 + 3 * 2
+    # each fusion system also runs its matched control (finetune for both: one run per seed and configuration) and
+    # its tuned control (at a tuning budget of 1, the matched control's run under a second name); the probe on the
+    # whole split is the same for every seed: one run
+    assert len(runs) == (2 * 2 + 1) + 1 * 2 * 2 + 1 * 2 + 3 * 2 + 3 * 2
     assert len({tuple(sorted(r["sources"])) + (r["system"], r["seed"], r["train_size"]) for r in runs}) == len(runs)
     assert {tuple(r["sources"]) for r in runs if r["system"] == "multi"} == {("toysrc", "other")}
     assert {r["strategy"] for r in runs if r["system"].endswith(": no source")} == {"finetune"}
@@ -97,7 +98,8 @@ def test_train_size_none_becomes_the_train_split_length(toy_task):
 def test_per_source_labels_name_the_source(toy_task, toy_source):
     runs = planned_runs(config([Arm("sequential", "sequential", per_source=True)], seeds=[0]), toy_task, [toy_source])
     assert [r["system"] for r in runs] == ["sequential (toysrc)", "sequential (toysrc): no source",
-                                           "sequential (toysrc): shuffled-label source"]
+                                           "sequential (toysrc): shuffled-label source",
+                                           "sequential (toysrc): tuned control"]
     assert runs[0]["sources"] == ["toysrc"]
 
 
@@ -195,8 +197,9 @@ def test_a_run_that_another_run_needs_is_trained_once(data_dir, tmp_path):
                          overrides={**SMALL, "fusion_arms": arms, "task_train_cap": 60, "fusion_size": 30,
                                     "tuning_budget": 1})
     results = run_study(study, progress=False)
-    assert sorted(set(results["system"])) == ["distill", "distill: target-only teacher", "sequential (mr)",
-                                              "sequential (mr): no source"]
+    assert sorted(set(results["system"])) == ["distill", "distill: target-only teacher", "distill: tuned control",
+                                              "sequential (mr)", "sequential (mr): no source",
+                                              "sequential (mr): tuned control"]
     assert (results.groupby("system")["seed"].nunique() == 2).all()
     teachers = sorted(p.name.rsplit("-", 1)[0] for p in (tmp_path / "models").iterdir())
     assert teachers == ["finetune-cr-s0", "finetune-cr-s1", "sequential-cr-mr-s0", "sequential-cr-mr-s1"]
