@@ -80,7 +80,7 @@ class _Events:
     def __init__(self, path: Path, show: bool):
         self.path, self.show, self.notebook = path, show, ""
         self.warnings: list[dict] = []
-        self._read, self._stop = 0, threading.Event()
+        self._read, self._stop, self._lock = 0, threading.Event(), threading.Lock()
         path.unlink(missing_ok=True)
         self._thread = threading.Thread(target=self._follow, daemon=True)
 
@@ -99,7 +99,11 @@ class _Events:
             self.drain()
 
     def drain(self) -> None:
-        """Handle the whole lines written since the last call."""
+        """Handle the whole lines written since the last call (the follower thread and the main one both call it)."""
+        with self._lock:
+            self._handle_new_lines()
+
+    def _handle_new_lines(self) -> None:
         if not self.path.is_file():
             return
         with open(self.path, "rb") as handle:
