@@ -30,12 +30,15 @@ EXPERT_STRATEGIES = tuple(trainer.name for trainer in EXPERT_TRAINERS.values())
 
 
 def study_results(run: NotebookRun) -> pd.DataFrame:
-    """Every run of the report's two parts (baselines and fusion), read from the store (run if missing);
-    written to results.csv, and every configuration tried to tuning.csv."""
+    """Every run of the report's two parts (baselines and fusion), read from the store (run if missing), each
+    flagged failed or not (``tables.flag_failed_runs``, the rule and count printed); written to results.csv, and
+    every configuration tried to tuning.csv."""
     parts = [run.run_study(part, progress=False) for part in ("baselines", "fusion")]
     tuning = pd.concat([part.attrs.pop("tuning") for part in parts], ignore_index=True)
     results = pd.concat(parts, ignore_index=True)  # (pandas compares the parts' attrs: tables there would fail)
-    results = tables.flag_failed_runs(results, majority_rates([run.study("fusion")]))
+    rates = majority_rates([run.study("fusion")])
+    results = tables.flag_failed_runs(results, rates)
+    print(tables.failed_runs_sentence(results, rates))
     results.attrs = {"tuning": tuning}
     run.write_table(results.drop(columns=["details"]), "results")
     run.write_table(results.attrs["tuning"], "tuning")
@@ -51,6 +54,11 @@ def majority_rates(configs) -> dict[str, float]:
         labels = np.asarray(validation["label"][:])
         rates[config.target] = float(np.bincount(labels).max() / len(labels))
     return rates
+
+
+def at_fusion_size(run: NotebookRun, results: pd.DataFrame) -> pd.DataFrame:
+    """The runs of ``results`` at the study's fusion size (what the headline, cost and CKA figures compare)."""
+    return results[results["train_size"] == run.parameters["fusion_size"]]
 
 
 def main_systems(results: pd.DataFrame) -> pd.DataFrame:

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from fusionkit.data.tasks import Task
 from fusionkit.errors import ConfigError
-from fusionkit.modeling.encoders import blank_encoder
+from fusionkit.modeling.encoders import Encoder, blank_encoder
 from fusionkit.modeling.heads import TextClassifier, TextCollator, model_inputs, predict_logits
 from fusionkit.modeling.training import History, Knobs, TrainKnobs, knob_group, train_loop
 from fusionkit.strategies.base import Strategy
@@ -32,22 +32,10 @@ def probe_head_init(module: torch.nn.Module, tokenizer, task: Task, max_length: 
     """LP-FT's first stage (Kumar et al. 2022, "Fine-Tuning can Distort Pretrained Features"): the head becomes
     a logistic regression fitted on the frozen encoder's pooled features of the training texts (scikit-learn,
     C=1), so fine-tuning starts from a good classifier instead of a random one and moves the features less."""
-    from fusionkit.modeling.encoders import map_length_sorted
     from fusionkit.strategies.linear_probe import fit_logistic_head
 
-    collate = TextCollator(tokenizer, max_length)
-    device = next(module.parameters()).device
-
-    @torch.no_grad()
-    def pooled(texts: list[str]) -> np.ndarray:
-        batch = {k: v.to(device) for k, v in collate([(t, 0) for t in texts]).items() if k != "labels"}
-        return module.pooled(**batch).float().cpu().numpy()
-
-    was_training = module.training
-    module.eval()
-    features = {split: map_length_sorted(getattr(task, split)["text"][:], 64, pooled)
-                for split in ("train", "validation")}
-    module.train(was_training)
+    encoder = Encoder(module.backbone, tokenizer, "lp-ft", module.pooling, max_length)
+    features = {split: encoder.encode(getattr(task, split)["text"][:]) for split in ("train", "validation")}
     labels = {split: np.asarray(getattr(task, split)["label"][:]) for split in ("train", "validation")}
     head, _ = fit_logistic_head(features, labels, task.num_labels, c=1.0, max_iter=2000, seed=seed)
     target = module.head if hasattr(module, "head") else module.heads[0]

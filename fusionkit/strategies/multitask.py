@@ -42,12 +42,9 @@ class MultitaskModel(nn.Module):
         self.dropout = nn.Dropout(0.1)
         self.heads = nn.ModuleList(nn.Linear(backbone.config.hidden_size, k) for k in label_counts)
 
-    def pooled(self, input_ids, attention_mask) -> torch.Tensor:
-        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return pool(hidden, attention_mask, self.pooling)
-
     def forward(self, input_ids, attention_mask, task: int = 0) -> torch.Tensor:
-        return self.heads[task](self.dropout(self.pooled(input_ids, attention_mask)))
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return self.heads[task](self.dropout(pool(hidden, attention_mask, self.pooling)))
 
 
 def task_sampling_probabilities(sizes: list[int], temperature: float) -> np.ndarray:

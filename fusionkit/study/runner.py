@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from filelock import Timeout
 
+from fusionkit._io import stream_digest
 from fusionkit.data.overlap import EvaluationIndex
 from fusionkit.data.tasks import Task
 from fusionkit.errors import ConfigError, TrainingError
@@ -129,20 +130,33 @@ def load_study_tasks(config: StudyConfig) -> tuple[Task, list]:
     judged_on = [whole_target, *(config.task(name) for name in config.held_out_tasks or [] if name != config.target)]
     texts = {task.name: [text for split in (task.validation, task.test) for text in split["text"][:]]
              for task in judged_on}
-    indexes: dict[tuple, EvaluationIndex] = {}  # one per set of held-out tasks (a source's own stay its own)
     sources = []
     for entry in config.sources:
         if not is_task(entry):
             sources.append(knowledge_source(entry))
             continue
         source = load_entry_task(entry, config.data_dir).capped("train", config.task_train_cap)
-        others = tuple(sorted(other for other in texts if other != source.name))
-        if others not in indexes:
-            indexes[others] = EvaluationIndex(text for other in others for text in texts[other])
-        sources.append(source.without_matches(indexes[others], f"the same text as, a tokenisation variant of, or a "
-                                                               f"near-duplicate of a validation or test text of "
-                                                               f"{' or '.join(others)}"))
+        others = sorted(other for other in texts if other != source.name)  # a source's own splits stay its own
+        sources.append(_decontaminated(source, [text for other in others for text in texts[other]], others))
     return target, sources
+
+
+# (source content, held-out texts) -> the source without them: a study loads its tasks in every notebook and Ray
+# worker, and matching a source against the index (MinHash signatures) is the costly part. Keyed by content, so
+# changed data is matched again.
+_DECONTAMINATED: dict[tuple[str, str], Task] = {}
+_KEEP = 64
+
+
+def _decontaminated(source: Task, held_out: list[str], held_out_tasks: list[str]) -> Task:
+    key = (source.fingerprint(), stream_digest(held_out))
+    if key not in _DECONTAMINATED:
+        if len(_DECONTAMINATED) >= _KEEP:
+            _DECONTAMINATED.clear()
+        why = (f"the same text as, a tokenisation variant of, or a near-duplicate of a validation or test text of "
+               f"{' or '.join(held_out_tasks)}")
+        _DECONTAMINATED[key] = source.without_matches(EvaluationIndex(held_out), why)
+    return _DECONTAMINATED[key]
 
 
 def resolved_knobs(strategy: str, knobs: dict) -> dict:
