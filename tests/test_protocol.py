@@ -167,22 +167,40 @@ def seed_results(gains: dict[str, list[float]], base: float = 0.80) -> pd.DataFr
     return pd.DataFrame(rows)
 
 
-def test_a_significant_gain_below_the_declared_minimum_effect_is_inconclusive_and_says_why():
-    results = seed_results({"small": [0.50, 0.52, 0.49, 0.51, 0.50], "large": [3.0, 3.1, 2.9, 3.0, 3.05]})
-    table = compare_pairs(results, [("small", "control"), ("large", "control")], min_effect=1.0).set_index("system")
-    assert (table["p_holm"] < 0.05).all()
-    assert table.loc["small", "verdict"] == "inconclusive" and table.loc["large", "verdict"] == "helps"
-    assert "smaller than the declared minimum effect of 1 accuracy points" in table.loc["small", "sentence"]
+def test_a_significant_gain_below_the_declared_minimum_effect_is_equivalent_or_inconclusive_and_says_why():
+    results = seed_results({"small": [0.50, 0.52, 0.49, 0.51, 0.50], "large": [3.0, 3.1, 2.9, 3.0, 3.05],
+                            "near": [0.9, 1.4, 0.5, 1.2, 0.7]})
+    table = compare_pairs(results, [("small", "control"), ("large", "control"), ("near", "control")],
+                          min_effect=1.0).set_index("system")
+    assert (table["p_adjusted"] < 0.05).all() and (table["ci_low"] > 0).all()
+    # small: the whole interval inside +/-1, too small to matter; near: excludes 0, mean below 1, reaches past 1
+    assert table["verdict"].to_dict() == {"small": "equivalent", "large": "helps", "near": "inconclusive"}
+    assert table.loc["near", "gain"] < 1.0 < table.loc["near", "ci_high"]
+    assert ("the interval excludes 0, but the gain is below the declared minimum effect of 1 accuracy points"
+            in table.loc["near", "sentence"])
 
 
 def test_an_inconclusive_verdict_states_the_detectable_effect_and_the_seeds_needed():
-    results = seed_results({"noisy": [2.0, -1.0, 1.5, 0.0, 0.5]})
-    row = compare_pairs(results, [("noisy", "control")], min_effect=1.0).iloc[0]
-    spread = float(np.std([2.0, -1.0, 1.5, 0.0, 0.5], ddof=1))
+    """Power before the fact: from the seed spread pooled over the table and the declared minimum effect, at the
+    adjusted alpha (here 2 comparisons: 0.025), as statsmodels' TTestPower computes it; never from the observed gain."""
+    from statsmodels.stats.power import TTestPower
+
+    noisy, other = [2.0, -1.0, 1.5, 0.0, 0.5], [1.0, -2.0, 0.5, 2.5, -1.0]
+    results = seed_results({"noisy": noisy, "other": other})
+    table = compare_pairs(results, [("noisy", "control"), ("other", "control")], min_effect=1.0)
+    row = table.iloc[0]
+    pooled = float(np.sqrt((np.var(noisy, ddof=1) + np.var(other, ddof=1)) / 2))  # equal seeds: the mean variance
     assert row["verdict"] == "inconclusive"
-    assert row["sd_difference"] == pytest.approx(spread)
-    assert row["detectable_effect"] == pytest.approx(detectable_effect(spread, 5))
-    assert row["seeds_needed"] == seeds_needed(0.6, spread)
+    assert row["sd_difference"] == pytest.approx(float(np.std(noisy, ddof=1)))
+    assert row["pooled_sd"] == pytest.approx(pooled)
+    size = TTestPower().solve_power(nobs=5, alpha=0.05 / 2, power=0.8, alternative="two-sided")
+    assert row["detectable_effect"] == pytest.approx(size * pooled, rel=1e-3)
+    assert row["seeds_needed"] == seeds_needed(1.0, pooled, 0.05 / 2)
+    assert TTestPower().power(1.0 / pooled, row["seeds_needed"], 0.05 / 2) >= 0.8
+    assert TTestPower().power(1.0 / pooled, row["seeds_needed"] - 1, 0.05 / 2) < 0.8
+    changed = compare_pairs(seed_results({"noisy": [x + 5 for x in noisy], "other": other}),
+                            [("noisy", "control"), ("other", "control")], min_effect=1.0).iloc[0]
+    assert changed["seeds_needed"] == row["seeds_needed"]  # a larger observed gain plans nothing differently
     assert f"detects a true effect of {row['detectable_effect']:.1f}" in row["sentence"]
     assert f"would need about {row['seeds_needed']:.0f} seeds" in row["sentence"]
 
@@ -233,7 +251,7 @@ def test_the_per_example_test_never_changes_a_verdict():
 
     knowledge = compare_pairs(seed_results({"sys": [-2.0, 1.0, -1.5, 0.5, -1.0]}), [("sys", "control")],
                               min_effect=1.0)
-    on_test_set = knowledge.assign(verdict="hurts (negative transfer)", p_holm=0.001)
+    on_test_set = knowledge.assign(verdict="hurts (negative transfer)", p_adjusted=0.001)
     empty = knowledge.iloc[0:0]
     comparisons = Comparisons(knowledge, on_test_set, empty, empty, empty, empty, empty)
     assert knowledge["verdict"].tolist() == ["inconclusive"]

@@ -33,13 +33,15 @@ def test_verdicts_on_clear_cases(results):
         results.query("strategy == 'attention'")["accuracy"].mean()
         - results.query("strategy == 'finetune'")["accuracy"].mean()))
     assert (table["test"] == "paired t-test").all() and (table["n_fused"] == 5).all()
-    assert (table["p_holm"] >= table["p_value"]).all()
+    assert (table["p_adjusted"] >= table["p_value"]).all()
+    # one interval: the verdict's, at alpha/3 each (Bonferroni over the 3 tested rows), wider than a 95% one
+    assert table["confidence"].tolist() == pytest.approx([1 - 0.05 / 3] * 3) and (table["comparisons"] == 3).all()
 
 
 def test_table_has_the_documented_columns(results):
     table = compare_to_baseline(results, "finetune")
     assert list(table.columns[:12]) == ["target", "train_size", "strategy", "sources", "baseline", "metric", "gain",
-                                        "ci_low", "ci_high", "p_value", "p_holm", "verdict"]
+                                        "ci_low", "ci_high", "p_value", "p_adjusted", "verdict"]
     assert "sentence" in table.columns
 
 
@@ -49,21 +51,27 @@ def test_sentences_carry_the_numbers(results):
     row = table.set_index("strategy").loc["attention"]
     sentence = sentences[table["strategy"].tolist().index("attention")]
     assert sentence.startswith("attention (sources mr,subj) vs finetune on cr at n=512: ")
-    assert f"{row['gain']:+.1f} accuracy points [95% CI {row['ci_low']:.1f}, {row['ci_high']:.1f}]" in sentence
-    assert "after Holm (paired t-test, 5 paired seeds): helps" in sentence
+    assert (f"{row['gain']:+.1f} accuracy points [simultaneous 95% interval {row['ci_low']:.1f}, "
+            f"{row['ci_high']:.1f}]") in sentence
+    assert "adjusted over 3 comparisons (paired t-test, 5 paired seeds): helps" in sentence
     assert all(sentence.endswith(verdict) for sentence, verdict in zip(sentences, table["verdict"]))
 
 
 def test_header_states_test_correction_and_thresholds(results):
     header = methods_header(compare_to_baseline(results, "finetune", alpha=0.01, min_effect=0.5))
-    for phrase in ("paired t-test", "Welch", "Holm-Bonferroni", "all 3 tested comparisons", "p < 0.01",
-                   "|gain| >= 0.5 accuracy points", "95% t-interval"):
+    for phrase in ("paired t-test", "Welch", "Bonferroni", "simultaneous at 99% over the 3 tested comparisons",
+                   "alpha 0.01/3", "|gain| >= 0.5 accuracy points", "inside +/-0.5", "below 0.01 exactly"):
         assert phrase in header
 
 
-def test_min_effect_turns_a_small_significant_gain_inconclusive(results):
-    table = compare_to_baseline(results, "finetune", min_effect=5.0)
-    assert (table["verdict"] == "inconclusive").all()
+def test_min_effect_turns_a_small_significant_gain_inconclusive_or_equivalent(results):
+    # every interval inside +/-5 points: each difference is too small to matter, a decided outcome
+    assert (compare_to_baseline(results, "finetune", min_effect=5.0)["verdict"] == "equivalent").all()
+    attention = compare_to_baseline(results, "finetune").set_index("strategy").loc["attention"]
+    between = (attention["gain"] + attention["ci_high"]) / 2  # above the gain, inside its interval
+    row = compare_to_baseline(results, "finetune", min_effect=between).set_index("strategy").loc["attention"]
+    assert row["ci_low"] > 0 and row["verdict"] == "inconclusive"
+    assert "the interval excludes 0, but the gain is below the declared minimum effect" in row["sentence"]
 
 
 def test_lower_is_better_metric_reads_a_drop_as_help(results):
@@ -78,7 +86,7 @@ def test_unpaired_seeds_use_welch_and_single_runs_stay_untested(results):
     extra = pd.DataFrame([run("single", "mr", 0, 0.95)])
     table = compare_to_baseline(pd.concat([shifted, extra]), "finetune").set_index("strategy")
     assert table.loc["attention", "test"] == "Welch's t-test"
-    assert np.isnan(table.loc["single", "p_holm"]) and table.loc["single", "verdict"] == "inconclusive"
+    assert np.isnan(table.loc["single", "p_adjusted"]) and table.loc["single", "verdict"] == "inconclusive"
     assert "not tested (fewer than 2 seeds) (1 vs 5 seeds)" in table.loc["single", "sentence"]
 
 
@@ -87,7 +95,7 @@ def test_the_same_difference_on_every_seed_is_not_evidence(results):
     baseline = results[results["strategy"] == "finetune"]
     constant = baseline.assign(strategy="distill", sources="mr", accuracy=baseline["accuracy"] + 0.005)
     row = compare_to_baseline(pd.concat([baseline, constant]), "finetune").iloc[0]
-    assert np.isnan(row["p_holm"]) and row["verdict"] == "inconclusive"
+    assert np.isnan(row["p_adjusted"]) and row["verdict"] == "inconclusive"
     assert row["gain"] == pytest.approx(0.5) and "the same difference on every seed" in row["sentence"]
 
 

@@ -12,11 +12,12 @@ import scipy.stats
 from fusionkit.errors import InputError
 from fusionkit.evaluation.metrics import (as_checked_array, brier_per_example, check_columns, check_in_range, check_lengths,
                                check_positive_int, correct, nll_per_example)
-from fusionkit.evaluation.stats import holm, paired_t, seed_scores, welch_t
+from fusionkit.evaluation.stats import paired_t, seed_scores, welch_t
 
 HELPS = "helps"
 HURTS = "hurts (negative transfer)"
 INCONCLUSIVE = "inconclusive"
+EQUIVALENT = "equivalent"  # the interval inside +/- min_effect: the difference is too small to matter
 GAIN_METHODS = ("t", "bootstrap")
 
 
@@ -132,18 +133,27 @@ def example_gain(y, fused_probs: Sequence, baseline_probs: Sequence, metric: str
                 p_value, EXAMPLE_TEST, "bootstrap", confidence, len(fused_probs), len(baseline_probs))
 
 
-def verdict(gain: float, p_adjusted: float, alpha: float, min_effect: float = 0.0,
-            higher_is_better: bool = True) -> str:
-    """HELPS or HURTS when the adjusted p-value is below alpha and |gain| >= min_effect, else INCONCLUSIVE."""
-    if not p_adjusted < alpha or abs(gain) < min_effect:
+def outcome(gain: float, low: float, high: float, min_effect: float = 0.0, higher_is_better: bool = True) -> str:
+    """Four outcomes read from one interval (the one a report draws): HELPS / HURTS when the whole interval lies
+    beyond 0 and the gain is at least ``min_effect`` (the better side per ``higher_is_better``); EQUIVALENT when the
+    interval lies inside +/- ``min_effect`` (two one-sided tests, Schuirmann 1987, each at half the interval's
+    level); INCONCLUSIVE otherwise, or without an interval."""
+    if not (np.isfinite(low) and np.isfinite(high)):
         return INCONCLUSIVE
-    return HELPS if (gain > 0) == higher_is_better else HURTS
+    if (low > 0 or high < 0) and abs(gain) >= min_effect:
+        return HELPS if (gain > 0) == higher_is_better else HURTS
+    if min_effect > 0 and -min_effect < low and high < min_effect:
+        return EQUIVALENT
+    return INCONCLUSIVE
 
 
 def judge_gains(gains: Sequence[Gain], alpha: float = 0.05, min_effect: float = 0.0,
                 higher_is_better: bool = True) -> pd.DataFrame:
-    """One row per gain with Holm-adjusted p-values (over the gains with a p-value) and a verdict.
-
+    """One row per gain with its verdict (``outcome``) read from its own interval, and its p-value adjusted to
+    that interval's level: ``p_adjusted = min(1, p * alpha / level)`` with ``level = 1 - confidence``, so that
+    p_adjusted < alpha exactly when the interval excludes 0. Give gains whose intervals are already the
+    simultaneous ones (``verdicts.compare_pairs`` computes each at its share of alpha: Bonferroni over the
+    family, and the look's spending in a staged design); a gain at 95% judged at alpha 0.05 is judged as it is.
     The thresholds alpha and min_effect (in the gains' units) are columns of every row.
     """
     check_in_range(alpha, "alpha", 0.0, 1.0)
@@ -151,20 +161,19 @@ def judge_gains(gains: Sequence[Gain], alpha: float = 0.05, min_effect: float = 
         raise InputError(f"min_effect must be a finite number >= 0, got {min_effect!r}")
     table = pd.DataFrame([asdict(gain) for gain in gains], columns=[f.name for f in fields(Gain)])
     table = table.rename(columns={"absolute": "gain"})
-    tested = table["p_value"].notna().to_numpy()
-    table["p_holm"] = np.nan
-    if tested.any():
-        table.loc[tested, "p_holm"] = holm(table.loc[tested, "p_value"])
+    level = 1 - table["confidence"].astype(float)
+    table["p_adjusted"] = np.minimum(1.0, table["p_value"] * alpha / level)
     table["alpha"], table["min_effect"] = alpha, min_effect
-    table["verdict"] = [verdict(gain, p, alpha, min_effect, higher_is_better)
-                        for gain, p in zip(table["gain"], table["p_holm"])]
+    table["verdict"] = [outcome(gain, low, high, min_effect, higher_is_better) if np.isfinite(p) else INCONCLUSIVE
+                        for gain, low, high, p in zip(table["gain"], table["ci_low"], table["ci_high"],
+                                                      table["p_value"])]
     return table
 
 
 def negative_transfer(comparisons: pd.DataFrame) -> pd.DataFrame:
     """The rows of a comparisons table (``verdicts.compare_to_baseline`` or ``judge_gains``) that show negative
-    transfer: the system is significantly worse than its baseline (verdict HURTS: Holm-adjusted p < alpha and
-    the loss at least min_effect). The test and the thresholds are the table's own columns."""
+    transfer: the system is significantly worse than its baseline (verdict HURTS: the simultaneous interval below 0
+    and the loss at least min_effect). The test and the thresholds are the table's own columns."""
     check_columns(comparisons, ["verdict"], "comparisons")
     return comparisons[comparisons["verdict"] == HURTS].reset_index(drop=True)
 

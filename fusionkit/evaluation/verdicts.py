@@ -10,8 +10,9 @@ import pandas as pd
 from fusionkit.errors import InputError
 from fusionkit.evaluation.metrics import LOWER_IS_BETTER, check_columns
 from fusionkit.evaluation.stats import PAIRED_T_TEST, detectable_effect, seeds_needed
-from fusionkit.evaluation.gains import (EXAMPLE_TEST, HELPS, HURTS, INCONCLUSIVE, Gain, example_gain, judge_gains,
-                                        transfer_gain)
+from fusionkit.evaluation.gains import (EQUIVALENT, EXAMPLE_TEST, HELPS, HURTS, INCONCLUSIVE, Gain, example_gain,
+                                        judge_gains, transfer_gain)
+from fusionkit.evaluation.sequential import SeedDesign
 
 # Reported in points (x100), as papers do: "+2.1 accuracy points".
 POINT_METRICS = ("accuracy", "macro_f1", "mcc")
@@ -23,8 +24,10 @@ NO_SPREAD = "not tested (the same difference on every seed: a t-test is undefine
 # A target-only baseline that beats or trails finetune is not transfer, nor is a fusion system that trails a
 # baseline of another kind (negative transfer is against its matched control): their verdicts say better or worse.
 BASELINE_VERDICTS = {HELPS: "better", HURTS: "worse"}
-_OUTPUT_COLUMNS = ("baseline", "metric", "gain", "ci_low", "ci_high", "p_value", "p_holm", "verdict", "sentence",
-                   "system", "test", "n_fused", "n_baseline", "confidence", "alpha", "min_effect")
+_OUTPUT_COLUMNS = ("baseline", "metric", "gain", "ci_low", "ci_high", "p_value", "p_adjusted", "verdict", "sentence",
+                   "system", "test", "n_fused", "n_baseline", "confidence", "alpha", "min_effect", "comparisons",
+                   "look", "looks")
+FIXED = SeedDesign((1,))  # one look: every comparison judged once, on the seeds it has
 
 
 def _describe(columns: Sequence[str], values: Sequence) -> str:
@@ -100,76 +103,148 @@ def system_name(strategy: str, sources) -> str:
     return f"{strategy} (sources {sources})" if isinstance(sources, str) and sources else str(strategy)
 
 
+def _gain_text(row: pd.Series) -> str:
+    """The gain as the sentence shows it: one decimal, or two where one would round it onto the minimum effect
+    (0.95 is not shown as +1.0 next to "below the minimum effect of 1")."""
+    metric, gain, threshold = row["metric"], row["gain"], row["min_effect"]
+    text = _number(gain, metric, signed=True)
+    if metric in POINT_METRICS and threshold > 0 and (abs(float(text)) >= threshold) != (abs(gain) >= threshold):
+        text = f"{gain:+.2f}"
+    return f"{text} {metric_unit(metric)}"
+
+
 def _sentence(row: pd.Series, match_on: Sequence[str]) -> str:
     metric = row["metric"]
-    change = f"{_number(row['gain'], metric, signed=True)} {metric_unit(metric)}"
-    head = f"{row['system']} vs {row['baseline']} {_where(row, match_on)}: {change}"
+    head = f"{row['system']} vs {row['baseline']} {_where(row, match_on)}: {_gain_text(row)}"
     if row["test"] == EXAMPLE_TEST:
         seeds = f"each example averaged over {row['n_fused']} shared seeds"
     elif row["test"] == PAIRED_T_TEST:
         seeds = f"{row['n_fused']} paired seeds"
     else:
         seeds = f"{row['n_fused']} vs {row['n_baseline']} seeds"
-    if np.isnan(row["p_holm"]):
+    if np.isnan(row["p_adjusted"]):
         return f"{head}, {row['test']} ({seeds}): {row['verdict']}"
-    p_value = "p<0.001" if row["p_holm"] < 0.001 else f"p={row['p_holm']:.2g}"
-    interval = f"[{row['confidence']:.0%} CI {_number(row['ci_low'], metric)}, {_number(row['ci_high'], metric)}]"
-    return f"{head} {interval}, {p_value} after Holm ({row['test']}, {seeds}): {row['verdict']}{_power_note(row)}"
+    p_value = "p<0.001" if row["p_adjusted"] < 0.001 else f"p={row['p_adjusted']:.2g}"
+    interval = (f"[simultaneous {1 - row['alpha']:.0%} interval {_number(row['ci_low'], metric)}, "
+                f"{_number(row['ci_high'], metric)}]")
+    look = f", look {row['look']} of {row['looks']}" if row["looks"] > 1 else ""
+    return (f"{head} {interval}, {p_value} adjusted over {row['comparisons']} comparisons{look} ({row['test']}, "
+            f"{seeds}): {row['verdict']}{_power_note(row)}")
 
 
 def _power_note(row: pd.Series) -> str:
-    """Why an inconclusive verdict is inconclusive, and what would settle it."""
+    """Why an inconclusive verdict is inconclusive, and what the design could detect (never from the observed
+    effect: the detectable effect and the seeds needed come from the seed spread and the declared minimum effect)."""
     if row["verdict"] != INCONCLUSIVE:
         return ""
     unit = metric_unit(row["metric"])
-    if row["p_holm"] < row["alpha"]:
-        return (f" (significant, but smaller than the declared minimum effect of {row['min_effect']:g} {unit})")
+    if row["p_adjusted"] < row["alpha"]:
+        return f" (the interval excludes 0, but the gain is below the declared minimum effect of {row['min_effect']:g} {unit})"
     if "detectable_effect" not in row or not np.isfinite(row["detectable_effect"]):
         return ""
     needed = row["seeds_needed"]
-    needed = f"about {needed:.0f} seeds" if np.isfinite(needed) else "more seeds than is practical"
-    return (f" (with {row['n_fused']} seeds and a seed-to-seed spread of {row['sd_difference']:.1f} {unit}, this test "
-            f"detects a true effect of {row['detectable_effect']:.1f} with {row['power']:.0%} power at alpha="
-            f"{row['alpha']:g} before correction; the observed {_number(row['gain'], row['metric'], signed=True)} "
-            f"would need {needed})")
+    needed = (f"about {needed:.0f} seeds" if np.isfinite(needed) else "more seeds than is practical")
+    minimum = (f"; a true effect of the minimum {row['min_effect']:g} would need {needed}" if row["min_effect"] > 0
+               else "")
+    return (f" (before the fact: with {row['n_fused']} seeds and a seed spread of {row['pooled_sd']:.1f} {unit}, "
+            f"pooled over this table, the test at its adjusted alpha={row['alpha'] / row['comparisons']:.2g} "
+            f"detects a true effect of {row['detectable_effect']:.1f} with {row['power']:.0%} power{minimum})")
 
 
-def _seed_power(fused: pd.Series, reference: pd.Series, alpha: float, power: float) -> dict:
-    """The seed spread of the paired differences, the smallest effect detectable with it, and the seeds the
-    observed mean difference would need."""
+def _tested_seeds(fused: pd.Series, baseline: pd.Series) -> int | None:
+    """The seeds a seed-level test of the pair rests on (shared seeds when paired, the smaller side for Welch), or
+    None when ``_seed_gain`` leaves it untested."""
+    shared = fused.index.intersection(baseline.index)
+    if len(shared) >= 2:
+        spread = np.ptp(fused[shared].to_numpy() - baseline[shared].to_numpy())
+        return len(shared) if spread > NO_SPREAD_TOLERANCE else None
+    return min(len(fused), len(baseline)) if len(fused) >= 2 and len(baseline) >= 2 else None
+
+
+def _family_gains(items: list, alpha: float, design: SeedDesign, metric: str, scale: float, predictions) -> tuple:
+    """The gain of every (runs, reference runs, fused scores, reference scores) of one family, each interval at its
+    share of ``alpha``: Bonferroni over the family's tested comparisons, and at the look its seeds reached under a
+    staged ``design`` (``SeedDesign.nominal_level``); the example-level test is one look. Returns the gains,
+    the family size, and each comparison's look (1-based)."""
+    if predictions is not None:
+        design = FIXED
+        seeds = [len(set(runs["seed"]) & set(reference_runs["seed"])) for runs, reference_runs, *_ in items]
+    else:
+        seeds = [_tested_seeds(fused, reference) for *_, fused, reference in items]
+    family = sum(n is not None for n in seeds)
+    gains, looks = [], []
+    for (runs, reference_runs, fused, reference), n in zip(items, seeds):
+        confidence = 1 - design.nominal_level(n or 0, alpha, family)
+        looks.append(design.look_of(n if n is not None else min(len(fused), len(reference))) + 1)
+        gains.append(_seed_gain(fused, reference, confidence) if predictions is None else
+                     _example_gain(runs, reference_runs, predictions, metric, confidence, scale))
+    return gains, family, looks
+
+
+def _with_power(table: pd.DataFrame, power: float) -> pd.DataFrame:
+    """The seed spread of each seed-level comparison (``sd_difference``), the spread pooled over the table's
+    comparisons (``pooled_sd``: few seeds make one comparison's spread too noisy to plan with), and from the pooled
+    spread, at the family's adjusted alpha (``alpha / comparisons``, Bonferroni): the smallest true effect the seeds
+    it ran detect with ``power`` (``detectable_effect``) and the seeds the declared minimum effect needs
+    (``seeds_needed``). Power is planned from spreads and the declared effect, never from the observed gain."""
+    tested = table["sd_difference"].notna() & (table["n_fused"] >= 2)
+    freedom = (table.loc[tested, "n_fused"] - 1).astype(float)
+    pooled = (float(np.sqrt((freedom * table.loc[tested, "sd_difference"] ** 2).sum() / freedom.sum()))
+              if freedom.sum() > 0 else np.nan)
+    table["pooled_sd"], table["power"] = np.where(tested, pooled, np.nan), power
+    level = table["alpha"] / table["comparisons"].clip(lower=1)
+    table["detectable_effect"] = [detectable_effect(pooled, int(n), a, power) if ok else np.nan
+                                  for ok, n, a in zip(tested, table["n_fused"], level)]
+    table["seeds_needed"] = [seeds_needed(effect, pooled, a, power) if ok and effect > 0 else np.nan
+                             for ok, effect, a in zip(tested, table["min_effect"], level)]
+    return table
+
+
+def _seed_spread(fused: pd.Series, reference: pd.Series) -> float:
     shared = fused.index.intersection(reference.index)
     differences = fused[shared].to_numpy() - reference[shared].to_numpy()
-    if len(differences) < 2 or np.ptp(differences) <= NO_SPREAD_TOLERANCE:  # no spread: no power analysis
-        return {"sd_difference": np.nan, "detectable_effect": np.nan, "seeds_needed": np.nan, "power": power}
-    spread = float(differences.std(ddof=1))
-    return {"sd_difference": spread, "detectable_effect": detectable_effect(spread, len(differences), alpha, power),
-            "seeds_needed": seeds_needed(float(differences.mean()), spread, alpha, power), "power": power}
+    if len(differences) < 2 or np.ptp(differences) <= NO_SPREAD_TOLERANCE:
+        return np.nan
+    return float(differences.std(ddof=1))
+
+
+def _judged(gains: list[Gain], family: int, looks: list[int], design: SeedDesign, alpha: float, min_effect: float,
+            metric: str) -> pd.DataFrame:
+    table = judge_gains(gains, alpha, min_effect, higher_is_better=metric not in LOWER_IS_BETTER)
+    table["comparisons"], table["look"], table["looks"] = family, looks, len(design.looks)
+    return table
 
 
 def compare_pairs(results: pd.DataFrame, pairs: Sequence[tuple[str, str]], metric: str = "accuracy",
-                  alpha: float = 0.05, min_effect: float = 0.0, confidence: float = 0.95,
+                  alpha: float = 0.05, min_effect: float = 0.0,
                   match_on: Sequence[str] = ("target", "train_size"),
                   predictions: Callable[[str], tuple] | None = None, power: float = 0.8,
-                  words: Mapping[str, str] | None = None) -> pd.DataFrame:
+                  words: Mapping[str, str] | None = None, design: SeedDesign | None = None) -> pd.DataFrame:
     """Each ``(system, control)`` of ``pairs`` at the same ``match_on`` values: the gain of the system over its
-    own control (a matched control, the best baseline, the system without one of its sources...).
+    own control (a matched control, the best baseline, the system without one of its sources...), judged as one
+    family at a declared error rate.
 
     ``results`` has one row per run and system, with columns system, seed, match_on and ``metric`` (and run_id
-    with ``predictions``). The tests are those of ``compare_to_baseline`` (paired t-test over shared seeds; with
-    ``predictions``, the paired permutation test over test examples), Holm-adjusted over every tested row; the
-    verdict is "helps" / "hurts (negative transfer)" when p_holm < alpha and |gain| >= min_effect. Seed-level
-    rows also carry the spread of the per-seed differences (``sd_difference``), the smallest effect the test
-    detects with ``power`` at ``alpha`` (``detectable_effect``) and the seeds the observed gain would need
-    (``seeds_needed``): an inconclusive verdict's sentence says them. A pair whose sides share no match_on
-    values is left out. A seed-free run (``seed_free`` column, run once) stands for every seed of the other side.
+    with ``predictions``). Each gain has one interval, the one a report draws and a verdict reads: the paired
+    t-interval over shared seeds (Welch's with fewer than 2 shared; with ``predictions``, the percentile bootstrap
+    over test examples, a secondary view) at the comparison's share of ``alpha``: Bonferroni over the family's
+    tested comparisons, and with a staged ``design`` (``evaluation.sequential.SeedDesign``) the nominal level of
+    the look its seeds reached, so the intervals are simultaneous over comparisons and looks. The verdict is one of
+    four (``gains.outcome``): helps / hurts (negative transfer) when the interval excludes 0 and |gain| >=
+    min_effect, equivalent when it lies inside +/- min_effect, else inconclusive; ``p_adjusted`` < alpha exactly
+    when the interval excludes 0. Seed-level rows also carry the power planned before the fact (``_with_power``:
+    the seed spread pooled over the table, the effect detectable with ``power`` at the adjusted alpha and the
+    seeds ``min_effect`` needs). A pair whose sides share no match_on values is left out. A seed-free run
+    (``seed_free`` column, run once) stands for every seed of the other side.
     """
     match_on = list(match_on)
     check_columns(results, [*match_on, "system", "seed", metric])
     scale = 100.0 if metric in POINT_METRICS else 1.0
+    design = design or FIXED
     by_system = {system: runs for system, runs in results.groupby("system")}
     for system in {name for pair in pairs for name in pair} - set(by_system):
         raise InputError(f"system {system!r} has no runs; systems present: {sorted(by_system)}")
-    rows, gains = [], []
+    rows, items = [], []
     for system, control in pairs:
         references = dict(list(by_system[control].groupby(match_on, dropna=False)))
         for key, runs in by_system[system].groupby(match_on, dropna=False):
@@ -179,27 +254,24 @@ def compare_pairs(results: pd.DataFrame, pairs: Sequence[tuple[str, str]], metri
             runs, reference_runs = _for_seeds(runs, references[key]["seed"]), _for_seeds(references[key], runs["seed"])
             fused = _by_seed(runs, metric, f"{system!r} at {where}") * scale
             reference = _by_seed(reference_runs, metric, f"{control!r} at {where}") * scale
-            if predictions is None:
-                gains.append(_seed_gain(fused, reference, confidence))
-                power_columns = _seed_power(fused, reference, alpha, power)
-            else:
-                gains.append(_example_gain(runs, reference_runs, predictions, metric, confidence, scale))
-                power_columns = {}
-            rows.append({**dict(zip(match_on, key)), "system": system, "baseline": control, **power_columns})
-    table = judge_gains(gains, alpha, min_effect, higher_is_better=metric not in LOWER_IS_BETTER)
-    columns = [*match_on, "system", "baseline", "sd_difference", "detectable_effect", "seeds_needed", "power"]
-    table = pd.concat([pd.DataFrame(rows, columns=columns), table], axis=1)
+            items.append((runs, reference_runs, fused, reference))
+            rows.append({**dict(zip(match_on, key)), "system": system, "baseline": control,
+                         "sd_difference": _seed_spread(fused, reference) if predictions is None else np.nan})
+    gains, family, looks = _family_gains(items, alpha, design, metric, scale, predictions)
+    table = _judged(gains, family, looks, design, alpha, min_effect, metric)
+    table = pd.concat([pd.DataFrame(rows, columns=[*match_on, "system", "baseline", "sd_difference"]), table], axis=1)
+    table = _with_power(table, power)
     table["verdict"] = table["verdict"].replace(dict(words or {}))
     table["metric"] = metric
     table["sentence"] = [_sentence(row, match_on) for _, row in table.iterrows()]
-    return table[[*match_on, "system", "baseline", "metric", "gain", "ci_low", "ci_high", "p_value", "p_holm",
-                  "verdict", "test", "n_fused", "n_baseline", "confidence", "alpha", "min_effect", "sd_difference",
-                  "detectable_effect", "seeds_needed", "power", "sentence"]]
+    return table[[*match_on, "system", "baseline", "metric", "gain", "ci_low", "ci_high", "p_value", "p_adjusted",
+                  "verdict", "test", "n_fused", "n_baseline", "confidence", "alpha", "min_effect", "comparisons",
+                  "look", "looks", "sd_difference", "pooled_sd", "detectable_effect", "seeds_needed", "power",
+                  "sentence"]]
 
 
 def compare_to_baseline(results: pd.DataFrame, baseline: str, metric: str = "accuracy", alpha: float = 0.05,
-                        min_effect: float = 0.0, confidence: float = 0.95,
-                        match_on: Sequence[str] = ("target", "train_size"),
+                        min_effect: float = 0.0, match_on: Sequence[str] = ("target", "train_size"),
                         distinguish_by: Sequence[str] = (), name_column: str | None = None,
                         predictions: Callable[[str], tuple] | None = None) -> pd.DataFrame:
     """Each system (strategy, sources, *distinguish_by) against the `baseline` strategy at the same match_on values.
@@ -209,9 +281,10 @@ def compare_to_baseline(results: pd.DataFrame, baseline: str, metric: str = "acc
     several systems. The gain is mean(system) - mean(baseline), in points (x100) for POINT_METRICS.
     Seeds run by both sides are paired: with 2 or more shared seeds the paired t-test and its t-interval
     over those seeds; otherwise Welch's t-test over all seeds; with fewer than 2 seeds on a side, no
-    test ("inconclusive"). P-values are Holm-adjusted across every tested row of the returned table.
-    Verdict: "helps" or "hurts (negative transfer)" when p_holm < alpha and |gain| >= min_effect (in
-    the gain's units). One row per system and match_on values, with a display name in `system`: the value
+    test ("inconclusive"). The intervals are simultaneous over every tested row (Bonferroni, as
+    ``compare_pairs``), and so is the verdict read from them (``gains.outcome``: helps, hurts (negative
+    transfer), equivalent or inconclusive; ``p_adjusted`` < alpha exactly when the interval excludes 0).
+    One row per system and match_on values, with a display name in `system`: the value
     of `name_column` (one of distinguish_by, e.g. a study's system name) when given, else built from the columns.
 
     With `predictions` (run_id -> (y_true, probs), e.g. ResultsStore.predictions) the test is per example
@@ -228,20 +301,19 @@ def compare_to_baseline(results: pd.DataFrame, baseline: str, metric: str = "acc
         raise InputError(f"baseline {baseline!r} has no runs; strategies present: {present}")
     scale = 100.0 if metric in POINT_METRICS else 1.0
     baselines = dict(list(results[is_baseline].groupby(match_on, dropna=False)))
-    keys, gains = [], []
+    keys, items = [], []
     for key, runs in results[~is_baseline].groupby([*match_on, *system], dropna=False):
         where = _describe(match_on, key)
         if key[:len(match_on)] not in baselines:
             raise InputError(f"no {baseline!r} runs at {where} to compare "
                              f"{_describe(system, key[len(match_on):])} with")
+        baseline_runs = baselines[key[:len(match_on)]]
         fused = _by_seed(runs, metric, _describe([*match_on, *system], key)) * scale
-        reference = _by_seed(baselines[key[:len(match_on)]], metric, f"baseline {baseline!r} at {where}") * scale
+        reference = _by_seed(baseline_runs, metric, f"baseline {baseline!r} at {where}") * scale
         keys.append(key)
-        if predictions is None:
-            gains.append(_seed_gain(fused, reference, confidence))
-        else:
-            gains.append(_example_gain(runs, baselines[key[:len(match_on)]], predictions, metric, confidence, scale))
-    table = judge_gains(gains, alpha, min_effect, higher_is_better=metric not in LOWER_IS_BETTER)
+        items.append((runs, baseline_runs, fused, reference))
+    gains, family, looks = _family_gains(items, alpha, FIXED, metric, scale, predictions)
+    table = _judged(gains, family, looks, FIXED, alpha, min_effect, metric)
     table = pd.concat([pd.DataFrame(keys, columns=[*match_on, *system]), table], axis=1)
     no_sources = table["sources"].fillna("").astype(str) == ""
     table.loc[no_sources, "verdict"] = table.loc[no_sources, "verdict"].replace(BASELINE_VERDICTS)
@@ -262,8 +334,8 @@ def verdict_sentences(comparisons: pd.DataFrame) -> list[str]:
 
 
 def methods_header(comparisons: pd.DataFrame) -> str:
-    """One paragraph stating the test, the correction and the thresholds behind a compare_to_baseline table."""
-    check_columns(comparisons, ["baseline", "metric", "alpha", "min_effect", "confidence", "p_holm", "test"],
+    """One paragraph stating the test, the interval, the error rate and the thresholds behind a comparisons table."""
+    check_columns(comparisons, ["baseline", "metric", "alpha", "min_effect", "comparisons", "looks", "test"],
                   "comparisons")
     if comparisons.empty:
         raise InputError("comparisons is empty; there is nothing to describe")
@@ -271,18 +343,23 @@ def methods_header(comparisons: pd.DataFrame) -> str:
     unit = metric_unit(first["metric"])
     if (comparisons["test"] == EXAMPLE_TEST).all():
         how = (f"Gain = the system minus its reference, in {unit}, per test example averaged over the seeds both "
-               f"ran, with its {first['confidence']:.0%} percentile bootstrap interval over test examples; test: "
-               f"paired permutation test over test examples (the two systems swapped per example). This measures "
-               f"the test set's sampling noise, not the spread between training seeds (see the seed-level table)")
+               f"ran, with its percentile bootstrap interval over test examples; test: paired permutation test over "
+               f"test examples (the two systems swapped per example). This measures the test set's sampling noise, "
+               f"not the spread between training seeds (see the seed-level table)")
     else:
-        how = (f"Gain = mean over seeds of the system minus its reference, in {unit}, with its "
-               f"{first['confidence']:.0%} t-interval; test: paired t-test over shared seeds (Welch's t-test when "
-               f"fewer than 2 seeds are shared)")
+        how = (f"Gain = mean over seeds of the system minus its reference, in {unit}, with its t-interval; test: "
+               f"paired t-test over shared seeds (Welch's t-test when fewer than 2 seeds are shared)")
     references = comparisons["baseline"].unique()
     against = (f"Each system is compared with {references[0]!r}" if len(references) == 1 else
                "Each system is compared with its own reference (the 'baseline' column)")
-    return (f"{against} on {first['metric']} at the same target and train size. {how}. P-values are "
-            f"Holm-Bonferroni adjusted across all {int(comparisons['p_holm'].notna().sum())} tested comparisons of "
-            f"this table. Verdict: 'helps' or 'hurts (negative transfer)' ('better' or 'worse' for a target-only "
-            f"baseline) when adjusted p < {first['alpha']:g} and |gain| >= {first['min_effect']:g} {unit}; "
-            f"otherwise 'inconclusive'.")
+    family, alpha = int(first["comparisons"]), first["alpha"]
+    staged = (f"; seeds came in stages, {int(first['looks'])} looks, and each comparison spends its share over the "
+              f"looks (Lan-DeMets O'Brien-Fleming alpha spending), so it may stop at any look" if first["looks"] > 1
+              else "")
+    return (f"{against} on {first['metric']} at the same target and train size. {how}. Every interval is "
+            f"simultaneous at {1 - alpha:.0%} over the {family} tested comparisons of this table (Bonferroni: each at "
+            f"alpha {alpha:g}/{family}{staged}), and the verdict reads that interval: 'helps' or 'hurts (negative "
+            f"transfer)' ('better' or 'worse' for a target-only baseline) when it excludes 0 and |gain| >= "
+            f"{first['min_effect']:g} {unit}; 'equivalent' when it lies inside +/-{first['min_effect']:g} (two "
+            f"one-sided tests); otherwise 'inconclusive'. The adjusted p-value is below {alpha:g} exactly when the "
+            f"interval excludes 0.")

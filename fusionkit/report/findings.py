@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from fusionkit.evaluation.gains import HELPS, negative_transfer
+from fusionkit.evaluation.gains import EQUIVALENT, HELPS, negative_transfer
 from fusionkit.evaluation.transferability import rank_correlation
 from fusionkit.evaluation.verdicts import (BASELINE_VERDICTS, compare_pairs, methods_header, system_name,
                                           verdict_sentences)
@@ -18,7 +18,8 @@ from fusionkit.report import plots, tables
 from fusionkit.report.build import write_verdicts
 from fusionkit.report.notebook import NotebookRun
 from fusionkit.strategies.experts import EXPERT_TRAINERS
-from fusionkit.study.design import TUNED
+from fusionkit.evaluation.sequential import SeedDesign
+from fusionkit.study.design import TUNED, primary_comparisons, role_pairs
 from fusionkit.study.source_scores import study_transferability
 
 BASELINE = "finetune"
@@ -80,7 +81,8 @@ def summary_table(run: NotebookRun, results: pd.DataFrame) -> pd.DataFrame:
 
 @dataclass
 class Comparisons:
-    """Every comparison the report makes, each a ``verdicts.compare_pairs`` table with its own Holm correction.
+    """Every comparison the report makes, each a ``verdicts.compare_pairs`` table, a family of its own (intervals
+    simultaneous over its rows, and over the looks when seeds came in stages).
 
     ``knowledge`` is the verdict: each fusion system against its matched control across seeds. The others
     qualify it: ``on_test_set`` (the same pairs over test examples: these models on these sentences, never a
@@ -118,7 +120,7 @@ class Comparisons:
             print(f"{which}: no such comparison in this study")
             return table
         print(methods_header(table))
-        columns = ["system", "baseline", "train_size", "gain", "ci_low", "ci_high", "p_holm", "verdict"]
+        columns = ["system", "baseline", "train_size", "gain", "ci_low", "ci_high", "p_adjusted", "verdict"]
         return table[columns + [c for c in ("detectable_effect", "seeds_needed") if c in table]]
 
     def sections(self) -> list[tuple[str, str, list[str]]]:
@@ -128,20 +130,7 @@ class Comparisons:
     def negative_transfer(self) -> pd.DataFrame:
         """The fusion systems significantly worse than their matched control (the verdict's test and rule)."""
         return negative_transfer(self.knowledge)[["system", "baseline", "train_size", "gain", "ci_low", "ci_high",
-                                                 "p_holm"]]
-
-
-def role_pairs(results: pd.DataFrame, role: str, primary: bool | None = None,
-               tuned: bool | None = None) -> list[tuple[str, str]]:
-    """(served system, system) for the rows of one role: a control's or an ablation's fusion system first.
-    ``primary``: only matched controls (True) or only the others (False); ``tuned``: only tuned controls (True)
-    or none of them (False)."""
-    rows = results[results["role"] == role]
-    if primary is not None:
-        rows = rows[rows["primary_control"] == primary]
-    if tuned is not None:
-        rows = rows[(rows["detail"] == TUNED) == tuned]
-    return list(dict.fromkeys(zip(rows["of"], rows["system"])))
+                                                 "p_adjusted"]]
 
 
 def best_baseline(results: pd.DataFrame, train_size: int) -> str | None:
@@ -153,15 +142,18 @@ def best_baseline(results: pd.DataFrame, train_size: int) -> str | None:
 def compare_systems(run: NotebookRun, results: pd.DataFrame) -> Comparisons:
     """Every comparison of the report (see ``Comparisons``), each written to comparisons_<name>.csv."""
     parameters = run.parameters
+    design = SeedDesign.from_parameter(parameters["seeds"])
     rule = dict(metric=METRIC, alpha=parameters["alpha"], min_effect=parameters["min_effect"])
     fusion_systems = results.loc[results["role"] == FUSION, "system"].unique()
     best = best_baseline(results, parameters["fusion_size"])
     baselines = [(system, BASELINE) for system in results.loc[results["role"] == BASELINE_ROLE, "system"].unique()
                  if system != BASELINE and BASELINE in set(results["system"])]
     matched = role_pairs(results, "control", primary=True)
+    example_rule = {**rule}
+    rule["design"] = design
     comparisons = Comparisons(
-        knowledge=compare_pairs(results, matched, **rule),
-        on_test_set=compare_pairs(results, matched, predictions=run.store.predictions, **rule),
+        knowledge=primary_comparisons(results, parameters["alpha"], parameters["min_effect"], design, METRIC),
+        on_test_set=compare_pairs(results, matched, predictions=run.store.predictions, **example_rule),
         tuned_control=compare_pairs(results, role_pairs(results, "control", tuned=True), **rule),
         other_controls=compare_pairs(results, role_pairs(results, "control", primary=False, tuned=False), **rule),
         # against a baseline of another kind, a loss is "worse", not negative transfer (that is against the control)
@@ -175,15 +167,16 @@ def compare_systems(run: NotebookRun, results: pd.DataFrame) -> Comparisons:
 
 
 def verdict_table(run: NotebookRun, results: pd.DataFrame, comparisons: Comparisons) -> pd.DataFrame:
-    """One row per fusion system: the verdict against its matched control (gain, interval, Holm p, the
+    """One row per fusion system: the verdict against its matched control (gain, simultaneous interval, adjusted p, the
     smallest effect the seeds could detect and the seeds the observed gain needs), the same gain on this test
     set, the gain over the best target-only baseline, and the quality of the experts it used; verdict_table.csv."""
-    def columns(table: pd.DataFrame, prefix: str, keep=("gain", "ci_low", "ci_high", "p_holm", "verdict")):
+    def columns(table: pd.DataFrame, prefix: str, keep=("gain", "ci_low", "ci_high", "p_adjusted", "verdict")):
         return table[["system", "train_size", *keep]].rename(columns={c: f"{prefix}{c}" for c in keep})
 
     knowledge = comparisons.knowledge
-    table = knowledge[["system", "train_size", "baseline", "gain", "ci_low", "ci_high", "p_holm", "verdict",
-                       "detectable_effect", "seeds_needed"]].rename(columns={"baseline": "control"})
+    table = knowledge[["system", "train_size", "baseline", "gain", "ci_low", "ci_high", "p_adjusted", "verdict",
+                       "look", "n_fused", "detectable_effect", "seeds_needed"]].rename(
+        columns={"baseline": "control", "n_fused": "seeds"})
     for name, prefix in (("on_test_set", "test_set_"), ("tuned_control", "vs_tuned_"), ("against_best", "vs_best_")):
         other = getattr(comparisons, name)
         if not other.empty:
@@ -341,16 +334,23 @@ def transferability_against_gain(run: NotebookRun, results: pd.DataFrame,
 def protocol_notes(run: NotebookRun, results: pd.DataFrame) -> list[str]:
     """How the numbers were made, in words: the tuning, the seeds, the verdict rule, the validation split."""
     parameters = run.parameters
-    seeds, validation_cap = parameters["seeds"], parameters.get("validation_cap")
+    design, validation_cap = SeedDesign.from_parameter(parameters["seeds"]), parameters.get("validation_cap")
+    seeds = run.study("fusion").seeds
     tuned = results[results["role"].isin([FUSION, BASELINE_ROLE])]
     budget = parameters.get("tuning_budget", 1)
+    staged = (f"Seeds in stages: every system ran seeds {seeds[:design.looks[0]]}; at the looks after "
+              f"{', '.join(map(str, design.looks[:-1]))} seeds, the fusion systems whose verdict was decided (helps, "
+              f"hurts or equivalent) stopped and the others, with their controls, went on, up to {design.max_seeds} "
+              f"seeds (O'Brien-Fleming alpha spending over the looks, so stopping early costs no error rate). "
+              if design.staged_design else "")
     notes = [f"Tuning: every baseline and fusion system ({tuned['system'].nunique()}) was given the same budget of "
              f"{budget} configuration(s), compared on seed {seeds[0]}'s target validation accuracy; the chosen one "
-             f"ran for seeds {seeds} (tuning.csv lists every configuration). Controls and leave-one-out runs use "
+             f"ran for the study's seeds (tuning.csv lists every configuration). Controls and leave-one-out runs use "
              f"their fusion system's chosen configuration. Experts are retrained for every seed.",
-             f"Verdict rule: the paired t-test over the {len(seeds)} seeds against the matched control, Holm-adjusted "
-             f"over the fusion systems, 'helps' or 'hurts' when p < {parameters['alpha']:g} and the gain is at least "
-             f"{parameters['min_effect']:g} accuracy points (declared before the study). The test over test examples "
+             f"{staged}Verdict rule: the paired t-interval over seeds against the matched control, simultaneous at "
+             f"{1 - parameters['alpha']:.0%} over the fusion systems (Bonferroni), read as 'helps' or 'hurts' when it "
+             f"excludes 0 and the gain is at least {parameters['min_effect']:g} accuracy points, 'equivalent' when it "
+             f"lies inside +/-{parameters['min_effect']:g} (declared before the study). The test over test examples "
              f"is shown as secondary and never changes a verdict."]
     if validation_cap:
         notes.append(f"Validation split capped to {validation_cap} examples (a speed knob): every choice and early "
@@ -373,9 +373,12 @@ def write_findings(run: NotebookRun, results: pd.DataFrame, summary: pd.DataFram
     negative = comparisons.negative_transfer()
     at_size = summary[(summary.train_size == fusion_size) & summary.role.isin([FUSION, BASELINE_ROLE])]
     best = at_size.iloc[0]
-    helps = comparisons.knowledge[comparisons.knowledge["verdict"] == "helps"]
+    helps = comparisons.knowledge[comparisons.knowledge["verdict"] == HELPS]
+    same = comparisons.knowledge[comparisons.knowledge["verdict"] == EQUIVALENT]
     notes = [f"Knowledge that helps (against the matched control, across seeds): "
              f"{', '.join(helps.system) if len(helps) else 'none shown'}.",
+             f"Equivalent to the matched control (the whole interval within +/-{parameters['min_effect']:g} points): "
+             f"{', '.join(same.system) if len(same) else 'none shown'}.",
              f"Negative transfer (worse than the matched control, same test and rule): "
              f"{', '.join(sorted(set(negative.system))) if len(negative) else 'none detected'}.",
              f"Most accurate system at n={fusion_size} on the test set: {best.system}, accuracy {best.accuracy:.3f} "

@@ -22,7 +22,9 @@ from fusionkit.evaluation.transferability import rank_correlation
 from fusionkit.evaluation.verdicts import compare_pairs, methods_header, verdict_sentences
 from fusionkit.report import plots, tables
 from fusionkit.report.build import write_verdicts
-from fusionkit.report.findings import majority_rates, role_pairs
+from fusionkit.report.findings import majority_rates
+from fusionkit.evaluation.sequential import SeedDesign
+from fusionkit.study.design import primary_comparisons, role_pairs
 from fusionkit.report.notebook import MatrixRun
 from fusionkit.study.runner import load_study_tasks
 from fusionkit.study.source_scores import study_transferability
@@ -104,10 +106,26 @@ def _matched_pairs(results: pd.DataFrame, sequential: bool) -> list[tuple[str, s
             if (strategy[system] == SEQUENTIAL) == sequential]
 
 
+def _design(run: MatrixRun) -> SeedDesign:
+    return SeedDesign.from_parameter(run.parameters["seeds"])
+
+
+def verdicts(run: MatrixRun, results: pd.DataFrame) -> pd.DataFrame:
+    """Every fusion system on every target against its matched control, as one family: the sequential cells and
+    the systems over all sources share one error rate (``design.primary_comparisons``, what a staged study stops
+    on); the transfer matrix and the families' table are its rows."""
+    return primary_comparisons(results, run.parameters["alpha"], run.parameters["min_effect"], _design(run), METRIC)
+
+
+def _rows_of(table: pd.DataFrame, pairs: list[tuple[str, str]]) -> pd.DataFrame:
+    systems = {system for system, _ in pairs}
+    return table[table["system"].isin(systems)].reset_index(drop=True)
+
+
 @dataclass
 class TransferMatrix:
     """``cells``: one row per (source, target) with the seed-level gain of sequential transfer over its matched
-    control (interval, Holm p over every cell, verdict) beside the same gain over test examples (secondary);
+    control (interval simultaneous over every fusion comparison of the matrix, adjusted p, verdict) beside the same gain over test examples (secondary);
     ``seed_level`` and ``on_test_set`` are the two ``compare_pairs`` tables it comes from."""
 
     cells: pd.DataFrame
@@ -125,21 +143,21 @@ class TransferMatrix:
 
 def transfer_matrix(run: MatrixRun, results: pd.DataFrame) -> TransferMatrix:
     """Sequential transfer from every source to every target against its matched control (fine-tuning with the
-    same knobs), Holm over all cells; written to transfer_matrix.csv (long) and transfer_matrix_gains.csv."""
+    same knobs), judged in one family with the systems over all sources (``verdicts``); written to transfer_matrix.csv (long) and transfer_matrix_gains.csv."""
     pairs = _matched_pairs(results, sequential=True)
-    seed_level = compare_pairs(results, pairs, **_rule(run))
+    seed_level = _rows_of(verdicts(run, results), pairs)
     on_test_set = compare_pairs(results, pairs, predictions=run.store.predictions, **_rule(run))
     sources = results[results["role"] == "fusion"].drop_duplicates("system").set_index("system")["sources"]
     alpha = run.parameters["alpha"]
     test = on_test_set.set_index(["system", "target"])
-    cells = seed_level[["target", "system", "baseline", "gain", "ci_low", "ci_high", "p_holm", "verdict",
+    cells = seed_level[["target", "system", "baseline", "gain", "ci_low", "ci_high", "p_adjusted", "verdict",
                         "detectable_effect"]].copy()
     cells.insert(0, "source", cells["system"].map(sources))
     keys = list(zip(cells["system"], cells["target"]))
     cells["test_set_gain"] = [test.loc[key, "gain"] for key in keys]
-    cells["test_set_p_holm"] = [test.loc[key, "p_holm"] for key in keys]
+    cells["test_set_p_adjusted"] = [test.loc[key, "p_adjusted"] for key in keys]
     cells["mark"] = np.where(cells["verdict"].isin([HELPS, HURTS]), SEED_MARK,
-                             np.where(cells["test_set_p_holm"] < alpha, TEST_SET_MARK, ""))
+                             np.where(cells["test_set_p_adjusted"] < alpha, TEST_SET_MARK, ""))
     matrix = TransferMatrix(cells.drop(columns="system").rename(columns={"baseline": "control"}), seed_level,
                             on_test_set)
     run.write_table(matrix.cells, "transfer_matrix")
@@ -151,8 +169,8 @@ def save_transfer_matrix(run: MatrixRun, matrix: TransferMatrix):
     return run.save(plots.transfer_matrix_heatmap(matrix.pivot("gain"), matrix.pivot("mark").fillna("")),
                     "06_transfer_matrix",
                     f"gain of sequential transfer (source, row) over its matched control on each target (column), "
-                    f"accuracy points, mean over seeds; {SEED_MARK} the seed-level verdict (paired t-test, Holm over "
-                    f"all cells, minimum effect {run.parameters['min_effect']:g}); {TEST_SET_MARK} significant only "
+                    f"accuracy points, mean over seeds; {SEED_MARK} the seed-level verdict (paired t-interval, "
+                    f"simultaneous over every fusion comparison, minimum effect {run.parameters['min_effect']:g}); {TEST_SET_MARK} significant only "
                     f"over test examples (secondary); red: transfer hurt")
 
 
@@ -173,8 +191,8 @@ def asymmetry(run: MatrixRun, matrix: TransferMatrix) -> tuple[pd.DataFrame, dic
 
 def families_against_controls(run: MatrixRun, results: pd.DataFrame) -> pd.DataFrame:
     """The fusion systems over all sources (representation, merging) on every target against their matched
-    controls, seed-level, Holm over every (system, target); comparisons_families.csv."""
-    table = compare_pairs(results, _matched_pairs(results, sequential=False), **_rule(run))
+    controls, seed-level, in one family with the sequential cells (``verdicts``); comparisons_families.csv."""
+    table = _rows_of(verdicts(run, results), _matched_pairs(results, sequential=False))
     run.write_table(table, "comparisons_families")
     return table
 
@@ -326,7 +344,7 @@ def write_matrix_findings(run: MatrixRun, matrix: TransferMatrix, families: pd.D
              f"{'; '.join(_best_sources(matrix))}.",
              "Sources that help at the seed level: "
              + (", ".join(f"{r.source}->{r.target}" for r in helps.itertuples()) or "none shown") + ".",
-             f"Negative transfer (seed-level, Holm over all {len(matrix.cells)} cells): "
+             f"Negative transfer (seed-level, simultaneous over every fusion comparison of the matrix): "
              + (", ".join(f"{r.source}->{r.target} ({r.gain:+.1f})" for r in negative.itertuples()) or "none detected")
              + ".",
              ranking_caveat(ranking),
@@ -338,8 +356,9 @@ def write_matrix_findings(run: MatrixRun, matrix: TransferMatrix, families: pd.D
     parameters = run.parameters
     protocol = (f"Protocol: every target's study gave each arm a tuning budget of {parameters['tuning_budget']} "
                 f"configuration(s) on validation, seeds {parameters['seeds']}, n={parameters['fusion_size']} target "
-                f"training examples; verdicts are paired t-tests over seeds against matched controls, Holm-adjusted, "
-                f"with a minimum effect of {parameters['min_effect']:g} points. One expert per (task, seed) serves "
+                f"training examples; verdicts read paired t-intervals over seeds against matched controls, simultaneous at "
+                f"{1 - parameters['alpha']:.0%} over every fusion comparison of the matrix (Bonferroni), with a minimum "
+                f"effect of {parameters['min_effect']:g} points ('equivalent' inside +/- it). One expert per (task, seed) serves "
                 f"every target. " + overlap_sentence(*overlap_tables))
     sections = [("In short", "The answers, each from the tables and figures below.", notes),
                 ("Transfer matrix: sequential transfer from each source to each target, against its matched control "

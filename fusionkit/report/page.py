@@ -35,7 +35,7 @@ RULE_NOTE = "Verdict rule:"  # a verdicts.json note the page states once, above 
 # Verdicts in words, each with a symbol and a colour class (Okabe-Ito blue and vermillion: colour-blind safe):
 # the symbol and the word carry the verdict, the colour only repeats it.
 VERDICT_MARKS = {"helps": ("▲", "up"), "better": ("▲", "up"), "hurts": ("▼", "down"), "worse": ("▼", "down"),
-                 "inconclusive": ("○", "flat")}
+                 "equivalent": ("=", "flat"), "inconclusive": ("○", "flat")}
 LINKED_TABLES = ("headline.csv", "verdict_table.csv", "transfer_matrix.csv", "selection.csv",
                  "selection_by_target.csv", "across_targets.csv", "asymmetry.csv", "beyond_sequential.csv",
                  "source_estimates.csv", "results.csv", "summary.csv", "tuning.csv", "overlap_card.csv",
@@ -161,7 +161,11 @@ class _Page:
 
     def csv(self, name: str) -> pd.DataFrame | None:
         path = self.out / name
-        return pd.read_csv(path, keep_default_na=False, na_values=[""]) if path.is_file() else None
+        if not path.is_file():
+            return None
+        table = pd.read_csv(path, keep_default_na=False, na_values=[""])
+        # a report made before the simultaneous intervals (protocol 2) called its adjusted p-values p_holm
+        return table.rename(columns=lambda c: c.replace("p_holm", "p_adjusted") if "selection" not in name else c)
 
 
 # ---------------------------------------------------------------- the headline
@@ -185,7 +189,7 @@ def headline_table(results: pd.DataFrame, fusion_size: int, verdicts: dict[str, 
                    alpha: float = 0.05, min_effect: float = 0.0) -> pd.DataFrame:
     """Every system of the study (fusion systems and target-only baselines; not their controls and ablations)
     at ``fusion_size``: ``system_summary``, the gain over finetune in accuracy points paired over seeds with its
-    95% t-interval (``compare_pairs``), the verdict and what it was judged against (``verdicts``: system ->
+    interval, simultaneous over the systems (``compare_pairs``), the verdict and what it was judged against (``verdicts``: system ->
     (verdict, reference)), and ``best`` for the most accurate."""
     runs = results[results["role"].isin(STUDY_ROLES) & (results["train_size"] == fusion_size)]
     table = system_summary(runs)
@@ -251,7 +255,7 @@ def _target_headline(page: _Page, record: dict) -> tuple[str, pd.DataFrame | Non
     parts = [f"<h2>Headline: every system of the study at n={fusion_size}</h2>",
              _table(header, _headline_rows(table), rows, name="headline"),
              f"<p class='note'>Mean over {seeds} seed{'s' * (seeds != 1)} [95% t-interval over seeds]; the gain over "
-             f"finetune in accuracy points, paired by seed. Verdict: a fusion system against its matched control, a "
+             f"finetune in accuracy points, paired by seed [interval simultaneous over the systems]. Verdict: a fusion system against its matched control, a "
              f"baseline against finetune (the rule is under Verdicts). ★ most accurate. Failed runs (Dodge et al. "
              f"2020): validation accuracy at or below the majority-class rate, or more than 10 points below the "
              f"linear probe's at the same size; they stay in every mean. Controls and ablations are "
@@ -276,11 +280,13 @@ def _rule(record: dict, tests: list[str], family: str, secondary: str) -> str:
     parameters = record.get("parameters", {}).get("study_parameters", {})
     alpha, min_effect = parameters.get("alpha", 0.05), parameters.get("min_effect", 0.0)
     return (f"<p class='rule'><b>Rule</b> (declared before the study): gains in accuracy points, mean over seeds "
-            f"with a 95% t-interval; test: {_text(' / '.join(tests) or 'paired t-test')} over seeds, p-values "
-            f"Holm-adjusted {_text(family)}. Verdict <span class='up'>▲ helps</span> or <span class='down'>▼ hurts "
-            f"(negative transfer)</span> when the adjusted p &lt; {alpha:g} and |gain| ≥ {min_effect:g} points, "
-            f"otherwise <span class='flat'>○ inconclusive</span>; against a target-only baseline the words are "
-            f"better / worse. {_text(secondary)}</p>")
+            f"with a t-interval simultaneous at {1 - alpha:.0%} {_text(family)} (Bonferroni; with seeds in stages, "
+            f"each comparison spends its share over the looks); test: {_text(' / '.join(tests) or 'paired t-test')} "
+            f"over seeds. The verdict reads the interval shown: <span class='up'>▲ helps</span> or "
+            f"<span class='down'>▼ hurts (negative transfer)</span> when it excludes 0 and |gain| ≥ {min_effect:g} "
+            f"points, <span class='flat'>= equivalent</span> when it lies inside ±{min_effect:g}, otherwise "
+            f"<span class='flat'>○ inconclusive</span>; against a target-only baseline the words are better / worse. "
+            f"{_text(secondary)}</p>")
 
 
 def _short_control(system: str, control: str) -> str:
@@ -288,7 +294,7 @@ def _short_control(system: str, control: str) -> str:
 
 
 def _comparison_cells(row) -> list[str]:
-    return [_num(_interval(row.gain, row.ci_low, row.ci_high, row.n_fused, True)), _num(_p(row.p_holm)),
+    return [_num(_interval(row.gain, row.ci_low, row.ci_high, row.n_fused, True)), _num(_p(row.p_adjusted)),
             _verdict(row.verdict)]
 
 
@@ -312,17 +318,17 @@ def _knowledge_table(knowledge: pd.DataFrame, on_test_set: pd.DataFrame | None,
         cells += _comparison_cells(test) if test is not None else ["<td>—</td>"] * 3
         rows.append(cells)
         attributes.append(f" data-system='{_text(row.system)}' data-verdict='{_text(row.verdict)}'")
-    header = ["system", "matched control", "gain over seeds [95% CI]", "p (Holm)", "verdict"]
+    header = ["system", "matched control", "gain over seeds [simultaneous interval]", "p (adjusted)", "verdict"]
     if against_tuned:
-        header += ["gain over the tuned control [95% CI]", "p (Holm)", "verdict against it"]
-    header += ["gain over test examples [95% CI]", "p (Holm)", "secondary verdict"]
+        header += ["gain over the tuned control [simultaneous interval]", "p (adjusted)", "verdict against it"]
+    header += ["gain over test examples [simultaneous interval]", "p (adjusted)", "secondary verdict"]
     return _table(header, rows, attributes, name="verdicts")
 
 
 def _comparison_table(table: pd.DataFrame, name: str) -> str:
     rows = [[_cell(row.system), _cell(_short_control(row.system, row.baseline)), *_comparison_cells(row)]
             for row in table.itertuples()]
-    return _table(["system", "against", "gain [95% CI]", "p (Holm)", "verdict"], rows, name=name)
+    return _table(["system", "against", "gain [simultaneous interval]", "p (adjusted)", "verdict"], rows, name=name)
 
 
 def _section_tables(page: _Page) -> dict[tuple[str, ...], tuple[str, pd.DataFrame]]:
@@ -345,8 +351,8 @@ def _target_verdicts(page: _Page, record: dict, verdicts: dict, captions: dict) 
     covered = set()
     if knowledge is not None and len(knowledge):
         seeds = int(knowledge["n_fused"].max())
-        secondary = ("The gain over test examples (paired permutation test, 95% percentile bootstrap interval, "
-                     "Holm over the same systems) is secondary: it measures this test set's noise and never changes "
+        secondary = ("The gain over test examples (paired permutation test, percentile bootstrap interval, "
+                     "simultaneous over the same systems) is secondary: it measures this test set's noise and never changes "
                      "a verdict.") if on_test_set is not None else ""
         parts += [_rule(record, sorted(set(knowledge["test"])),
                         f"over the {len(knowledge)} fusion systems of each table ({seeds} seeds)", secondary),
@@ -401,11 +407,11 @@ def _matrix_headline(page: _Page, record: dict) -> tuple[str, pd.DataFrame | Non
     if cells is not None and len(cells):
         best = best_sources(cells)
         rows = [[_cell(r.target), _cell(f"{r.source}{' ' + r.mark if isinstance(r.mark, str) else ''}"),
-                 _num(_interval(r.gain, r.ci_low, r.ci_high, seeds, True)), _num(_p(r.p_holm)),
-                 _verdict(r.verdict), _num(_p(r.test_set_p_holm))] for r in best.itertuples()]
+                 _num(_interval(r.gain, r.ci_low, r.ci_high, seeds, True)), _num(_p(r.p_adjusted)),
+                 _verdict(r.verdict), _num(_p(r.test_set_p_adjusted))] for r in best.itertuples()]
         parts += ["<h2>Headline: the best source for each target</h2>",
-                  _table(["target", "best source", "gain, points [95% CI]", "p (Holm)", "verdict",
-                          "p over test examples (Holm)"], rows,
+                  _table(["target", "best source", "gain, points [simultaneous interval]", "p (adjusted)", "verdict",
+                          "p over test examples (adjusted)"], rows,
                          [f" data-target='{_text(t)}'" for t in best["target"]], name="best-sources"),
                   f"<p class='note'>By the observed gain of sequential transfer over its matched control (rule under "
                   f"Verdicts); † significant only over test examples. Full precision: "
@@ -438,17 +444,17 @@ def _matrix_verdicts(page: _Page, record: dict, captions: dict) -> tuple[str, li
         shown.append(HEATMAP)
     if cells is not None and len(cells):
         rows = [[_cell(r.source), _cell(r.target), _num(_interval(r.gain, r.ci_low, r.ci_high, seeds, True)),
-                 _num(_p(r.p_holm)), _verdict(r.verdict), _num(_points(r.test_set_gain, True)),
-                 _num(_p(r.test_set_p_holm))] for r in cells.itertuples()]
+                 _num(_p(r.p_adjusted)), _verdict(r.verdict), _num(_points(r.test_set_gain, True)),
+                 _num(_p(r.test_set_p_adjusted))] for r in cells.itertuples()]
         parts += ["<h3>Sequential transfer from each source to each target, against its matched control</h3>",
-                  _table(["source", "target", "gain, points [95% CI]", "p (Holm)", "verdict",
-                          "gain over test examples", "p (Holm)"], rows,
+                  _table(["source", "target", "gain, points [simultaneous interval]", "p (adjusted)", "verdict",
+                          "gain over test examples", "p (adjusted)"], rows,
                          [f" data-system='{_text(f'{r.source}->{r.target}')}' data-verdict='{_text(r.verdict)}'"
                           for r in cells.itertuples()], name="verdicts")]
     if families is not None and len(families):
         rows = [[_cell(r.system), _cell(r.target), *_comparison_cells(r)] for r in families.itertuples()]
         parts += ["<h3>Fusion over all sources on each target, against its matched control</h3>",
-                  _table(["system", "target", "gain, points [95% CI]", "p (Holm)", "verdict"], rows,
+                  _table(["system", "target", "gain, points [simultaneous interval]", "p (adjusted)", "verdict"], rows,
                          name="families")]
     if selection is not None and len(selection):
         measures = [c for c in selection.columns if c not in ("estimator", "n_targets", "verdict")]

@@ -210,8 +210,15 @@ def _interval(axes: Axes, row, position: float, color, **style) -> None:
 
 
 def _level(comparisons: pd.DataFrame) -> str:
-    """The confidence level of a comparisons table's intervals, e.g. "95%"."""
-    return f"{comparisons['confidence'].iloc[0]:.0%}" if "confidence" in comparisons and len(comparisons) else "95%"
+    """What a comparisons table's intervals are: "simultaneous 95% (Bonferroni over 6)" for a family judged at a
+    declared alpha (``compare_pairs``), else their own confidence level."""
+    if not len(comparisons):
+        return "95%"
+    first = comparisons.iloc[0]
+    if "comparisons" in comparisons and "alpha" in comparisons:
+        looks = f", {int(first['looks'])} looks" if first.get("looks", 1) > 1 else ""
+        return f"simultaneous {1 - first['alpha']:.0%} (Bonferroni over {int(first['comparisons'])}{looks})"
+    return f"{first['confidence']:.0%}" if "confidence" in comparisons else "95%"
 
 
 def _annotated_heatmap(values, row_labels: Sequence, column_labels: Sequence, texts=None, *, cmap, vmin=None,

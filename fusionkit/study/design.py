@@ -36,16 +36,21 @@ import pandas as pd
 
 from fusionkit.data.tasks import Task
 from fusionkit.errors import ConfigError, FusionkitWarning
+from fusionkit.evaluation.gains import INCONCLUSIVE
+from fusionkit.evaluation.sequential import SeedDesign
+from fusionkit.evaluation.verdicts import compare_pairs
 from fusionkit.strategies import STRATEGIES
 from fusionkit.strategies.base import source_kind
 from fusionkit.study.runner import Arm, StudyConfig, arm_knobs, resolved_knobs
 from fusionkit.study.store import ResultsStore, run_key
 
-# The protocol's version: bumped whenever the runs a study plans change for the same parameters, so a report made
-# under another version says so (its runs are not the ones today's code would plan). 2: sources drop tokenisation
-# variants and near-duplicates of the evaluation texts (whole splits); every fusion system gets a tuned control
-# (and representation and merge a random-expert one); profiles: 2,000-example experts, the small-n recipe.
-PROTOCOL_VERSION = 2
+# The protocol's version: bumped whenever the runs a study plans or the rule its verdicts follow change for the same
+# parameters, so a report made under another version says so (its runs are not the ones today's code would plan).
+# 2: sources drop tokenisation variants and near-duplicates of the evaluation texts (whole splits); every fusion
+# system gets a tuned control (and representation and merge a random-expert one); profiles: 2,000-example experts,
+# the small-n recipe. 3: verdicts read one simultaneous interval (Bonferroni over the family) with four outcomes
+# (equivalent added), power is planned at the adjusted alpha, and seeds may come in stages.
+PROTOCOL_VERSION = 3
 BASELINE, FUSION, CONTROL, ABLATION = "baseline", "fusion", "control", "ablation"
 TUNED = "tuned control"  # the detail of a fusion system's tuned control (its matched control tuned on its own)
 TUNING_SEED_INDEX = 0  # configurations are compared on the first seed of the study
@@ -207,16 +212,29 @@ class StudyDesign:
                 best[where] = (score, planned)
         return {where: planned for where, (_, planned) in best.items()}
 
-    def final_runs(self, scores: Mapping[str, float] | None) -> list[PlannedRun]:
+    def final_runs(self, scores: Mapping[str, float] | None, seeds: int | None = None,
+                   stopped: Mapping[str, int] | None = None) -> list[PlannedRun]:
         """Every seed of every system with its configuration chosen on ``scores`` (see ``chosen``), with the fusion
         systems' matched controls and leave-one-source-out ablations (each with the fusion system's configuration);
-        a seed-free run for the first seed only."""
+        a seed-free run for the first seed only.
+
+        Seeds in stages (``config.seed_design``): ``seeds`` is the look's seed count, which the fusion systems not in
+        ``stopped`` (system -> the seed count it stopped at) run with their controls and ablations; the baselines,
+        outside the verdicts' family, run the first look's seeds. ``seeds`` None: every seed of ``config.seeds``."""
         chosen = self.chosen(scores)
         planned = []
         first_seed = self.config.seeds[TUNING_SEED_INDEX]
+        stopped = stopped or {}
+        design = self.config.seed_design
+        first_look = design.looks[0] if design is not None and design.staged_design else len(self.config.seeds)
 
         def plan(run: PlannedRun) -> None:
             run.seed_free = self.seed_free(run.run)
+            serves = run.of or run.system
+            count = (len(self.config.seeds) if seeds is None else
+                     first_look if run.role == BASELINE else stopped.get(serves, seeds))
+            if run.run["seed"] not in self.config.seeds[:count]:
+                return
             if run.run["seed"] == first_seed or not run.seed_free:
                 planned.append(run)
 
@@ -257,6 +275,35 @@ class StudyDesign:
                  "run_id": p.key, "val_accuracy": scores.get(p.key), "chosen": p.key in chosen}
                 for p in self.tuning_runs()]
         return pd.DataFrame(rows, columns=["system", "train_size", "configuration", "run_id", "val_accuracy", "chosen"])
+
+
+def role_pairs(results: pd.DataFrame, role: str, primary: bool | None = None,
+               tuned: bool | None = None) -> list[tuple[str, str]]:
+    """(served system, system) for the rows of one role: a control's or an ablation's fusion system first.
+    ``primary``: only matched controls (True) or only the others (False); ``tuned``: only tuned controls (True)
+    or none of them (False)."""
+    rows = results[results["role"] == role]
+    if primary is not None:
+        rows = rows[rows["primary_control"] == primary]
+    if tuned is not None:
+        rows = rows[(rows["detail"] == TUNED) == tuned]
+    return list(dict.fromkeys(zip(rows["of"], rows["system"])))
+
+
+def primary_comparisons(results: pd.DataFrame, alpha: float, min_effect: float, design: SeedDesign | None = None,
+                        metric: str = "accuracy") -> pd.DataFrame:
+    """The study's verdicts: every fusion system against its matched control, across seeds, as one family
+    (``verdicts.compare_pairs``: intervals simultaneous over the family and, with seeds in stages, over the looks).
+    What a staged study stops on (``decided``) and what its report states are this one table."""
+    return compare_pairs(results, role_pairs(results, CONTROL, primary=True), metric=metric, alpha=alpha,
+                         min_effect=min_effect, design=design)
+
+
+def decided(comparisons: pd.DataFrame) -> set[tuple[str, str]]:
+    """(target, fusion system) of every system whose comparisons (one per train size) all have a verdict other than
+    inconclusive (helps, hurts or equivalent): a staged study gives it no more seeds."""
+    open_ = comparisons.assign(open=comparisons["verdict"] == INCONCLUSIVE).groupby(["target", "system"])["open"].any()
+    return {key for key, still_open in open_.items() if not still_open}
 
 
 def results_frame(store: ResultsStore, planned: list[PlannedRun]) -> pd.DataFrame:

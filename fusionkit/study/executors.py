@@ -23,7 +23,7 @@ import torch
 
 from fusionkit._io import digest
 from fusionkit.errors import ConfigError, TrainingError
-from fusionkit.study.design import StudyDesign, results_frame
+from fusionkit.study.design import StudyDesign, decided, primary_comparisons, results_frame
 from fusionkit.study.plan import StudyPlan, artefact_at, make_plan
 from fusionkit.study.progress import Progress
 from fusionkit.study.runner import BUSY, TRAINED, StudyConfig, StudyRunner, fit_and_store, load_study_tasks
@@ -210,6 +210,31 @@ def run_study(config: StudyConfig, progress: bool = True, executor="local"):
     return run_studies([config], progress, executor)
 
 
+def _staged_final_runs(studies: list, scores: list, seed_design, execute) -> tuple[list, int]:
+    """The final runs of studies whose seeds come in stages: at each look, the runs of that look's seeds for every
+    fusion system still undecided (with its controls and ablations), then the primary comparisons over every study
+    at once (one family: ``design.primary_comparisons``), and the systems they decide stop there. Returns each
+    study's planned runs and how many were trained. Deterministic: run again over a full store, it plans the same."""
+    stopped: list[dict[str, int]] = [{} for _ in studies]
+    trained, looks = 0, seed_design.looks
+    config = studies[0][0]
+    for index, seeds in enumerate(looks):
+        finals = [design.final_runs(study_scores, seeds, stop)
+                  for (*_, design), study_scores, stop in zip(studies, scores, stopped)]
+        trained += execute(finals, f"look {index + 1} of {len(looks)}: {seeds} seeds for the undecided systems")
+        if index == len(looks) - 1:
+            break
+        results = pd.concat([results_frame(store, final) for (_, _, _, store, _), final in zip(studies, finals)],
+                            ignore_index=True)
+        comparisons = primary_comparisons(results, config.alpha, config.min_effect, seed_design)
+        done = decided(comparisons)
+        for (study_config, *_), stop in zip(studies, stopped):
+            for target, system in done:
+                if target == study_config.target:
+                    stop.setdefault(system, seeds)
+    return finals, trained
+
+
 def run_studies(configs: list[StudyConfig], progress: bool = True, executor="local"):
     """``run_study`` for several studies at once (the targets of a transfer matrix, sharing one work folder):
     every study's tuning runs go to the executor together, then every study's final runs, so parallel workers
@@ -242,8 +267,13 @@ def run_studies(configs: list[StudyConfig], progress: bool = True, executor="loc
         trained = execute([design.tuning_runs() for *_, design in studies], "tuning on validation")
         # the tuning runs are all stored now: each arm's choice is known
         scores = [design.validation_scores(store) for *_, store, design in studies]
-        finals = [design.final_runs(study_scores) for (*_, design), study_scores in zip(studies, scores)]
-        trained += execute(finals, "final runs (every seed, with controls)")
+        seed_design = configs[0].seed_design
+        if not seed_design.staged_design:
+            finals = [design.final_runs(study_scores) for (*_, design), study_scores in zip(studies, scores)]
+            trained += execute(finals, "final runs (every seed, with controls)")
+        else:
+            finals, more = _staged_final_runs(studies, scores, seed_design, execute)
+            trained += more
     finally:
         executor.close()
     frames, tuning = [], []

@@ -28,7 +28,8 @@ from fusionkit.study.sources import task_file, task_name
 
 # The parameters that StudyConfig takes as they are; the others (sizes, arms) are turned into its arms.
 STUDY_CONFIG_FIELDS = {f.name for f in fields(StudyConfig)} - {"target", "sources", "arms", "workdir", "data_dir",
-                                                               "train_sizes", "held_out_tasks", "task_files"}
+                                                               "train_sizes", "held_out_tasks", "task_files",
+                                                               "seed_design"}
 
 PROFILE_FOLDER = Path(str(importlib.resources.files("fusionkit"))) / "profiles"
 
@@ -51,6 +52,24 @@ PositiveInt = Annotated[int, pydantic.Field(strict=True, gt=0)]
 SEED_LIMIT = 2**32 - 1  # numpy's and scikit-learn's random_state take seeds up to this
 Seed = Annotated[int, pydantic.Field(strict=True, ge=0, le=SEED_LIMIT)]
 MIN_MAX_LENGTH = 8  # tokens: [CLS], [SEP] and a few words; below it every text is cut to nothing
+
+
+class SeedStages(pydantic.BaseModel):
+    """Seeds in stages (a group-sequential design, ``evaluation.sequential``): every system runs seeds 0..first-1,
+    then at each of ``looks`` looks the systems still undecided get more, up to ``max``."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+    first: Annotated[int, pydantic.Field(strict=True, ge=2)]
+    max: Annotated[int, pydantic.Field(strict=True, ge=2, le=1000)]
+    looks: Annotated[int, pydantic.Field(strict=True, ge=1, le=20)]
+
+    @pydantic.model_validator(mode="after")
+    def _fits(self):
+        if self.first > self.max:
+            raise ValueError(f"first ({self.first}) must be at most max ({self.max})")
+        if self.looks > 1 and self.max - self.first < self.looks - 1:
+            raise ValueError(f"{self.looks} looks need at least {self.looks - 1} seeds between first and max")
+        return self
 
 
 class ArmParameters(pydantic.BaseModel):
@@ -80,7 +99,7 @@ class StudyParameters(pydantic.BaseModel):
 
     model_config = pydantic.ConfigDict(extra="forbid")
     encoder: Annotated[str, pydantic.Field(min_length=1)]
-    seeds: Annotated[list[Seed], pydantic.Field(min_length=1)]
+    seeds: Annotated[list[Seed], pydantic.Field(min_length=1)] | SeedStages
     max_length: Annotated[int, pydantic.Field(strict=True, ge=MIN_MAX_LENGTH)]
     task_train_cap: PositiveInt | None = None
     validation_cap: PositiveInt | None = None
@@ -94,7 +113,8 @@ class StudyParameters(pydantic.BaseModel):
     arm_knobs: dict[str, dict] = {}
     tuning_budget: PositiveInt = 1
     threads: PositiveInt = 1  # torch CPU threads of every run, whichever executor carries it (StudyConfig.threads)
-    # The verdict rule: the seed-level test at alpha (Holm-adjusted) and a gain of at least min_effect points.
+    # The verdict rule: intervals simultaneous at 1 - alpha over the primary comparisons, and a gain of at least
+    # min_effect points (helps/hurts) or an interval inside +/- min_effect (equivalent).
     alpha: Annotated[float, pydantic.Field(gt=0, lt=1)] = 0.05
     min_effect: Annotated[float, pydantic.Field(ge=0)] = 1.0
 

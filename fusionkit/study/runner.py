@@ -19,6 +19,7 @@ from fusionkit.data.tasks import Task
 from fusionkit.errors import ConfigError, TrainingError
 from fusionkit.evaluation.gains import Cost
 from fusionkit.evaluation.metrics import score_all
+from fusionkit.evaluation.sequential import SeedDesign
 from fusionkit.evaluation.similarity import layerwise_cka
 from fusionkit.modeling.encoders import Encoder, load_encoder
 from fusionkit.modeling.heads import TextCollator, dense_backbone, inference_size, model_flops
@@ -70,7 +71,10 @@ class StudyConfig:
     target: str
     sources: list
     arms: list[Arm]
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    # A list (every system runs every seed) or {first, max, looks}: seeds in stages, 0..max-1, given at each look
+    # only to the systems whose primary comparison is still undecided (``evaluation.sequential``); after
+    # construction the list of every seed the study may run, with the looks in ``seed_design``.
+    seeds: list[int] | dict = field(default_factory=lambda: [0, 1, 2])
     train_sizes: list = field(default_factory=lambda: [256])
     encoder: str = "minilm"
     max_length: int = 64
@@ -91,8 +95,15 @@ class StudyConfig:
     # floating-point sums, so the same run gives the same numbers in this process and on Ray (a Ray task takes
     # this many CPUs). Not part of a run's key; each record says what it ran with.
     threads: int = 1
+    # The verdict rule (declared before the study): what a staged design stops on, and what the report judges by.
+    alpha: float = 0.05
+    min_effect: float = 0.0
+    seed_design: SeedDesign | None = None  # set from ``seeds``
 
     def __post_init__(self):
+        self.seed_design = SeedDesign.from_parameter(self.seeds)
+        if isinstance(self.seeds, dict):
+            self.seeds = list(range(self.seed_design.max_seeds))
         file = task_file(self.target)
         if file is not None:
             self.task_files = {**self.task_files, file.task_name: file.model_dump()}

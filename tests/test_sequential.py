@@ -1,0 +1,160 @@
+"""Decided verdicts at a declared error rate: one interval and four outcomes, boundaries against published tables,
+seeds in stages calibrated by simulation, and a staged study that gives seeds only to undecided systems."""
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.stats
+
+from fusionkit.errors import InputError
+from fusionkit.evaluation.gains import EQUIVALENT, HELPS, HURTS, INCONCLUSIVE
+from fusionkit.evaluation.sequential import (SeedDesign, fixed_seeds_for_power, obrien_fleming_boundaries,
+                                             obrien_fleming_spending, simulate_design)
+from fusionkit.evaluation.verdicts import compare_pairs
+from fusionkit.report import plots
+
+
+# ---------------------------------------------------------------- boundaries
+
+def test_obrien_fleming_boundaries_match_published_gsdesign_tables():
+    # gsDesign(k=4, test.type=2, alpha=0.025, sfu=sfLDOF) and k=5: the symmetric two-sided bounds at total 0.05
+    four = obrien_fleming_boundaries((0.25, 0.5, 0.75, 1.0), 0.05)
+    assert np.round(four, 2).tolist() == [4.33, 2.96, 2.36, 2.01]
+    five = obrien_fleming_boundaries((0.2, 0.4, 0.6, 0.8, 1.0), 0.05)
+    assert np.round(five, 3).tolist() == [4.877, 3.357, 2.680, 2.290, 2.031]
+    # one look is the fixed design: the two-sided normal quantile
+    assert obrien_fleming_boundaries((1.0,), 0.05)[0] == pytest.approx(scipy.stats.norm.isf(0.025))
+
+
+def test_the_boundaries_spend_exactly_the_declared_alpha_under_the_null():
+    fractions = (0.15, 0.45, 0.7, 1.0)
+    bounds = np.array(obrien_fleming_boundaries(fractions, 0.01))
+    rng = np.random.default_rng(0)
+    increments = rng.normal(size=(400_000, 4)) * np.sqrt(np.diff((0,) + fractions))
+    z = np.cumsum(increments, axis=1) / np.sqrt(fractions)  # the Brownian motion of a group-sequential statistic
+    crossed = (np.abs(z) >= bounds).any(axis=1).mean()
+    assert crossed == pytest.approx(0.01, abs=4 * np.sqrt(0.01 * 0.99 / 400_000))
+    assert obrien_fleming_spending(1.0, 0.01) == pytest.approx(0.01)
+
+
+def test_seed_schedules_and_bad_designs():
+    assert SeedDesign.staged(3, 20, 4).looks == (3, 9, 14, 20)
+    assert SeedDesign.from_parameter([0, 1, 2, 3, 4]).looks == (5,)
+    fixed = SeedDesign.from_parameter([0, 1, 2])
+    assert fixed.nominal_level(3, 0.05, 6) == pytest.approx(0.05 / 6)  # Bonferroni over the family
+    staged = SeedDesign.staged(3, 20, 4)
+    levels = [staged.nominal_level(n, 0.05, 6) for n in staged.looks]
+    assert levels == sorted(levels) and levels[-1] < 0.05 / 6  # early looks strict; the last near Bonferroni
+    assert staged.look_of(10) == 1 and staged.look_of(20) == 3
+    with pytest.raises(InputError, match="first <= max"):
+        SeedDesign.staged(5, 3, 2)
+
+
+# ---------------------------------------------------------------- four outcomes, one interval
+
+def seed_results(gains: dict, spread: float = 0.3, seeds: int = 6) -> pd.DataFrame:
+    rng = np.random.default_rng(3)
+    rows = []
+    for seed in range(seeds):
+        control = 0.8 + rng.normal(0, 0.02)
+        rows.append({"system": "control", "seed": seed, "target": "t", "train_size": 100, "accuracy": control})
+        rows += [{"system": system, "seed": seed, "target": "t", "train_size": 100,
+                  "accuracy": control + (gain + rng.normal(0, spread)) / 100} for system, gain in gains.items()]
+    return pd.DataFrame(rows)
+
+
+def test_four_outcomes_on_constructed_cases_with_figure_and_table_agreeing():
+    cases = {"helps": 4.0, "hurts": -4.0, "equivalent": 0.0, "inconclusive": 1.0}
+    results = seed_results(cases)
+    noisy = results["system"] == "inconclusive"  # its interval spans 0 and the margin
+    results.loc[noisy, "accuracy"] += np.random.default_rng(9).normal(0, 0.03, noisy.sum())
+    table = compare_pairs(results, [(system, "control") for system in cases], min_effect=1.0)
+    assert dict(zip(table["system"], table["verdict"])) == {
+        "helps": HELPS, "hurts": HURTS, "equivalent": EQUIVALENT, "inconclusive": INCONCLUSIVE}
+    # the interval is simultaneous: each at alpha/4, so wider than the 95% one of the same seeds
+    assert table["confidence"].tolist() == pytest.approx([1 - 0.05 / 4] * 4)
+    # a t-interval at that level, and the adjusted p below alpha exactly when it excludes 0
+    assert ((table["p_adjusted"] < 0.05) == ((table["ci_low"] > 0) | (table["ci_high"] < 0))).all()
+    # the figure draws exactly those intervals and says those words
+    figure = plots.gain_forest(table)
+    axes = figure.axes[0]
+    drawn = sorted((round(seg[0][0], 9), round(seg[1][0], 9)) for collection in axes.collections
+                   for seg in collection.get_segments())
+    assert drawn == sorted((round(lo, 9), round(hi, 9)) for lo, hi in zip(table["ci_low"], table["ci_high"]))
+    words = {text.get_text() for text in axes.texts}
+    assert set(table["verdict"]) <= words
+    legend = [text.get_text() for text in figure.legends[0].get_texts()]
+    assert any("simultaneous 95% (Bonferroni over 4)" in label for label in legend)
+
+
+def test_equivalent_is_two_one_sided_tests_as_statsmodels_computes_them():
+    from statsmodels.stats.weightstats import ttost_paired
+
+    results = seed_results({"same": 0.1, "near": 0.8}, spread=0.4)
+    table = compare_pairs(results, [("same", "control"), ("near", "control")], min_effect=1.0).set_index("system")
+    control = results[results["system"] == "control"].sort_values("seed")["accuracy"].to_numpy() * 100
+    for system, row in table.iterrows():
+        fused = results[results["system"] == system].sort_values("seed")["accuracy"].to_numpy() * 100
+        p_tost = ttost_paired(fused, control, -1.0, 1.0)[0]
+        level = 1 - row["confidence"]
+        assert (row["verdict"] == EQUIVALENT) == (p_tost < level / 2)
+
+
+def test_a_gain_that_rounds_onto_the_minimum_effect_is_shown_to_two_decimals():
+    results = seed_results({"just_below": 0.96}, spread=0.001)
+    row = compare_pairs(results, [("just_below", "control")], min_effect=1.0).iloc[0]
+    assert f"{row['gain']:+.2f} accuracy points" in row["sentence"] and "+1.0 accuracy" not in row["sentence"]
+
+
+# ---------------------------------------------------------------- seeds in stages, by simulation
+
+DESIGN = SeedDesign.staged(3, 20, 4)
+N_STUDIES = 1500
+
+
+def test_under_the_null_the_family_error_rate_stays_at_alpha():
+    """1,500 simulated studies of 6 comparisons with no effect, looked at 4 times: the share with any false helps or
+    hurts is at most alpha (within 2 Monte-Carlo standard errors)."""
+    result = simulate_design(DESIGN, [0.0] * 6, sd=2.0, alpha=0.05, min_effect=1.0, n_studies=N_STUDIES, seed=1)
+    assert result["family_error"] <= 0.05 + 2 * result["family_error_se"]
+    # and peeking with the fixed-design critical value at every look would not have held it
+    naive = SeedDesign((20,))
+    rng = np.random.default_rng(1)
+    differences = rng.normal(0.0, 2.0, size=(N_STUDIES, 20, 6))
+    level = naive.nominal_level(20, 0.05, 6)
+    false = np.zeros((N_STUDIES, 6), dtype=bool)
+    for n in DESIGN.looks:
+        t = differences[:, :n].mean(axis=1) / (differences[:, :n].std(axis=1, ddof=1) / np.sqrt(n))
+        false |= np.abs(t) > scipy.stats.t.isf(level / 2, n - 1)
+    assert false.any(axis=1).mean() > result["family_error"]
+
+
+def test_a_true_gain_of_min_effect_plus_one_is_decided_with_fewer_seeds_than_a_fixed_design():
+    """A true gain of min_effect + 1 point at a seed SD of 2 points (one of 6 comparisons): decided "helps" in at
+    least 80% of studies within 20 seeds, spending fewer seeds on average than the fixed design of the same power."""
+    result = simulate_design(DESIGN, [2.0] + [0.0] * 5, sd=2.0, alpha=0.05, min_effect=1.0, n_studies=N_STUDIES,
+                             seed=2)
+    power = float((result["outcomes"][:, 0] == HELPS).mean())
+    assert power >= 0.80 and result["seeds"][:, 0].max() <= 20
+    fixed = fixed_seeds_for_power(2.0, 2.0, 0.05, 6, power)
+    assert result["seeds"][:, 0].mean() < fixed
+
+
+# ---------------------------------------------------------------- a staged study
+
+def test_a_staged_study_gives_more_seeds_only_to_undecided_systems(toy_task, toy_source):
+    from fusionkit.study.design import StudyDesign
+    from fusionkit.study.runner import Arm, StudyConfig
+
+    other = toy_source.subsample(40)
+    other.name = "other"
+    arms = [Arm("probe", "linear_probe"), Arm("seq", "sequential", per_source=True, controls=[])]
+    study = StudyConfig("toy", ["toysrc", "other"], arms, seeds={"first": 2, "max": 6, "looks": 3}, train_sizes=[30])
+    assert study.seeds == list(range(6)) and study.seed_design.looks == (2, 4, 6)
+    design = StudyDesign(study, toy_task, [toy_source, other])
+    planned = design.final_runs(None, seeds=4, stopped={"seq (toysrc)": 2})
+    seeds = {}
+    for run in planned:
+        seeds.setdefault(run.of or run.system, set()).add(run.run["seed"])
+    assert seeds == {"probe": {0, 1}, "seq (toysrc)": {0, 1}, "seq (other)": {0, 1, 2, 3}}
+    assert {p.system for p in planned if p.of == "seq (other)" and p.run["seed"] == 3} == {
+        "seq (other): no source", "seq (other): tuned control"}  # its controls follow it
