@@ -152,7 +152,8 @@ def test_the_matrix_report_has_five_targets_its_figures_and_the_selection_measur
     figures = json.loads((matrix_report / "figures" / "figures.json").read_text())
     assert {"06_transfer_matrix", "06_critical_difference", "06_asymmetry"} <= set(figures)
     selection = pd.read_csv(matrix_report / "selection.csv")
-    assert {"ndcg@1", "ndcg@3", "regret@1", "regret@3", "p_vs_random@3"} <= set(selection.columns)
+    assert {"ndcg@1", "ndcg@3", "regret@1", "regret@3"} <= set(selection.columns)
+    assert any(column.startswith("p_vs_random") for column in selection.columns)
     assert {"logme", "hscore", "leep", "nce", "random", "source train size"} == set(selection["estimator"])
     size = sum(path.stat().st_size for path in matrix_report.rglob("*") if path.is_file())
     assert size < 15e6, f"{size / 1e6:.1f} MB"

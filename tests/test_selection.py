@@ -94,9 +94,11 @@ def test_selection_table_ranks_a_perfect_estimator_above_random_and_an_inverted_
     assert table.loc["perfect", "ndcg@1"] == 1.0 and table.loc["perfect", "regret@3"] == 0.0
     assert table.loc["perfect", "kendall_tau"] == pytest.approx(1.0)
     assert table.loc["inverted", "spearman_rho"] == pytest.approx(-1.0)
-    assert table.loc["perfect", "p_vs_random@3"] < 0.01 and "better than random" in table.loc["perfect", "verdict"]
-    assert table.loc["perfect", "p_holm"] == pytest.approx(2 * table.loc["perfect", "p_vs_random@3"])  # Holm, 2 tests
-    assert table.loc["inverted", "p_vs_random@3"] > 0.5 and "no better" in table.loc["inverted", "verdict"]
+    # tested on the measure the table is sorted by and a report quotes: Regret@1
+    p = table["p_vs_random_regret@1"]
+    assert p["perfect"] < 0.01 and "better than random" in table.loc["perfect", "verdict"]
+    assert table.loc["perfect", "p_holm"] == pytest.approx(2 * p["perfect"])  # Holm, 2 tests
+    assert p["inverted"] > 0.5 and "no better" in table.loc["inverted", "verdict"]
     assert table.loc[RANDOM, "kendall_tau"] == 0.0 and table.loc["perfect", "n_targets"] == 6
     by_target = table.attrs["by_target"]
     assert len(by_target) == 3 * 6 and set(by_target["n_sources"]) == {5}
@@ -114,6 +116,34 @@ def test_pooled_test_against_random_is_calibrated():
     rejections, simulations = 0, 400
     for _ in range(simulations):
         targets = [(f"t{i}", rng.normal(size=4), rng.normal(0.5, 2, size=4)) for i in range(5)]
-        rejections += permutation_test_vs_random(targets, k=3, n_permutations=99,
+        rejections += permutation_test_vs_random(targets, k=1, n_permutations=99,
                                                  seed=int(rng.integers(1 << 31))) <= 0.05
     assert 0.03 <= rejections / simulations <= 0.07, rejections / simulations
+
+
+def test_regret_at_every_source_is_no_test_and_ndcg_can_still_be_tested():
+    targets = [(f"t{i}", np.arange(4.0), np.arange(4.0)) for i in range(5)]  # a perfect ranking
+    assert permutation_test_vs_random(targets, k=4, measure="regret", n_permutations=99) == 1.0  # regret@4 is 0 always
+    assert permutation_test_vs_random(targets, k=1, measure="regret", n_permutations=99) < 0.05
+    assert permutation_test_vs_random(targets, k=3, measure="ndcg", n_permutations=99) < 0.05
+
+
+def test_seed_uncertainty_gives_intervals_and_a_noise_ceiling():
+    from fusionkit.evaluation.selection import seed_uncertainty
+
+    rng = np.random.default_rng(2)
+    truth = {f"t{i}": {f"s{j}": float(j) for j in range(4)} for i in range(4)}  # s3 best everywhere
+    rows = [{"target": t, "source": s, "seed": seed, "gain": g + rng.normal(0, noise)}
+            for noise, targets in ((0.2, ["t0", "t1"]), (0.2, ["t2", "t3"]))
+            for t in targets for s, g in truth[t].items() for seed in range(5)]
+    seed_gains = pd.DataFrame(rows)
+    estimates, _ = frames(truth, {"oracle": truth, "inverted": {t: {s: -g for s, g in by.items()}
+                                                               for t, by in truth.items()}})
+    intervals, ceiling = seed_uncertainty(estimates, seed_gains, n_resamples=200)
+    intervals = intervals.set_index("estimator")
+    assert intervals.loc["oracle", "regret@1_high"] < intervals.loc["inverted", "regret@1_low"]
+    assert intervals.loc["oracle", "ndcg@3_low"] > intervals.loc["inverted", "ndcg@3_high"]
+    # little seed noise against gaps of 1 point: one seed's ranking already finds the best source
+    assert ceiling["regret@1"] == pytest.approx(0.0, abs=0.05) and ceiling["seed_rankings"] == 4 * 5
+    noisy = seed_gains.assign(gain=seed_gains["gain"] + rng.normal(0, 5, len(seed_gains)))
+    assert seed_uncertainty(estimates, noisy, n_resamples=50)[1]["regret@1"] > 0.5  # noise lowers the ceiling

@@ -158,3 +158,84 @@ def test_a_staged_study_gives_more_seeds_only_to_undecided_systems(toy_task, toy
     assert seeds == {"probe": {0, 1}, "seq (toysrc)": {0, 1}, "seq (other)": {0, 1, 2, 3}}
     assert {p.system for p in planned if p.of == "seq (other)" and p.run["seed"] == 3} == {
         "seq (other): no source", "seq (other): tuned control"}  # its controls follow it
+
+
+@pytest.mark.slow
+def test_a_staged_study_runs_its_looks_and_resumes_without_training(data_dir, tmp_path, monkeypatch):
+    """End to end on the tiny encoder: after the first look (2 seeds) the systems the primary comparisons decide
+    stop; the others and their controls get the third seed. Run again over the full store, it trains nothing."""
+    import fusionkit.study.runner
+    from fusionkit.study.design import primary_comparisons
+    from fusionkit.study.executors import run_study
+    from fusionkit.study.profiles import study_config
+
+    overrides = {"seeds": {"first": 2, "max": 3, "looks": 2}, "tuning_budget": 1, "task_train_cap": 60,
+                 "validation_cap": 20, "test_cap": 40, "cka_examples": 8, "fusion_size": 30,
+                 "expert_knobs": {"expert_train_size": 40, "expert_epochs": 1, "expert_validation_size": 20},
+                 "train_knobs": {"epochs": 1, "batch_size": 16},
+                 "fusion_arms": [{"system": "sequential", "strategy": "sequential", "per_source": True,
+                                  "controls": []},
+                                 {"system": "merge", "strategy": "merge", "controls": []}]}
+    study = study_config("smoke", "fusion", "cr", ["mr", "subj"], str(tmp_path), str(data_dir), overrides)
+    results = run_study(study, progress=False)
+    first_look = primary_comparisons(results[results["seed"] < 2], study.alpha, study.min_effect, study.seed_design)
+    decided = set(first_look.loc[first_look["verdict"] != INCONCLUSIVE, "system"])
+    for system in results.loc[results["role"] == "fusion", "system"].unique():
+        own = results[(results["system"] == system) | (results["of"] == system)]
+        expected = {0, 1} if system in decided else {0, 1, 2}
+        assert set(own["seed"]) == expected, system
+    final = primary_comparisons(results, study.alpha, study.min_effect, study.seed_design)
+    assert set(final.loc[final["system"].isin(decided), "look"]) <= {1}
+    assert set(final.loc[~final["system"].isin(decided), "look"]) <= {2}
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a run was fitted although every run is stored")
+
+    monkeypatch.setattr(fusionkit.study.runner.StudyRunner, "run", no_training)
+    again = run_study(study, progress=False)
+    assert sorted(again["run_id"]) == sorted(results["run_id"])
+
+
+# ---------------------------------------------------------------- small-n rank statistics
+
+def test_small_n_rank_correlations_have_exact_p_values():
+    from fusionkit.evaluation.transferability import rank_correlation
+
+    perfect = rank_correlation([0.1, 0.5, 0.9], [1.0, 2.0, 3.0])
+    assert perfect["spearman_p"] == pytest.approx(2 / 6) and perfect["kendall_p"] == pytest.approx(2 / 6)
+    # 5 pairs, one swap: Kendall tau 0.8; orderings with |tau| >= 0.8 are 2 x (1 + 4) of 120
+    swapped = rank_correlation([1, 2, 3, 4, 5], [2, 1, 3, 4, 5])
+    assert swapped["kendall_tau"] == pytest.approx(0.8) and swapped["kendall_p"] == pytest.approx(10 / 120)
+    assert swapped["p_method"].startswith("exact")
+    assert rank_correlation(np.arange(10), np.arange(10) ** 2)["p_method"] == "asymptotic"
+
+
+# ---------------------------------------------------------------- the matrix's statistics
+
+def test_the_best_source_is_chosen_on_validation_with_ties_and_thin_choices_named():
+    from fusionkit.report.matrix import best_source_on_validation
+
+    cells = pd.DataFrame({"target": ["sst2"] * 3 + ["subj"] * 3 + ["cr"] * 3,
+                          "source": ["cr", "mr", "trec"] * 2 + ["mr", "subj", "trec"],
+                          "gain": [7.25, 7.25, 1.0, 3.0, 1.0, -2.0, 5.0, 0.5, 9.0],  # test gains
+                          "val_accuracy": [0.80, 0.80, 0.70, 0.70, 0.7025, 0.60, 0.90, 0.80, 0.85]})
+    chosen = best_source_on_validation(cells, {"sst2": 200, "subj": 400, "cr": 200})
+    best = chosen[chosen["chosen"]].set_index("target")
+    assert best["source"].to_dict() == {"sst2": "cr", "subj": "mr", "cr": "mr"}  # never trec's 9.0 on cr's test
+    assert best.loc["sst2", "choice"].startswith("tie on validation with mr")
+    assert best.loc["subj", "choice"].startswith("thin: ahead of cr by 1.0 validation example")
+    assert best.loc["cr", "choice"] == "ahead by 10.0 validation examples on average"
+    assert chosen.groupby("target")["chosen"].sum().eq(1).all()
+
+
+def test_the_asymmetry_test_permutes_task_labels_and_holds_its_level():
+    from fusionkit.evaluation.stats import asymmetry_test
+
+    symmetric = np.array([[0, 1, 2, 3], [1, 0, 4, 5], [2, 4, 0, 6], [3, 5, 6, 0]], dtype=float)
+    result = asymmetry_test(symmetric)
+    assert result["spearman_rho"] == pytest.approx(1.0) and result["n_pairs"] == 6 and result["method"] == "exact"
+    rng = np.random.default_rng(0)
+    p_values = [asymmetry_test(rng.normal(size=(4, 4)))["p_value"] for _ in range(300)]
+    assert np.mean(np.array(p_values) <= 0.1) <= 0.1 + 2 * np.sqrt(0.1 * 0.9 / 300)
+    with pytest.raises(InputError, match="both directions"):
+        asymmetry_test(np.where(np.eye(4, k=1) > 0, np.nan, symmetric))

@@ -315,6 +315,47 @@ def aso(scores_a, scores_b, confidence: float = 0.95, n_bootstrap: int = 1000, s
     return float(np.clip(observed - sigma / scale * scipy.stats.norm.ppf(1 - confidence), 0.0, 1.0))
 
 
+# ---------------------------------------------------------------- transfer asymmetry
+
+MANTEL_EXACT_UP_TO = 7  # tasks: up to 7! = 5,040 relabellings are enumerated; beyond, sampled
+
+
+def asymmetry_test(gains, n_permutations: int = 10_000, seed: int = 0) -> dict:
+    """Does transfer A->B go with transfer B->A? Spearman's rho between gain[i, j] and gain[j, i] over the pairs
+    i < j of a square tasks x tasks matrix (sources in rows, targets in columns; the diagonal unused), with a
+    two-sided p-value from a Mantel permutation test (Mantel 1967): the task labels of the transposed matrix are
+    permuted (rows and columns together), since every task enters n - 1 pairs and the pairs are not independent,
+    which Spearman's own p-value assumes. All relabellings up to ``MANTEL_EXACT_UP_TO`` tasks (exact; the identity
+    counts), else ``n_permutations`` random ones and p = (1 + count) / (1 + n_permutations)."""
+    import itertools
+
+    matrix = np.array(gains, dtype=np.float64)
+    n = matrix.shape[0] if matrix.ndim == 2 else 0
+    if matrix.shape != (n, n) or n < 3:
+        raise InputError(f"gains must be a square tasks x tasks matrix of at least 3 tasks, got shape {matrix.shape}")
+    np.fill_diagonal(matrix, 0.0)  # a task and itself: no transfer, unused
+    if not np.isfinite(matrix).all():
+        row, column = np.argwhere(~np.isfinite(matrix))[0]
+        raise InputError(f"gains must hold both directions of every pair of tasks; cell ({row}, {column}) is "
+                         f"{matrix[row, column]}")
+    upper = np.triu_indices(n, 1)
+    forward = matrix[upper]
+
+    def rho(order) -> float:
+        return float(scipy.stats.spearmanr(forward, matrix.T[np.ix_(order, order)][upper]).statistic)
+
+    observed = rho(np.arange(n))
+    if n <= MANTEL_EXACT_UP_TO:
+        values = np.array([rho(np.array(order)) for order in itertools.permutations(range(n))])
+        p_value, method = float(np.mean(np.abs(values) >= abs(observed) - 1e-12)), "exact"
+    else:
+        rng = np.random.default_rng(seed)
+        values = np.array([rho(rng.permutation(n)) for _ in range(n_permutations)])
+        p_value = float((1 + np.sum(np.abs(values) >= abs(observed) - 1e-12)) / (1 + n_permutations))
+        method = f"{n_permutations} random relabellings"
+    return {"spearman_rho": observed, "p_value": p_value, "n_pairs": len(forward), "method": method}
+
+
 # ---------------------------------------------------------------- multiple comparisons and rankings
 
 def holm(pvalues) -> np.ndarray:

@@ -134,14 +134,32 @@ def text_embedding_similarity(source_embeddings, target_embeddings) -> float:
     return float(a @ b / norms)
 
 
+EXACT_UP_TO = 7  # pairs: up to 7! = 5,040 orderings, rank correlations get exact permutation p-values
+
+
 def rank_correlation(predicted, observed) -> dict[str, float]:
-    """Kendall's tau and Spearman's rho (with p-values) between transferability scores and observed gains."""
-    predicted = as_checked_array(predicted, "predicted", ndim=1)
-    observed = as_checked_array(observed, "observed", ndim=1)
+    """Kendall's tau and Spearman's rho (with two-sided p-values) between transferability scores and observed gains.
+
+    With at most ``EXACT_UP_TO`` pairs the p-values are exact over all orderings of ``predicted``
+    (``scipy.stats.permutation_test`` enumerates them; two-sided as twice the smaller tail, which for the symmetric
+    null distribution of a rank correlation is the share reaching |statistic|), since the large-sample
+    approximations are wrong there (Spearman's t-approximation gives p = 0 for rho = 1 over 3 pairs; the exact p is
+    2/6 = 0.33). ``p_method`` says which was used."""
+    predicted = as_checked_array(predicted, "predicted", ndim=1).astype(np.float64)
+    observed = as_checked_array(observed, "observed", ndim=1).astype(np.float64)
     n = check_lengths("pairs", predicted=predicted, observed=observed)
     if n < 3:
         raise InputError(f"a rank correlation needs at least 3 (predicted, observed) pairs, got {n}")
     kendall = scipy.stats.kendalltau(predicted, observed)
     spearman = scipy.stats.spearmanr(predicted, observed)
-    return {"kendall_tau": float(kendall.statistic), "kendall_p": float(kendall.pvalue),
-            "spearman_rho": float(spearman.statistic), "spearman_p": float(spearman.pvalue)}
+    result = {"kendall_tau": float(kendall.statistic), "kendall_p": float(kendall.pvalue),
+              "spearman_rho": float(spearman.statistic), "spearman_p": float(spearman.pvalue),
+              "p_method": "asymptotic"}
+    if n <= EXACT_UP_TO and np.ptp(predicted) > 0 and np.ptp(observed) > 0:
+        for name, statistic in (("kendall", lambda x: scipy.stats.kendalltau(x, observed).statistic),
+                                ("spearman", lambda x: scipy.stats.spearmanr(x, observed).statistic)):
+            test = scipy.stats.permutation_test((predicted,), statistic, permutation_type="pairings",
+                                                alternative="two-sided", n_resamples=np.inf)
+            result[f"{name}_p"] = float(test.pvalue)
+        result["p_method"] = f"exact (all {int(np.prod(np.arange(1, n + 1)))} orderings)"
+    return result

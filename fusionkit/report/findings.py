@@ -294,9 +294,13 @@ def save_critical_difference(run: NotebookRun):
         print("fewer than 2 targets (or 3 systems run on each) in the results store: no critical-difference "
               f"diagram (it ranks systems over targets)")
         return None
-    return run.save(plots.critical_difference_diagram(ranking.avg_ranks, ranking.cd), "05_critical_difference",
-                    "average rank of each system over targets; systems joined by a bar are not significantly "
-                    "different")
+    significant = ranking.p_value < ranking.alpha
+    return run.save(plots.critical_difference_diagram(ranking.avg_ranks, ranking.cd,
+                                                      title=plots.ranking_title(ranking)), "05_critical_difference",
+                    "average rank of each system over targets; " + (
+                        "systems joined by a bar are not significantly different" if significant else
+                        f"exploratory: the Friedman test is not significant (p={ranking.p_value:.2g}), so no "
+                        f"difference is shown"))
 
 
 def cka_heatmap_system(results: pd.DataFrame) -> str | None:

@@ -16,8 +16,8 @@ from fusionkit.data.tasks import Task
 
 from fusionkit.errors import InputError
 from fusionkit.evaluation.gains import HELPS, HURTS
-from fusionkit.evaluation.selection import RANDOM, selection_table
-from fusionkit.evaluation.stats import friedman_nemenyi
+from fusionkit.evaluation.selection import RANDOM, seed_uncertainty, selection_table
+from fusionkit.evaluation.stats import asymmetry_test, friedman_nemenyi
 from fusionkit.evaluation.transferability import rank_correlation
 from fusionkit.evaluation.verdicts import compare_pairs, methods_header, verdict_sentences
 from fusionkit.report import plots, tables
@@ -126,11 +126,13 @@ def _rows_of(table: pd.DataFrame, pairs: list[tuple[str, str]]) -> pd.DataFrame:
 class TransferMatrix:
     """``cells``: one row per (source, target) with the seed-level gain of sequential transfer over its matched
     control (interval simultaneous over every fusion comparison of the matrix, adjusted p, verdict) beside the same gain over test examples (secondary);
-    ``seed_level`` and ``on_test_set`` are the two ``compare_pairs`` tables it comes from."""
+    ``seed_level`` and ``on_test_set`` are the two ``compare_pairs`` tables it comes from; ``seed_gains`` the gain
+    of every cell on each seed (target, source, seed, gain), the ground truth's noise."""
 
     cells: pd.DataFrame
     seed_level: pd.DataFrame
     on_test_set: pd.DataFrame
+    seed_gains: pd.DataFrame | None = None
 
     def pivot(self, column: str) -> pd.DataFrame:
         """``column`` as a sources x targets table (a task and itself: empty)."""
@@ -158,11 +160,28 @@ def transfer_matrix(run: MatrixRun, results: pd.DataFrame) -> TransferMatrix:
     cells["test_set_p_adjusted"] = [test.loc[key, "p_adjusted"] for key in keys]
     cells["mark"] = np.where(cells["verdict"].isin([HELPS, HURTS]), SEED_MARK,
                              np.where(cells["test_set_p_adjusted"] < alpha, TEST_SET_MARK, ""))
+    validation = results[results["role"] == "fusion"].groupby(["system", "target"])["val_accuracy"].mean()
+    cells["val_accuracy"] = [validation.get(key, np.nan) for key in keys]
+    sizes = {config.target: len(config.task(config.target).capped("validation", config.validation_cap).validation)
+             for config in run.configs()}
+    cells = best_source_on_validation(cells, sizes)
     matrix = TransferMatrix(cells.drop(columns="system").rename(columns={"baseline": "control"}), seed_level,
-                            on_test_set)
+                            on_test_set, _seed_gains(results, pairs, sources))
     run.write_table(matrix.cells, "transfer_matrix")
     run.write_table(matrix.pivot("gain").reset_index(), "transfer_matrix_gains")
     return matrix
+
+
+def _seed_gains(results: pd.DataFrame, pairs: list[tuple[str, str]], sources: pd.Series) -> pd.DataFrame:
+    """Each sequential cell's gain over its matched control on each seed they share, in accuracy points."""
+    rows = []
+    for system, control in pairs:
+        fused = results[results["system"] == system].set_index(["target", "seed"])[METRIC]
+        reference = results[results["system"] == control].set_index(["target", "seed"])[METRIC]
+        for target, seed in fused.index.intersection(reference.index):
+            rows.append({"target": target, "source": sources[system], "seed": seed,
+                         "gain": 100 * float(fused[(target, seed)] - reference[(target, seed)])})
+    return pd.DataFrame(rows, columns=["target", "source", "seed", "gain"])
 
 
 def save_transfer_matrix(run: MatrixRun, matrix: TransferMatrix):
@@ -175,18 +194,27 @@ def save_transfer_matrix(run: MatrixRun, matrix: TransferMatrix):
 
 
 def asymmetry(run: MatrixRun, matrix: TransferMatrix) -> tuple[pd.DataFrame, dict | None]:
-    """Every pair of tasks with both directions measured: gain(A->B), gain(B->A), and Spearman's rho between the
-    two directions over the pairs (None with fewer than 3 pairs); the scatter is saved, asymmetry.csv written."""
-    gains = matrix.cells.set_index(["source", "target"])["gain"]
+    """Every pair of tasks with both directions measured: gain(A->B) and gain(B->A) with their intervals (the
+    verdicts'), and Spearman's rho between the two directions with a Mantel permutation test over task labels
+    (``stats.asymmetry_test``; None without a complete matrix of at least 3 tasks); the scatter is saved with both
+    intervals of every pair, asymmetry.csv written."""
+    cells = matrix.cells.set_index(["source", "target"])
     tasks = sorted(set(matrix.cells["source"]) | set(matrix.cells["target"]))
-    rows = [{"task_a": a, "task_b": b, "gain_a_to_b": gains[(a, b)], "gain_b_to_a": gains[(b, a)]}
-            for i, a in enumerate(tasks) for b in tasks[i + 1:] if (a, b) in gains and (b, a) in gains]
-    pairs = pd.DataFrame(rows, columns=["task_a", "task_b", "gain_a_to_b", "gain_b_to_a"])
+    rows = [{"task_a": a, "task_b": b, "gain_a_to_b": cells.loc[(a, b), "gain"],
+             "gain_b_to_a": cells.loc[(b, a), "gain"], "a_to_b_low": cells.loc[(a, b), "ci_low"],
+             "a_to_b_high": cells.loc[(a, b), "ci_high"], "b_to_a_low": cells.loc[(b, a), "ci_low"],
+             "b_to_a_high": cells.loc[(b, a), "ci_high"]}
+            for i, a in enumerate(tasks) for b in tasks[i + 1:] if (a, b) in cells.index and (b, a) in cells.index]
+    pairs = pd.DataFrame(rows, columns=["task_a", "task_b", "gain_a_to_b", "gain_b_to_a", "a_to_b_low",
+                                        "a_to_b_high", "b_to_a_low", "b_to_a_high"])
+    grid = matrix.pivot("gain").to_numpy(dtype=float)
+    complete = len(tasks) >= 3 and len(pairs) == len(tasks) * (len(tasks) - 1) // 2
+    test = asymmetry_test(grid) if complete else None
     run.write_table(pairs, "asymmetry")
-    run.save(plots.asymmetry_scatter(pairs), "06_asymmetry",
-             "gain of transfer A->B against B->A for every pair of tasks (points on the diagonal: symmetric)")
-    correlation = rank_correlation(pairs["gain_a_to_b"], pairs["gain_b_to_a"]) if len(pairs) >= 3 else None
-    return pairs, correlation
+    run.save(plots.asymmetry_scatter(pairs, test), "06_asymmetry",
+             "gain of transfer A->B against B->A for every pair of tasks with both intervals (the verdicts', "
+             "simultaneous); points on the diagonal: symmetric transfer; rho tested by permuting task labels")
+    return pairs, test
 
 
 def families_against_controls(run: MatrixRun, results: pd.DataFrame) -> pd.DataFrame:
@@ -223,9 +251,13 @@ def ranking_across_targets(run: MatrixRun, grid: pd.DataFrame):
         print(f"{len(complete)} target(s) and {complete.shape[1]} system(s) run on all: no Friedman test")
         return None
     ranking = friedman_nemenyi(complete, alpha=run.parameters["alpha"])
-    run.save(plots.critical_difference_diagram(ranking.avg_ranks, ranking.cd), "06_critical_difference",
-             f"average rank of each system over the {ranking.n_datasets} targets (1 = best); systems joined by a bar "
-             f"are within the Nemenyi critical difference (alpha={ranking.alpha:g})")
+    significant = ranking.p_value < ranking.alpha
+    run.save(plots.critical_difference_diagram(ranking.avg_ranks, ranking.cd, title=plots.ranking_title(ranking)),
+             "06_critical_difference",
+             f"average rank of each system over the {ranking.n_datasets} targets (1 = best); " + (
+                 f"systems joined by a bar are within the Nemenyi critical difference (alpha={ranking.alpha:g})"
+                 if significant else f"exploratory: the Friedman test is not significant (p={ranking.p_value:.2g}), "
+                                     f"so no difference between these ranks is shown"))
     return ranking
 
 
@@ -266,9 +298,17 @@ def source_estimates(run: MatrixRun) -> pd.DataFrame:
 
 def task_selection(run: MatrixRun, estimates: pd.DataFrame, matrix: TransferMatrix) -> pd.DataFrame:
     """``selection_table`` of every estimator against the observed gains of sequential transfer (random ranking
-    as the reference); selection.csv and selection_by_target.csv."""
+    as the reference), with bootstrap intervals over seeds for mean Regret@1 and NDCG@3 and the noise ceiling of
+    the ground truth (``selection.seed_uncertainty``, in ``attrs["noise_ceiling"]``); selection.csv,
+    selection_by_target.csv and selection_noise_ceiling.csv."""
     gains = matrix.cells[["target", "source", "gain"]]
     table = selection_table(estimates, gains, ks=(1, 3), alpha=run.parameters["alpha"])
+    if matrix.seed_gains is not None and len(matrix.seed_gains):
+        intervals, ceiling = seed_uncertainty(estimates, matrix.seed_gains, k_regret=1, k_ndcg=3)
+        attrs = dict(table.attrs)
+        table = table.merge(intervals, on="estimator", how="left")
+        table.attrs = {**attrs, "noise_ceiling": ceiling}
+        run.write_table(pd.DataFrame([ceiling]), "selection_noise_ceiling")
     run.write_table(table, "selection")
     run.write_table(table.attrs["by_target"], "selection_by_target")
     return table
@@ -311,9 +351,41 @@ def beyond_sequential(run: MatrixRun, results: pd.DataFrame, estimates: pd.DataF
     return table
 
 
+THIN_CHOICE_EXAMPLES = 1.0  # a best source ahead of the next by at most this many validation examples: a thin choice
+
+
+def best_source_on_validation(cells: pd.DataFrame, validation_sizes: dict[str, int]) -> pd.DataFrame:
+    """Each target's best source, chosen by the mean *validation* accuracy of sequential transfer from it (test
+    data never chooses; the largest of several noisy test gains would be biased upward), as columns of the cells:
+    ``chosen`` (one per target: on a tie, the first source alphabetically) and ``choice`` in words: a tie is named
+    ("tie on validation with mr"), and so is a thin choice, ahead of the next source by at most
+    ``THIN_CHOICE_EXAMPLES`` validation example(s) (``validation_sizes``: target -> examples)."""
+    cells = cells.copy()
+    cells["chosen"], cells["choice"] = False, ""
+    for target, group in cells.groupby("target"):
+        ranked = group.sort_values(["val_accuracy", "source"], ascending=[False, True])
+        best = ranked.index[0]
+        cells.loc[best, "chosen"] = True
+        if len(ranked) < 2:
+            cells.loc[best, "choice"] = "the only source"
+            continue
+        top = ranked["val_accuracy"].iloc[0]
+        tied = ranked.loc[np.isclose(ranked["val_accuracy"], top, rtol=0, atol=1e-12), "source"].tolist()[1:]
+        margin = (top - ranked["val_accuracy"].iloc[1]) * validation_sizes.get(target, np.nan)
+        if tied:
+            cells.loc[best, "choice"] = f"tie on validation with {', '.join(tied)} (the first alphabetically)"
+        elif margin <= THIN_CHOICE_EXAMPLES + 1e-9:
+            cells.loc[best, "choice"] = (f"thin: ahead of {ranked['source'].iloc[1]} by {margin:.1f} validation "
+                                         f"example(s) on average")
+        else:
+            cells.loc[best, "choice"] = f"ahead by {margin:.1f} validation examples on average"
+    return cells
+
+
 def _best_sources(matrix: TransferMatrix) -> list[str]:
-    by_target = matrix.cells.sort_values("gain", ascending=False).groupby("target", sort=True).head(1)
-    return [f"{row.target}: {row.source} ({row.gain:+.1f} points, {row.verdict})" for row in by_target.itertuples()]
+    chosen = matrix.cells[matrix.cells["chosen"]].sort_values("target")
+    return [f"{row.target}: {row.source} ({row.gain:+.1f} points on test, {row.verdict}; chosen on validation, "
+            f"{row.choice})" for row in chosen.itertuples()]
 
 
 def trusted_estimator(selection: pd.DataFrame) -> str:
@@ -325,12 +397,28 @@ def trusted_estimator(selection: pd.DataFrame) -> str:
         best = selection[selection["estimator"] != RANDOM].iloc[0]
         p_column = next(column for column in selection if column.startswith("p_vs_random"))
         return (f"none; no estimator picks sources better than random here (pooled permutation test, Holm over the "
-                f"{len(selection) - 1} estimators). The lowest mean Regret@1 is {best['estimator']}'s, "
-                f"{best['regret@1']:.2f} points against {random_regret:.2f} for a random pick (p={best[p_column]:.2g} "
-                f"before correction, {best['p_holm']:.2g} after)")
+                f"{len(selection) - 1} estimators, on mean Regret@1). The lowest mean Regret@1 is "
+                f"{best['estimator']}'s, {best['regret@1']:.2f} points{_interval_text(best)} against "
+                f"{random_regret:.2f} for a random pick (p={best[p_column]:.2g} before correction, "
+                f"{best['p_holm']:.2g} after){_ceiling_text(selection)}")
     best = tested.iloc[0]
     return (f"trust {best['estimator']}: it picks better than random (p_holm={best['p_holm']:.2g}) "
-            f"with a mean Regret@1 of {best['regret@1']:.2f} points against {random_regret:.2f} for a random pick")
+            f"with a mean Regret@1 of {best['regret@1']:.2f} points{_interval_text(best)} against "
+            f"{random_regret:.2f} for a random pick{_ceiling_text(selection)}")
+
+
+def _interval_text(row: pd.Series) -> str:
+    if "regret@1_low" not in row or not np.isfinite(row["regret@1_low"]):
+        return ""
+    return f" [{row['regret@1_low']:.2f}, {row['regret@1_high']:.2f} over resampled seeds]"
+
+
+def _ceiling_text(selection: pd.DataFrame) -> str:
+    ceiling = selection.attrs.get("noise_ceiling")
+    if not ceiling or not np.isfinite(ceiling.get("regret@1", np.nan)):
+        return ""
+    return (f"; one seed's own gains, ranking the sources against the other seeds' mean, reach a Regret@1 of "
+            f"{ceiling['regret@1']:.2f} (the noise ceiling: what the ground truth allows)")
 
 
 def write_matrix_findings(run: MatrixRun, matrix: TransferMatrix, families: pd.DataFrame, ranking,
@@ -340,7 +428,8 @@ def write_matrix_findings(run: MatrixRun, matrix: TransferMatrix, families: pd.D
     then the protocol (its sentence on overlap read from ``overlap_tables``, what ``overlap`` returns); printed."""
     negative = matrix.negative_transfer()
     helps = matrix.cells[matrix.cells["verdict"] == HELPS]
-    notes = [f"Best source per target (by observed gain of sequential transfer over its matched control): "
+    notes = [f"Best source per target (chosen by validation accuracy of sequential transfer; its test gain over "
+             f"the matched control shown): "
              f"{'; '.join(_best_sources(matrix))}.",
              "Sources that help at the seed level: "
              + (", ".join(f"{r.source}->{r.target}" for r in helps.itertuples()) or "none shown") + ".",
@@ -350,8 +439,10 @@ def write_matrix_findings(run: MatrixRun, matrix: TransferMatrix, families: pd.D
              ranking_caveat(ranking),
              "Asymmetry: " + ("too few task pairs for a rank correlation." if asymmetry_correlation is None else
                               f"Spearman rho between gain(A->B) and gain(B->A) is "
-                              f"{asymmetry_correlation['spearman_rho']:+.2f} (p="
-                              f"{asymmetry_correlation['spearman_p']:.2g})."),
+                              f"{asymmetry_correlation['spearman_rho']:+.2f} over "
+                              f"{asymmetry_correlation['n_pairs']} pairs (p={asymmetry_correlation['p_value']:.2g}, "
+                              f"Mantel test permuting task labels, {asymmetry_correlation['method']}: each task is in "
+                              f"several pairs)."),
              f"Which estimator to trust: {trusted_estimator(selection)}."]
     parameters = run.parameters
     protocol = (f"Protocol: every target's study gave each arm a tuning budget of {parameters['tuning_budget']} "

@@ -389,10 +389,13 @@ def _target_verdicts(page: _Page, record: dict, verdicts: dict, captions: dict) 
 # ---------------------------------------------------------------- the matrix report
 
 def best_sources(cells: pd.DataFrame) -> pd.DataFrame:
-    """The transfer matrix's best source per target: the largest observed gain of sequential transfer over its
-    matched control, with its interval and verdict (transfer_matrix.csv's columns); a tie goes as in the report's
-    own sentence (``matrix._best_sources``)."""
-    best = cells.sort_values("gain", ascending=False).groupby("target", sort=True).head(1)
+    """The transfer matrix's best source per target, as the report chose it on validation (transfer_matrix.csv's
+    ``chosen``, ``matrix.best_source_on_validation``), with its interval and verdict; a report made before that
+    column chose by the largest observed test gain, and is shown as it chose."""
+    if "chosen" in cells:
+        best = cells[cells["chosen"].astype(str).str.lower() == "true"]
+    else:
+        best = cells.sort_values("gain", ascending=False).groupby("target", sort=True).head(1)
     return best.sort_values("gain", ascending=False, ignore_index=True)
 
 
@@ -406,6 +409,10 @@ def _matrix_headline(page: _Page, record: dict) -> tuple[str, pd.DataFrame | Non
     parts, best = [], None
     if cells is not None and len(cells):
         best = best_sources(cells)
+        choice = ("Each target's source chosen by the validation accuracy of sequential transfer from it (a tie or "
+                  "a thin choice is named in transfer_matrix.csv's choice column), with its test gain over its "
+                  "matched control" if "chosen" in cells else
+                  "By the observed gain of sequential transfer over its matched control")
         rows = [[_cell(r.target), _cell(f"{r.source}{' ' + r.mark if isinstance(r.mark, str) else ''}"),
                  _num(_interval(r.gain, r.ci_low, r.ci_high, seeds, True)), _num(_p(r.p_adjusted)),
                  _verdict(r.verdict), _num(_p(r.test_set_p_adjusted))] for r in best.itertuples()]
@@ -413,8 +420,7 @@ def _matrix_headline(page: _Page, record: dict) -> tuple[str, pd.DataFrame | Non
                   _table(["target", "best source", "gain, points [simultaneous interval]", "p (adjusted)", "verdict",
                           "p over test examples (adjusted)"], rows,
                          [f" data-target='{_text(t)}'" for t in best["target"]], name="best-sources"),
-                  f"<p class='note'>By the observed gain of sequential transfer over its matched control (rule under "
-                  f"Verdicts); † significant only over test examples. Full precision: "
+                  f"<p class='note'>{choice} (rule under Verdicts); † significant only over test examples. Full precision: "
                   f"{page.link(HEADLINE, written=True)}.</p>"]
     if across is not None and len(across):
         systems = [c for c in across.columns if c not in ("target", "sequential_source")]

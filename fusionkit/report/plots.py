@@ -68,9 +68,20 @@ def reliability_diagram(y, probs_by_name: Mapping[str, np.ndarray], n_bins: int 
     return figure
 
 
+def ranking_title(ranking) -> str:
+    """A critical-difference diagram's title from its Friedman test (``stats.friedman_nemenyi``): the Nemenyi
+    post-hoc comparison reads only after a significant Friedman test (Demšar 2006); after a non-significant one the
+    diagram is drawn as exploratory and says so."""
+    if ranking.p_value < ranking.alpha:
+        return f"Critical difference diagram (Nemenyi, after Friedman p={ranking.p_value:.2g})"
+    return (f"Exploratory: Friedman p={ranking.p_value:.2g} ≥ {ranking.alpha:g}, no system is shown to differ;\n"
+            f"the ranks and the Nemenyi critical difference are drawn for orientation only")
+
+
 def critical_difference_diagram(avg_ranks: Mapping[str, float], cd: float,
-                                colors: Mapping[str, str] | None = None) -> Figure:
-    """Methods on an average-rank axis (1 = best), the CD bar, and a bar joining each group within CD."""
+                                colors: Mapping[str, str] | None = None, title: str | None = None) -> Figure:
+    """Methods on an average-rank axis (1 = best), the CD bar, and a bar joining each group within CD; ``title``
+    (``ranking_title``) says whether the Friedman test before it was significant."""
     avg_ranks = dict(avg_ranks)  # a Series iterates over its values, a mapping over its names
     colors = colors_for(avg_ranks, colors)
     ordered = sorted(avg_ranks.items(), key=lambda item: item[1])
@@ -87,7 +98,7 @@ def critical_difference_diagram(avg_ranks: Mapping[str, float], cd: float,
         axes.plot([rank, rank], [0, -row], color=colors[name], linewidth=1.5)
         axes.text(rank, -row, f" {name} ({rank:.2f})", va="center", color=colors[name])
     axes.set(xlim=(0.8, max(len(ordered), 1 + cd) + 0.5), ylim=(-len(ordered) - 0.7, bar_height + 0.8),
-             xlabel="Average rank (1 = best)", title="Critical difference diagram (Nemenyi)")
+             xlabel="Average rank (1 = best)", title=title or "Critical difference diagram (Nemenyi)")
     axes.set_xticks(range(1, len(ordered) + 1))
     axes.get_yaxis().set_visible(False)
     for side in ("left", "right", "top"):
@@ -388,27 +399,31 @@ def cka_profile(table: pd.DataFrame, colors: Mapping[str, str] | None = None) ->
     return figure
 
 
-def asymmetry_scatter(pairs: pd.DataFrame) -> Figure:
-    """gain(A->B) against gain(B->A) for every pair of tasks, the diagonal (symmetric transfer) and Spearman's rho
-    in the title (from 3 pairs on)."""
+def asymmetry_scatter(pairs: pd.DataFrame, test: Mapping | None = None) -> Figure:
+    """gain(A->B) against gain(B->A) for every pair of tasks, each with both intervals where the table has them
+    (a_to_b_low/high, b_to_a_low/high), the diagonal (symmetric transfer), and ``test`` in the title: Spearman's rho
+    with its permutation p over task labels (``stats.asymmetry_test``)."""
     check_columns(pairs, ["task_a", "task_b", "gain_a_to_b", "gain_b_to_a"], "pairs")
     figure = Figure(figsize=(6.5, 5), layout="constrained")
     axes = figure.add_subplot()
-    axes.scatter(pairs["gain_a_to_b"], pairs["gain_b_to_a"], color=PALETTE[0])
+    x, y = pairs["gain_a_to_b"].to_numpy(float), pairs["gain_b_to_a"].to_numpy(float)
+    if {"a_to_b_low", "a_to_b_high", "b_to_a_low", "b_to_a_high"} <= set(pairs):
+        xerr = np.nan_to_num([x - pairs["a_to_b_low"].to_numpy(float), pairs["a_to_b_high"].to_numpy(float) - x])
+        yerr = np.nan_to_num([y - pairs["b_to_a_low"].to_numpy(float), pairs["b_to_a_high"].to_numpy(float) - y])
+        axes.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="o", color=PALETTE[0], ecolor="0.6", elinewidth=1, capsize=2)
+        values = np.concatenate([x - xerr[0], x + xerr[1], y - yerr[0], y + yerr[1]])
+    else:
+        axes.scatter(x, y, color=PALETTE[0])
+        values = np.concatenate([x, y])
     for _, row in pairs.iterrows():
         axes.annotate(f"{row['task_a']}/{row['task_b']}", (row["gain_a_to_b"], row["gain_b_to_a"]),
                       textcoords="offset points", xytext=(4, 4), fontsize="small")
-    values = pairs[["gain_a_to_b", "gain_b_to_a"]].to_numpy(dtype=np.float64)
-    low, high = float(values.min()) - 0.5, float(values.max()) + 0.5
+    low, high = float(np.nanmin(values)) - 0.5, float(np.nanmax(values)) + 0.5
     axes.plot([low, high], [low, high], linestyle="--", color="grey", linewidth=0.8, label="symmetric transfer")
     axes.axhline(0, color="grey", linewidth=0.5)
     axes.axvline(0, color="grey", linewidth=0.5)
-    if len(pairs) >= 3:
-        correlation = rank_correlation(pairs["gain_a_to_b"], pairs["gain_b_to_a"])
-        title = (f"Spearman ρ = {correlation['spearman_rho']:.2f} (p = {correlation['spearman_p']:.2g}, "
-                 f"{len(pairs)} pairs)")
-    else:
-        title = f"{len(pairs)} pairs: too few for a rank correlation"
+    title = (f"Spearman ρ = {test['spearman_rho']:.2f} (p = {test['p_value']:.2g} permuting task labels, "
+             f"{test['n_pairs']} pairs)" if test else f"{len(pairs)} pairs: no test without a complete matrix")
     axes.set(xlabel="Gain of A → B over its control (accuracy points)",
              ylabel="Gain of B → A over its control (accuracy points)", title=title, aspect="equal")
     _legend_outside(figure, below=True)
