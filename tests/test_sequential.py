@@ -239,3 +239,85 @@ def test_the_asymmetry_test_permutes_task_labels_and_holds_its_level():
     assert np.mean(np.array(p_values) <= 0.1) <= 0.1 + 2 * np.sqrt(0.1 * 0.9 / 300)
     with pytest.raises(InputError, match="both directions"):
         asymmetry_test(np.where(np.eye(4, k=1) > 0, np.nan, symmetric))
+
+
+# ---------------------------------------------------------------- where the variance comes from
+
+def test_the_variance_split_recovers_known_components_and_agrees_with_statsmodels_anova():
+    import statsmodels.api as sm
+    import statsmodels.formula.api as smf
+
+    from fusionkit.evaluation.stats import crossed_variance_components
+
+    rng = np.random.default_rng(4)
+    truth = {"data": 4.0, "seed": 1.0, "interaction": 0.5}
+    estimates = []
+    for _ in range(3000):  # simulated studies, 4 data seeds x 4 seeds each
+        grid = (rng.normal(0, np.sqrt(truth["data"]), (4, 1)) + rng.normal(0, np.sqrt(truth["seed"]), (1, 4))
+                + rng.normal(0, np.sqrt(truth["interaction"]), (4, 4)))
+        estimates.append(crossed_variance_components(grid))
+    for name, value in truth.items():  # floored at 0, so unbiased up to a small upward push
+        assert np.mean([e[name] for e in estimates]) == pytest.approx(value, rel=0.1)
+    one = crossed_variance_components(grid)
+    frame = pd.DataFrame([(i, j, grid[i, j]) for i in range(4) for j in range(4)], columns=["data", "seed", "y"])
+    table = sm.stats.anova_lm(smf.ols("y ~ C(data) + C(seed)", frame).fit())
+    mean_squares = table["sum_sq"] / table["df"]
+    assert one["ms_data"] == pytest.approx(mean_squares["C(data)"])
+    assert one["ms_seed"] == pytest.approx(mean_squares["C(seed)"])
+    assert one["ms_residual"] == pytest.approx(mean_squares["Residual"])
+    assert one["share_data"] + one["share_seed"] + one["share_interaction"] == pytest.approx(1.0)
+
+
+def test_a_variance_split_plans_the_seed_grid_for_both_sides_and_the_table_reads_it(toy_task, toy_source):
+    from fusionkit.evaluation.stats import crossed_variance_components
+    from fusionkit.report.tables import variance_split_table
+    from fusionkit.study.design import VARIANCE, StudyDesign
+    from fusionkit.study.runner import Arm, StudyConfig
+
+    arms = [Arm("probe", "linear_probe"), Arm("seq", "sequential", per_source=True, controls=[])]
+    study = StudyConfig("toy", ["toysrc"], arms, seeds=[0, 1, 2], train_sizes=[30], variance_split=2)
+    planned = StudyDesign(study, toy_task, [toy_source]).final_runs(None)
+    grid = [p for p in planned if p.role == VARIANCE]
+    # seeds 0 and 1 each with the other's data seed, for the fusion system and for its matched control
+    assert sorted((p.system, p.run["seed"], p.run["data_seed"]) for p in grid) == sorted(
+        (name, seed, 1 - seed) for name in ("seq (toysrc): crossed seeds", "seq (toysrc): no source, crossed seeds")
+        for seed in (0, 1))
+    assert all("data_seed" not in p.run for p in planned if p.role != VARIANCE)  # the study's own runs keep their ids
+    # a planted gain grid: gain[data seed, seed] in points
+    planted = np.array([[3.0, 1.0], [5.0, 2.0]])
+    rows = []
+    for p in planned:
+        data_seed = p.run.get("data_seed", p.run["seed"])
+        fused = p.system in ("seq (toysrc)", "seq (toysrc): crossed seeds")
+        gain = planted[data_seed, p.run["seed"]] if data_seed < 2 and p.run["seed"] < 2 else 0.0
+        rows.append({"system": p.system, "role": p.role, "of": p.of, "detail": p.detail,
+                     "primary_control": p.primary, "seed": p.run["seed"], "train_size": 30,
+                     "data_seed": p.run.get("data_seed", np.nan), "accuracy": 0.7 + (gain / 100 if fused else 0)})
+    table = variance_split_table(pd.DataFrame(rows)).iloc[0]
+    expected = crossed_variance_components(planted)
+    assert table["system"] == "seq (toysrc)" and (table["data_seeds"], table["seeds"]) == (2, 2)
+    for name in ("data", "seed", "interaction", "share_data"):
+        assert table[name] == pytest.approx(expected[name])
+
+
+@pytest.mark.slow
+def test_a_variance_split_runs_end_to_end_with_the_data_seed_drawing_the_training_examples(data_dir, tmp_path):
+    from fusionkit.report.tables import variance_split_table
+    from fusionkit.study.executors import run_study
+    from fusionkit.study.profiles import study_config
+
+    overrides = {"variance_split": 2, "tuning_budget": 1, "task_train_cap": 60, "validation_cap": 20,
+                 "test_cap": 40, "cka_examples": 8, "fusion_size": 30, "train_knobs": {"epochs": 1, "batch_size": 16},
+                 "expert_knobs": {"expert_train_size": 40, "expert_epochs": 1, "expert_validation_size": 20},
+                 "fusion_arms": [{"system": "sequential", "strategy": "sequential", "per_source": True,
+                                  "controls": []}]}
+    study = study_config("smoke", "fusion", "cr", ["mr"], str(tmp_path), str(data_dir), overrides)
+    results = run_study(study, progress=False)
+    crossed = results[results["role"] == "variance"]
+    assert len(crossed) == 4 and set(crossed["data_seed"]) == {0, 1}
+    # the data seed draws the training examples: seed 0 on data seed 1 saw seed 1's sample, not seed 0's
+    from fusionkit.study.runner import load_study_tasks
+    target, _ = load_study_tasks(study)
+    assert target.subsample(30, 1).fingerprint() != target.subsample(30, 0).fingerprint()
+    table = variance_split_table(results)
+    assert table["system"].tolist() == ["sequential (mr)"] and (table[["data", "seed", "interaction"]] >= 0).all().all()

@@ -34,7 +34,7 @@ def test_verdicts_on_clear_cases(results):
         - results.query("strategy == 'finetune'")["accuracy"].mean()))
     assert (table["test"] == "paired t-test").all() and (table["n_fused"] == 5).all()
     assert (table["p_adjusted"] >= table["p_value"]).all()
-    # one interval: the verdict's, at alpha/3 each (Bonferroni over the 3 tested rows), wider than a 95% one
+    # one interval: the verdict's, at alpha/3 each (Bonferroni over the 3 rows), wider than a 95% one
     assert table["confidence"].tolist() == pytest.approx([1 - 0.05 / 3] * 3) and (table["comparisons"] == 3).all()
 
 
@@ -59,7 +59,7 @@ def test_sentences_carry_the_numbers(results):
 
 def test_header_states_test_correction_and_thresholds(results):
     header = methods_header(compare_to_baseline(results, "finetune", alpha=0.01, min_effect=0.5))
-    for phrase in ("paired t-test", "Welch", "Bonferroni", "simultaneous at 99% over the 3 tested comparisons",
+    for phrase in ("paired t-test", "Welch", "Bonferroni", "simultaneous at 99% over the 3 comparisons",
                    "alpha 0.01/3", "|gain| >= 0.5 accuracy points", "inside +/-0.5", "below 0.01 exactly"):
         assert phrase in header
 

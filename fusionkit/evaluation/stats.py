@@ -315,6 +315,34 @@ def aso(scores_a, scores_b, confidence: float = 0.95, n_bootstrap: int = 1000, s
     return float(np.clip(observed - sigma / scale * scipy.stats.norm.ppf(1 - confidence), 0.0, 1.0))
 
 
+# ---------------------------------------------------------------- where the variance comes from
+
+def crossed_variance_components(grid) -> dict[str, float]:
+    """Variance components of a crossed design without replication (Bouthillier et al. 2021, "Accounting for
+    Variance in Machine Learning Benchmarks", separate the data sample from initialisation and order): ``grid[i, j]``
+    is the outcome (e.g. a system's gain over its control) with the training examples drawn by data seed i and
+    everything else by seed j. The two-way random-effects ANOVA (method of moments, Searle et al. 1992, ch. 4):
+    with a data seeds and b seeds, ``data = (MS_data - MS_res) / b``, ``seed = (MS_seed - MS_res) / a``,
+    ``interaction = MS_res`` (their interaction and any other noise), each floored at 0, and each one's share of
+    their sum; also the mean squares. Needs a complete grid of at least 2 x 2."""
+    values = as_checked_array(grid, "grid", ndim=2).astype(np.float64)
+    a, b = values.shape
+    if a < 2 or b < 2:
+        raise InputError(f"grid must be at least 2 data seeds x 2 seeds, got {a} x {b}")
+    mean = values.mean()
+    rows, columns = values.mean(axis=1), values.mean(axis=0)
+    ms_data = b * ((rows - mean) ** 2).sum() / (a - 1)
+    ms_seed = a * ((columns - mean) ** 2).sum() / (b - 1)
+    residual = values - rows[:, None] - columns[None, :] + mean
+    ms_residual = (residual ** 2).sum() / ((a - 1) * (b - 1))
+    components = {"data": max(0.0, (ms_data - ms_residual) / b), "seed": max(0.0, (ms_seed - ms_residual) / a),
+                  "interaction": float(ms_residual)}
+    total = sum(components.values())
+    shares = {f"share_{name}": (value / total if total > 0 else np.nan) for name, value in components.items()}
+    return {**{name: float(value) for name, value in components.items()}, **shares, "ms_data": float(ms_data),
+            "ms_seed": float(ms_seed), "ms_residual": float(ms_residual), "data_seeds": a, "seeds": b}
+
+
 # ---------------------------------------------------------------- transfer asymmetry
 
 MANTEL_EXACT_UP_TO = 7  # tasks: up to 7! = 5,040 relabellings are enumerated; beyond, sampled

@@ -10,8 +10,8 @@ import pandas as pd
 from fusionkit.errors import InputError
 from fusionkit.evaluation.metrics import LOWER_IS_BETTER, check_columns
 from fusionkit.evaluation.stats import PAIRED_T_TEST, detectable_effect, seeds_needed
-from fusionkit.evaluation.gains import (EQUIVALENT, EXAMPLE_TEST, HELPS, HURTS, INCONCLUSIVE, Gain, example_gain,
-                                        judge_gains, transfer_gain)
+from fusionkit.evaluation.gains import (EXAMPLE_TEST, HELPS, HURTS, INCONCLUSIVE, Gain, example_gain, judge_gains,
+                                        transfer_gain)
 from fusionkit.evaluation.sequential import SeedDesign
 
 # Reported in points (x100), as papers do: "+2.1 accuracy points".
@@ -163,7 +163,7 @@ def _tested_seeds(fused: pd.Series, baseline: pd.Series) -> int | None:
 
 def _family_gains(items: list, alpha: float, design: SeedDesign, metric: str, scale: float, predictions) -> tuple:
     """The gain of every (runs, reference runs, fused scores, reference scores) of one family, each interval at its
-    share of ``alpha``: Bonferroni over the family's tested comparisons, and at the look its seeds reached under a
+    share of ``alpha``: Bonferroni over the family's comparisons, and at the look its seeds reached under a
     staged ``design`` (``SeedDesign.nominal_level``); the example-level test is one look. Returns the gains,
     the family size, and each comparison's look (1-based)."""
     if predictions is not None:
@@ -171,7 +171,9 @@ def _family_gains(items: list, alpha: float, design: SeedDesign, metric: str, sc
         seeds = [len(set(runs["seed"]) & set(reference_runs["seed"])) for runs, reference_runs, *_ in items]
     else:
         seeds = [_tested_seeds(fused, reference) for *_, fused, reference in items]
-    family = sum(n is not None for n in seeds)
+    # every comparison of the family counts, tested or not: a staged study's family must not change between looks
+    # (a comparison whose differences are all equal at one look may spread at the next)
+    family = len(items)
     gains, looks = [], []
     for (runs, reference_runs, fused, reference), n in zip(items, seeds):
         confidence = 1 - design.nominal_level(n or 0, alpha, family)
@@ -228,7 +230,7 @@ def compare_pairs(results: pd.DataFrame, pairs: Sequence[tuple[str, str]], metri
     with ``predictions``). Each gain has one interval, the one a report draws and a verdict reads: the paired
     t-interval over shared seeds (Welch's with fewer than 2 shared; with ``predictions``, the percentile bootstrap
     over test examples, a secondary view) at the comparison's share of ``alpha``: Bonferroni over the family's
-    tested comparisons, and with a staged ``design`` (``evaluation.sequential.SeedDesign``) the nominal level of
+    comparisons (tested or not, so that the family is the same at every look), and with a staged ``design`` (``evaluation.sequential.SeedDesign``) the nominal level of
     the look its seeds reached, so the intervals are simultaneous over comparisons and looks. The verdict is one of
     four (``gains.outcome``): helps / hurts (negative transfer) when the interval excludes 0 and |gain| >=
     min_effect, equivalent when it lies inside +/- min_effect, else inconclusive; ``p_adjusted`` < alpha exactly
@@ -281,7 +283,7 @@ def compare_to_baseline(results: pd.DataFrame, baseline: str, metric: str = "acc
     several systems. The gain is mean(system) - mean(baseline), in points (x100) for POINT_METRICS.
     Seeds run by both sides are paired: with 2 or more shared seeds the paired t-test and its t-interval
     over those seeds; otherwise Welch's t-test over all seeds; with fewer than 2 seeds on a side, no
-    test ("inconclusive"). The intervals are simultaneous over every tested row (Bonferroni, as
+    test ("inconclusive"). The intervals are simultaneous over every row (Bonferroni, as
     ``compare_pairs``), and so is the verdict read from them (``gains.outcome``: helps, hurts (negative
     transfer), equivalent or inconclusive; ``p_adjusted`` < alpha exactly when the interval excludes 0).
     One row per system and match_on values, with a display name in `system`: the value
@@ -357,7 +359,7 @@ def methods_header(comparisons: pd.DataFrame) -> str:
               f"looks (Lan-DeMets O'Brien-Fleming alpha spending), so it may stop at any look" if first["looks"] > 1
               else "")
     return (f"{against} on {first['metric']} at the same target and train size. {how}. Every interval is "
-            f"simultaneous at {1 - alpha:.0%} over the {family} tested comparisons of this table (Bonferroni: each at "
+            f"simultaneous at {1 - alpha:.0%} over the {family} comparisons of this table (Bonferroni: each at "
             f"alpha {alpha:g}/{family}{staged}), and the verdict reads that interval: 'helps' or 'hurts (negative "
             f"transfer)' ('better' or 'worse' for a target-only baseline) when it excludes 0 and |gain| >= "
             f"{first['min_effect']:g} {unit}; 'equivalent' when it lies inside +/-{first['min_effect']:g} (two "

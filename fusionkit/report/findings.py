@@ -19,7 +19,7 @@ from fusionkit.report.build import write_verdicts
 from fusionkit.report.notebook import NotebookRun
 from fusionkit.strategies.experts import EXPERT_TRAINERS
 from fusionkit.evaluation.sequential import SeedDesign
-from fusionkit.study.design import TUNED, primary_comparisons, role_pairs
+from fusionkit.study.design import primary_comparisons, role_pairs
 from fusionkit.study.source_scores import study_transferability
 
 BASELINE = "finetune"
@@ -206,6 +206,33 @@ def both_controls_reading(matched: str, tuned) -> str:
     return f"{matched} against the matched control, {tuned} against the tuned control"
 
 
+def variance_split(run: NotebookRun, results: pd.DataFrame) -> pd.DataFrame:
+    """Where each verdict's spread comes from (``tables.variance_split_table``), written to variance_split.csv with
+    one sentence per fusion system printed; says so when the study ran no seed x data-seed grid."""
+    table = tables.variance_split_table(results)
+    run.write_table(table, "variance_split")
+    print("\n".join(variance_sentences(table)) or "no seed x data-seed grid in this study (the variance_split "
+                                                   "parameter): the spread is not split")
+    return table
+
+
+def variance_sentences(table: pd.DataFrame) -> list[str]:
+    """One sentence per row of ``tables.variance_split_table``."""
+    sentences = []
+    for row in table.itertuples():
+        total = row.data + row.seed + row.interaction
+        head = f"{row.system} at n={row.train_size}"
+        if not total > 0:
+            sentences.append(f"{head}: its gain over its matched control is the same on every pair of the "
+                             f"{row.data_seeds} x {row.seeds} grid, so there is no spread to split")
+            continue
+        sentences.append(f"{head}: of the variance of its gain over its matched control ({total:.2f} squared points "
+                         f"over a {row.data_seeds} x {row.seeds} grid), {row.share_data:.0%} comes from which "
+                         f"training examples are drawn, {row.share_seed:.0%} from the seed (initialisation, order, "
+                         f"experts) and {row.share_interaction:.0%} from their interaction")
+    return sentences
+
+
 def reliability_systems(results: pd.DataFrame) -> list[str]:
     """The systems a reliability diagram shows: the baseline and the most accurate others (a readable few)."""
     ranked = results.groupby("system")["accuracy"].mean().sort_values(ascending=False).index.tolist()
@@ -388,7 +415,9 @@ def write_findings(run: NotebookRun, results: pd.DataFrame, summary: pd.DataFram
              f"Most accurate system at n={fusion_size} on the test set: {best.system}, accuracy {best.accuracy:.3f} "
              + ("(one deterministic run)." if best.get("seed_free", False) else
                 f"[{best.ci_low:.3f}, {best.ci_high:.3f}] over {best.n_seeds} seeds."),
-             *protocol_notes(run, results)]
+             *protocol_notes(run, results),
+             *(f"Where the spread comes from (Bouthillier et al. 2021): {sentence}."
+               for sentence in variance_sentences(tables.variance_split_table(results)))]
     if correlations is None:
         notes.append(f"Transferability vs observed gain: not computed ({n_sources_scored} single-source gains; a "
                      f"rank correlation needs at least 3).")

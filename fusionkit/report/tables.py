@@ -16,9 +16,10 @@ import pandas as pd
 
 from fusionkit.errors import FusionkitWarning, InputError
 from fusionkit.evaluation.metrics import check_columns
-from fusionkit.evaluation.stats import friedman_nemenyi
+from fusionkit.evaluation.stats import crossed_variance_components, friedman_nemenyi
 from fusionkit.evaluation.gains import FAILED_FAR_BELOW, aulc, failed_runs, learning_curve
 from fusionkit.strategies import STRATEGIES
+from fusionkit.study.design import CROSSED, VARIANCE
 from fusionkit.study.sources import entry_kind
 
 COST_COLUMNS = ("trainable_params", "train_seconds", "infer_ms_per_example")
@@ -424,3 +425,37 @@ def failed_runs_sentence(results: pd.DataFrame, majority_rate: dict[str, float])
             f"of the validation split ({rates}) or more than {100 * FAILED_FAR_BELOW:.0f} points below the linear "
             f"probe's at the same training size. They stay in every mean and test, counted here: {where}.")
 
+
+
+def variance_split_table(results: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
+    """Where each verdict's spread comes from (``stats.crossed_variance_components``): for every fusion system with
+    a seed x data-seed grid (a study's ``variance_split``), its gain over its matched control in points on every
+    (data seed, seed) pair, both sides trained on the same pair (the study's own runs on the diagonal, the
+    ``variance`` runs elsewhere), split into the variance from the training examples drawn, from initialisation and
+    order (the seed: also the experts' seed), and their interaction. Empty without such runs."""
+    columns = ["system", "train_size", "data_seeds", "seeds", "data", "seed", "interaction", "share_data",
+               "share_seed", "share_interaction"]
+    grid_runs = _without_attrs(results[results["role"] == VARIANCE])
+    if grid_runs.empty:
+        return pd.DataFrame(columns=columns)
+    data_seed = results["data_seed"] if "data_seed" in results else pd.Series(np.nan, index=results.index)
+    frame = _without_attrs(results).assign(data_seed=data_seed.fillna(results["seed"]).astype(int))
+    controls = frame[(frame["role"] == "control") & (frame["primary_control"] == True)]  # noqa: E712 (a column)
+    rows = []
+    for (system, size), grid in grid_runs.groupby(["of", "train_size"]):
+        control_name = controls.loc[controls["of"] == system, "system"].iloc[0]
+        crossed = grid["system"] == f"{system}: {CROSSED}"  # the fusion system's; the others its control's
+        fused = pd.concat([frame[(frame["system"] == system) & (frame["train_size"] == size)], grid[crossed]])
+        control = pd.concat([frame[(frame["system"] == control_name) & (frame["train_size"] == size)],
+                             grid[~crossed]])
+        keys = ["data_seed", "seed"]
+        gains = (fused.set_index(keys)[metric] - control.set_index(keys)[metric]).dropna() * 100
+        table = gains.unstack("seed")
+        seeds = sorted(set(grid["seed"]))
+        table = table.loc[seeds, seeds] if set(seeds) <= set(table.index) and set(seeds) <= set(table.columns) \
+            else table.dropna()
+        if table.shape[0] < 2 or table.shape[1] < 2 or table.isna().any().any():
+            continue
+        components = crossed_variance_components(table.to_numpy())
+        rows.append({"system": system, "train_size": size, **{c: components[c] for c in columns[2:]}})
+    return pd.DataFrame(rows, columns=columns)

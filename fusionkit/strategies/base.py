@@ -238,15 +238,17 @@ class Strategy:
         return []
 
     def fit(self, target: Task, sources: Sequence = (), seed: int = 0, train_size: int | None = None,
-            artefacts: Mapping[str, "FittedModel"] | None = None) -> FittedModel:
+            artefacts: Mapping[str, "FittedModel"] | None = None, data_seed: int | None = None) -> FittedModel:
         """Train on ``target`` (its first ``train_size`` stratified examples) with knowledge from ``sources``.
 
         ``artefacts`` (artefact key -> fitted model) are the requirements a caller has already provided;
         any other requirement is provided here (loaded from the work folder, or trained and saved there).
+        ``data_seed`` draws the training subsample apart from ``seed`` (initialisation, order, experts), to split a
+        result's variance between them (Bouthillier et al. 2021); None: ``seed`` draws both, as a study does.
         """
         sources = list(sources)
         self.check_sources(sources)
-        train_task = target.subsample(train_size, seed)
+        train_task = target.subsample(train_size, seed if data_seed is None else data_seed)
         provided = dict(artefacts or {})
         with torch_threads(self.threads):
             needed = [provided.get(need.key) or need.provide() if isinstance(need, Artefact) else need
@@ -256,6 +258,7 @@ class Strategy:
                     "label_names": target.label_names, "knobs": self.knobs.to_dict(),
                     "target": target.name, "sources": [source_name(s) for s in sources],
                     "seed": seed, "train_size": len(train_task.train),
+                    **({} if data_seed is None else {"data_seed": data_seed}),
                     "artefacts": [artefact_record(artefact) for artefact in needed],
                     "torch_threads": torch.get_num_threads()}
             with Timer() as timer:
@@ -323,9 +326,10 @@ class Artefact:
     seed: int = 0
     train_size: int | None = None
     folder: str = "models"
+    data_seed: int | None = None  # draws the training subsample when set (``Strategy.fit``)
 
     def _train_task(self) -> Task:
-        return self.target.subsample(self.train_size, self.seed)
+        return self.target.subsample(self.train_size, self.seed if self.data_seed is None else self.data_seed)
 
     @property
     def key(self) -> str:
@@ -359,6 +363,7 @@ class Artefact:
                     return FittedModel.load(path, device=self.trainer.device)
                 except DataError as error:
                     move_aside(path, str(error))
-            fitted = self.trainer.fit(self.target, list(self.sources), seed=self.seed, train_size=self.train_size)
+            fitted = self.trainer.fit(self.target, list(self.sources), seed=self.seed, train_size=self.train_size,
+                                      data_seed=self.data_seed)
             fitted.save(path)
             return fitted

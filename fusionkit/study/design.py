@@ -6,7 +6,9 @@ Every planned run has a *role*:
 * ``fusion``: an arm that fuses knowledge from sources;
 * ``control``: a fusion system's matched control (``Strategy.controls``): the same procedure without the
   knowledge, with the fusion system's chosen configuration, so the only difference is the knowledge;
-* ``ablation``: a fusion system over several sources with one left out (leave-one-source-out), same configuration.
+* ``ablation``: a fusion system over several sources with one left out (leave-one-source-out), same configuration;
+* ``variance``: with ``variance_split``, a fusion system or its matched control at a seed with another seed's
+  training examples, so that the two sources of a gain's spread can be told apart.
 
 Each fusion system also gets a *tuned control* (role ``control``, detail ``TUNED``): its matched control's
 procedure tuned on its own, with the same budget on validation ("is fusion better than the best I could do without
@@ -52,6 +54,8 @@ from fusionkit.study.store import ResultsStore, run_key
 # (equivalent added), power is planned at the adjusted alpha, and seeds may come in stages.
 PROTOCOL_VERSION = 3
 BASELINE, FUSION, CONTROL, ABLATION = "baseline", "fusion", "control", "ablation"
+VARIANCE = "variance"  # a run of the seed x data-seed grid that splits a verdict's variance (``variance_split``)
+CROSSED = "crossed seeds"
 TUNED = "tuned control"  # the detail of a fusion system's tuned control (its matched control tuned on its own)
 TUNING_SEED_INDEX = 0  # configurations are compared on the first seed of the study
 
@@ -137,11 +141,13 @@ class StudyDesign:
                               f"{', '.join(STRATEGIES[arm.strategy].source_kinds)} sources", FusionkitWarning,
                               stacklevel=3)
 
-    def _run(self, strategy: str, knobs: dict, sources: list[Task], seed: int, size: int) -> dict:
+    def _run(self, strategy: str, knobs: dict, sources: list[Task], seed: int, size: int,
+             data_seed: int | None = None) -> dict:
         config = self.config
-        return {"target": config.target, "sources": [s.name for s in sources], "strategy": strategy, "knobs": knobs,
-                "seed": seed, "train_size": size, "encoder": config.encoder, "max_length": config.max_length,
-                "data": self.data}
+        run = {"target": config.target, "sources": [s.name for s in sources], "strategy": strategy, "knobs": knobs,
+               "seed": seed, "train_size": size, "encoder": config.encoder, "max_length": config.max_length,
+               "data": self.data}
+        return run if data_seed is None else {**run, "data_seed": data_seed}  # (the study's own runs: no key)
 
     def systems(self):
         """(arm, system name, its sources, train size) for every tuned system of the study."""
@@ -246,6 +252,8 @@ class StudyDesign:
                                 configuration=best.configuration))
                 if role != FUSION:
                     continue
+                for run in self._crossed(arm, system, sources, seed, size, knobs, best.configuration):
+                    plan(run)
                 for index, control in enumerate(STRATEGIES[arm.strategy].controls()):
                     if not arm.runs_control(index, control.role, sources, self.usable_sources(arm)):
                         continue
@@ -266,6 +274,30 @@ class StudyDesign:
                                         self._run(arm.strategy, knobs, kept, seed, size), system,
                                         f"without {left_out.name}", best.configuration))
         return planned
+
+    def _crossed(self, arm: Arm, system: str, sources: list, seed: int, size: int, knobs: dict,
+                 configuration: dict | None) -> list[PlannedRun]:
+        """With ``config.variance_split`` = k and ``seed`` among the first k seeds: the fusion system and its matched
+        control at this seed with each other data seed of the first k (role VARIANCE; the same seed and data seed is
+        the study's own run), so every (seed, data seed) pair of the k x k grid is run by both sides."""
+        k = self.config.variance_split
+        seeds = self.config.seeds[:k or 0]
+        if not k or seed not in seeds or self.seed_free(self._run(arm.strategy, knobs, sources, seed, size)):
+            return []
+        control = STRATEGIES[arm.strategy].controls()[0]
+        control_knobs = resolved_knobs(control.strategy.name, control.knobs_from(knobs))
+        runs = []
+        for data_seed in seeds:
+            if data_seed == seed:
+                continue
+            runs += [PlannedRun(f"{system}: {CROSSED}", VARIANCE,
+                                self._run(arm.strategy, knobs, sources, seed, size, data_seed), system,
+                                f"data seed {data_seed}", configuration),
+                     PlannedRun(f"{system}: {control.role}, {CROSSED}", VARIANCE,
+                                self._run(control.strategy.name, control_knobs,
+                                          sources if control.keep_sources else [], seed, size, data_seed),
+                                system, f"data seed {data_seed}", configuration)]
+        return runs
 
     def tuning_table(self, scores: Mapping[str, float]) -> pd.DataFrame:
         """Every configuration tried: system, train size, the configuration, its run id and validation accuracy,

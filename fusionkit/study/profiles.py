@@ -113,6 +113,9 @@ class StudyParameters(pydantic.BaseModel):
     arm_knobs: dict[str, dict] = {}
     tuning_budget: PositiveInt = 1
     threads: PositiveInt = 1  # torch CPU threads of every run, whichever executor carries it (StudyConfig.threads)
+    # The first k seeds crossed with k data seeds for every fusion system and its matched control: how much of a
+    # gain's spread comes from the training examples drawn (StudyConfig.variance_split); None: not run.
+    variance_split: Annotated[int, pydantic.Field(strict=True, ge=2)] | None = None
     # The verdict rule: intervals simultaneous at 1 - alpha over the primary comparisons, and a gain of at least
     # min_effect points (helps/hurts) or an interval inside +/- min_effect (equivalent).
     alpha: Annotated[float, pydantic.Field(gt=0, lt=1)] = 0.05
@@ -156,6 +159,11 @@ def _check(parameters: dict) -> dict:
             raise ConfigError(f"arm {arm['system']!r}: unknown control(s) {unknown}; {arm['strategy']} has "
                               f"{roles or 'none'}")
         configurations(Arm(**arm), parameters.get("tuning_budget", 1))  # a ConfigError when the space is too small
+    split, seeds = validated.get("variance_split"), validated["seeds"]
+    first = seeds["first"] if isinstance(seeds, dict) else len(seeds)
+    if split is not None and split > first:
+        raise ConfigError(f"parameter variance_split: {split} seeds crossed with {split} data seeds need at least "
+                          f"{split} seeds in the study's first look, which has {first}")
     cap = validated["task_train_cap"]
     if cap is not None and validated["fusion_size"] > cap:
         # The study fits a size beyond the training split on the whole split: the report must look for that size.

@@ -95,6 +95,10 @@ class StudyConfig:
     # floating-point sums, so the same run gives the same numbers in this process and on Ray (a Ray task takes
     # this many CPUs). Not part of a run's key; each record says what it ran with.
     threads: int = 1
+    # Seeds 0..k-1 crossed with data seeds 0..k-1 for every fusion system and its matched control (None: not run):
+    # the variance of each verdict's gain split between the training examples drawn and the rest (Bouthillier et
+    # al. 2021); the diagonal is the study's own runs.
+    variance_split: int | None = None
     # The verdict rule (declared before the study): what a staged design stops on, and what the report judges by.
     alpha: float = 0.05
     min_effect: float = 0.0
@@ -235,7 +239,7 @@ class StudyRunner:
     def as_artefact(self, run: dict) -> Artefact:
         """The run's fitted model as an artefact: what another run needing it (a teacher) asks for."""
         strategy, sources, train_size = self.parts(run)
-        return Artefact(strategy, self.target, tuple(sources), run["seed"], train_size)
+        return Artefact(strategy, self.target, tuple(sources), run["seed"], train_size, data_seed=run.get("data_seed"))
 
     def validation_accuracy(self, fitted) -> float:
         """The criterion every configuration is chosen by, the same for every strategy: the fitted model's accuracy
@@ -254,7 +258,7 @@ class StudyRunner:
             fitted = as_artefact.provide()
         else:
             fitted = as_artefact.trainer.fit(self.target, list(as_artefact.sources), seed=run["seed"],
-                                             train_size=as_artefact.train_size)
+                                             train_size=as_artefact.train_size, data_seed=run.get("data_seed"))
         test, labels = self.target.test, np.asarray(self.target.test["label"][:])
         # Inference cost from the module itself: timed on the whole test set when the module predicts it anyway;
         # where a frozen-encoder strategy computed the test probabilities from its cached features, on a sample
