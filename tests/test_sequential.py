@@ -321,3 +321,17 @@ def test_a_variance_split_runs_end_to_end_with_the_data_seed_drawing_the_trainin
     assert target.subsample(30, 1).fingerprint() != target.subsample(30, 0).fingerprint()
     table = variance_split_table(results)
     assert table["system"].tolist() == ["sequential (mr)"] and (table[["data", "seed", "interaction"]] >= 0).all().all()
+
+
+def test_a_bad_seed_design_is_named_before_any_work():
+    from fusionkit.errors import ConfigError
+    from fusionkit.study.profiles import profile_parameters
+
+    with pytest.raises(ConfigError, match=r"parameter seeds: first \(5\) must be at most max \(3\)"):
+        profile_parameters("smoke", {"seeds": {"first": 5, "max": 3, "looks": 2}})
+    with pytest.raises(ConfigError, match="parameter seeds.looks: Field required"):
+        profile_parameters("smoke", {"seeds": {"first": 2, "max": 6}})
+    with pytest.raises(ConfigError, match="parameter seeds.0: Input should be greater than or equal to 0, got -1$"):
+        profile_parameters("smoke", {"seeds": [-1]})
+    with pytest.raises(ConfigError, match="parameter variance_split: 3 seeds crossed with 3 data seeds need at least"):
+        profile_parameters("smoke", {"variance_split": 3})

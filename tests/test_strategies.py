@@ -188,3 +188,25 @@ def test_a_damaged_saved_expert_is_moved_aside_and_retrained(toy_task, toy_sourc
         fit("sequential", toy_task, [toy_source], tmp_path)
     assert (expert / "model.safetensors").is_file() and (expert / "config.json").is_file()
     assert len(list((tmp_path / "experts" / "damaged").iterdir())) == 1
+
+
+def test_a_kept_artefact_is_read_once_and_handed_out_as_independent_copies(toy_source, tmp_path, monkeypatch):
+    import torch
+
+    from fusionkit.strategies.base import Artefact, FittedModel
+
+    artefact = Artefact(get_strategy("finetune", {"epochs": 1, "progress": False}, encoder="tiny", workdir=tmp_path),
+                        toy_source, (), 0, None)
+    first = artefact.provide()  # trained and saved, and kept
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("a kept artefact was read from disk again")
+
+    monkeypatch.setattr(FittedModel, "load", no_reading)
+    second = artefact.provide()
+    assert second.module is not first.module
+    with torch.no_grad():
+        next(second.module.parameters()).add_(1.0)  # a run that trains its copy in place (sequential)
+    third = artefact.provide()
+    assert all(torch.equal(a, b) for a, b in zip(first.module.state_dict().values(),
+                                                  third.module.state_dict().values()))

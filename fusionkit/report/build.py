@@ -28,8 +28,8 @@ from fusionkit.errors import ConfigError, FusionkitError
 from fusionkit.report import tracking
 from fusionkit.report.notebook import DEFAULT_PROFILE, matrix_run, notebook_run, notebooks_dir
 from fusionkit.report.page import write_index, write_single_file
-from fusionkit.report.provenance import matmul_peak_flops, provenance
-from fusionkit.study.progress import EVENTS_VARIABLE, WARNING
+from fusionkit.report.provenance import provenance
+from fusionkit.study.progress import EVENTS_VARIABLE, SCHEDULE, WARNING
 from fusionkit.study.store import SESSION_VARIABLE
 
 
@@ -80,6 +80,7 @@ class _Events:
     def __init__(self, path: Path, show: bool):
         self.path, self.show, self.notebook = path, show, ""
         self.warnings: list[dict] = []
+        self.busy_seconds = self.slot_seconds = 0.0  # the executors' workers, over every phase (``study.progress``)
         self._read, self._stop, self._lock = 0, threading.Event(), threading.Lock()
         path.unlink(missing_ok=True)
         self._thread = threading.Thread(target=self._follow, daemon=True)
@@ -113,6 +114,11 @@ class _Events:
         self._read += len(complete)
         for line in complete.decode("utf-8").splitlines():
             event = json.loads(line)
+            if event["kind"] == SCHEDULE:
+                phase = json.loads(event["text"])
+                self.busy_seconds += phase["busy_seconds"]
+                self.slot_seconds += phase["slot_seconds"]
+                continue
             if event["kind"] == WARNING:
                 if any(seen["text"] == event["text"] for seen in self.warnings):
                     continue
@@ -212,12 +218,10 @@ def run_report(out: str | Path, profile: str = DEFAULT_PROFILE, target="cr",
     created = sorted(r["created_at"] for r in records)
     record["runs_created_between"] = [created[0], created[-1]] if created else None
     record["experts"] = _expert_reuse(records)
-    # How far the study is from the machine's limit: model FLOPs of what this report trained and scored,
-    # over (wall time x the float32 matmul rate measured now).
-    record["model_flops"] = sum(r["cost"].get("model_flops", 0.0) for r in ours)
-    record["matmul_peak_gflops"] = round(matmul_peak_flops() / 1e9, 1)
-    record["study_compute_efficiency"] = round(
-        record["model_flops"] / (record["total_seconds"] * record["matmul_peak_gflops"] * 1e9), 4)
+    record["model_flops"] = sum(r["cost"].get("model_flops", 0.0) for r in ours)  # what this report trained
+    # How much of its workers' time the executor kept them fitting experts and runs (None: nothing was run).
+    record["workers_busy_fraction"] = (round(events.busy_seconds / events.slot_seconds, 3)
+                                       if events.slot_seconds > 0 else None)
     if track:
         record["tracking"] = tracking.destination(out)
     atomic_write(out / "provenance.json", json.dumps(record, indent=1, default=str))

@@ -15,6 +15,7 @@ study with the run's name and the worker's traceback.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from fusionkit._io import digest
 from fusionkit.errors import ConfigError, TrainingError
 from fusionkit.study.design import StudyDesign, decided, primary_comparisons, results_frame
 from fusionkit.study.plan import StudyPlan, artefact_at, make_plan
-from fusionkit.study.progress import Progress
+from fusionkit.study.progress import Progress, report_schedule
 from fusionkit.study.runner import BUSY, TRAINED, StudyConfig, StudyRunner, fit_and_store, load_study_tasks
 from fusionkit.study.store import ResultsStore, run_key
 
@@ -41,10 +42,31 @@ def describe(run: dict, systems: dict[str, list[str]] | None = None) -> str:
 Job = tuple[StudyPlan, StudyRunner]  # a plan and the runner of its study (one per target)
 
 
+@dataclass
+class Schedule:
+    """How busy an executor's workers were: seconds spent fitting (experts, runs) over slot-seconds (each phase's
+    wall time x its workers), summed over the phases it carried out."""
+
+    busy_seconds: float = 0.0
+    slot_seconds: float = 0.0
+
+    def add(self, busy: float, slots: float) -> None:
+        self.busy_seconds += busy
+        self.slot_seconds += slots
+        report_schedule(busy, slots)
+
+    @property
+    def busy_fraction(self) -> float | None:
+        return self.busy_seconds / self.slot_seconds if self.slot_seconds > 0 else None
+
+
 class LocalExecutor:
     """In this process: the artefacts in order, then the runs (a run another process holds is waited for)."""
 
     name = "local"
+
+    def __init__(self):
+        self.schedule = Schedule()
 
     def close(self) -> None:
         """Nothing to release (``RayExecutor.close`` shuts down its Ray)."""
@@ -54,7 +76,7 @@ class LocalExecutor:
         names this step of the study in the progress lines (``study.progress``)."""
         from tqdm.auto import tqdm
 
-        trained = 0
+        trained, began = 0, time.perf_counter()
         for plan, runner in jobs:
             counter = Progress(runner.config.target, phase, len(plan.artefacts), len(plan.runs))
             for artefact in plan.artefacts.values():
@@ -70,6 +92,8 @@ class LocalExecutor:
                     outcomes[run_key(run)] = fit_and_store(runner, run, plan.required, wait=True)
                     counter.step("runs")
             trained += sum(outcome == TRAINED for outcome in outcomes.values())
+        wall = time.perf_counter() - began
+        self.schedule.add(wall, wall)  # one worker, never idle between its own steps
         return trained
 
 
@@ -87,14 +111,18 @@ def _worker_runner(config: StudyConfig) -> StudyRunner:
 
 # A task's torch threads are the study's (StudyConfig.threads), set where the run or expert is fitted
 # (``fit_and_store``, ``Strategy.fit``): the same count as in this process, so the same numbers.
-def _artefact_task(config: StudyConfig, run: dict, path: tuple[int, ...], *needed) -> str:
+# Each returns what it did and the seconds it was busy doing it (the executor's ``Schedule``).
+def _artefact_task(config: StudyConfig, run: dict, path: tuple[int, ...], *needed) -> tuple[str, float]:
+    began = time.perf_counter()
     artefact = artefact_at(_worker_runner(config), run, path)
     artefact.provide()
-    return artefact.key
+    return artefact.key, time.perf_counter() - began
 
 
-def _run_task(config: StudyConfig, run: dict, required: frozenset, *needed) -> str:
-    return fit_and_store(_worker_runner(config), run, set(required), wait=True)
+def _run_task(config: StudyConfig, run: dict, required: frozenset, *needed) -> tuple[str, float]:
+    began = time.perf_counter()
+    outcome = fit_and_store(_worker_runner(config), run, set(required), wait=True)
+    return outcome, time.perf_counter() - began
 
 
 @dataclass
@@ -107,6 +135,7 @@ class RayExecutor:
     gpu_fraction: float = 0.25
     max_retries: int = 2
     _started: bool = field(default=False, init=False, repr=False)  # whether this executor started the Ray it uses
+    schedule: Schedule = field(default_factory=Schedule, init=False, repr=False)
     name = "ray"
 
     def __post_init__(self):
@@ -154,13 +183,14 @@ class RayExecutor:
         targets = ", ".join(dict.fromkeys(runner.config.target for _, runner in jobs))
         counter = Progress(targets, phase, sum(len(plan.artefacts) for plan, _ in jobs),
                            sum(len(plan.runs) for plan, _ in jobs))
-        trained = 0
+        trained, busy, began = 0, 0.0, time.perf_counter()
         with tqdm(total=counter.totals["runs"], disable=not progress, desc=f"study {targets} on Ray") as bar:
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)
                 what, run, plan = pending.pop(done[0])
                 try:
-                    outcome = ray.get(done[0])
+                    outcome, seconds = ray.get(done[0])
+                    busy += seconds
                 except ray.exceptions.RayError as error:
                     for ref in pending:
                         ray.cancel(ref)
@@ -170,6 +200,7 @@ class RayExecutor:
                     trained += outcome == TRAINED
                     bar.update(1)
                     bar.set_postfix(running=min(len(pending), slots))
+        self.schedule.add(busy, (time.perf_counter() - began) * slots)
         return trained
 
     def close(self) -> None:
@@ -285,4 +316,5 @@ def run_studies(configs: list[StudyConfig], progress: bool = True, executor="loc
     frame = pd.concat(frames, ignore_index=True)
     frame.attrs["tuning"] = pd.concat(tuning, ignore_index=True)
     frame.attrs["runs_trained"] = trained  # by this call; the others were found stored
+    frame.attrs["busy_fraction"] = executor.schedule.busy_fraction  # of its workers' time, fitting
     return frame

@@ -14,7 +14,7 @@ import importlib.resources
 import warnings
 from dataclasses import fields
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Union
 
 import pydantic
 
@@ -72,6 +72,14 @@ class SeedStages(pydantic.BaseModel):
         return self
 
 
+# A list of seeds or their stages, told apart by type, so an error names only the form that was given.
+SEED_FORMS = ("seed list", "seed stages")
+SeedsParameter = Annotated[
+    Union[Annotated[Annotated[list[Seed], pydantic.Field(min_length=1)], pydantic.Tag(SEED_FORMS[0])],
+          Annotated[SeedStages, pydantic.Tag(SEED_FORMS[1])]],
+    pydantic.Discriminator(lambda value: SEED_FORMS[1] if isinstance(value, (dict, SeedStages)) else SEED_FORMS[0])]
+
+
 class ArmParameters(pydantic.BaseModel):
     """One arm as a profile writes it (see ``runner.Arm``)."""
 
@@ -99,7 +107,7 @@ class StudyParameters(pydantic.BaseModel):
 
     model_config = pydantic.ConfigDict(extra="forbid")
     encoder: Annotated[str, pydantic.Field(min_length=1)]
-    seeds: Annotated[list[Seed], pydantic.Field(min_length=1)] | SeedStages
+    seeds: SeedsParameter
     max_length: Annotated[int, pydantic.Field(strict=True, ge=MIN_MAX_LENGTH)]
     task_train_cap: PositiveInt | None = None
     validation_cap: PositiveInt | None = None
@@ -133,7 +141,7 @@ def _check(parameters: dict) -> dict:
     except pydantic.ValidationError as error:
         problems = []
         for item in error.errors():
-            where = ".".join(str(part) for part in item["loc"])
+            where = ".".join(str(part) for part in item["loc"] if part not in SEED_FORMS)
             if item["type"] == "extra_forbidden":
                 problems.append(f"unknown study parameter {where!r}; known: {', '.join(sorted(STUDY_PARAMETERS))}")
             else:

@@ -14,7 +14,7 @@ import time
 import warnings
 
 EVENTS_VARIABLE = "FUSIONKIT_EVENTS"
-PROGRESS, WARNING = "progress", "warning"
+PROGRESS, WARNING, SCHEDULE = "progress", "warning", "schedule"
 NAMES = {"experts": "experts and teachers", "runs": "runs"}  # artefacts: source experts, distillation teachers
 EVERY_SECONDS = 5.0  # at most one progress line this often (and one when a phase ends)
 
@@ -31,6 +31,12 @@ def emit(kind: str, text: str) -> None:
         os.write(descriptor, line.encode("utf-8"))
     finally:
         os.close(descriptor)
+
+
+def report_schedule(busy_seconds: float, slot_seconds: float) -> None:
+    """Emit how busy an executor's workers were over one phase: ``busy_seconds`` of fitting over ``slot_seconds``
+    (the phase's wall time x its workers). The report sums them into provenance's ``workers_busy_fraction``."""
+    emit(SCHEDULE, json.dumps({"busy_seconds": busy_seconds, "slot_seconds": slot_seconds}))
 
 
 def duration(seconds: float) -> str:
