@@ -17,7 +17,7 @@ from fusionkit.data.tasks import Task
 from fusionkit.errors import InputError
 from fusionkit.evaluation.gains import HELPS, HURTS
 from fusionkit.evaluation.selection import RANDOM, seed_uncertainty, selection_table
-from fusionkit.evaluation.stats import asymmetry_test, friedman_nemenyi
+from fusionkit.evaluation.stats import asymmetry_test, friedman_nemenyi, pooled_source_effects
 from fusionkit.evaluation.transferability import rank_correlation
 from fusionkit.evaluation.verdicts import compare_pairs, methods_header, verdict_sentences
 from fusionkit.report import plots, tables
@@ -215,6 +215,34 @@ def asymmetry(run: MatrixRun, matrix: TransferMatrix) -> tuple[pd.DataFrame, dic
              "gain of transfer A->B against B->A for every pair of tasks with both intervals (the verdicts', "
              "simultaneous); points on the diagonal: symmetric transfer; rho tested by permuting task labels")
     return pairs, test
+
+
+def source_effects(run: MatrixRun, matrix: TransferMatrix) -> pd.DataFrame | None:
+    """Does a source help in general, whatever the target? Each source's mean gain of sequential transfer over the
+    targets from a mixed model of the seed-level gains (``stats.pooled_source_effects``: target and cell random
+    intercepts), with its interval; source_effects.csv. None (said why) with fewer than 3 targets."""
+    gains = matrix.seed_gains
+    if gains is None or gains["target"].nunique() < 3:
+        print("fewer than 3 targets with seed-level gains: no pooled model")
+        return None
+    try:
+        table = pooled_source_effects(gains)
+    except InputError as error:  # e.g. no spread to fit (every gain the same): say so rather than stop the report
+        print(f"no pooled model: {error}")
+        return None
+    run.write_table(table, "source_effects")
+    return table
+
+
+def source_effects_sentence(table: pd.DataFrame | None) -> str:
+    if table is None or table.empty:
+        return "Pooled over targets: too few targets for a mixed model."
+    effects = "; ".join(f"{row.source} {row.effect:+.1f} [{row.ci_low:+.1f}, {row.ci_high:+.1f}]"
+                        for row in table.sort_values("effect", ascending=False).itertuples())
+    return (f"Pooled over targets (a mixed model of the seed-level gains with a random intercept per target and per "
+            f"cell; it assumes normal gains, targets that stand for tasks at large and independent seeds): each "
+            f"source's mean gain in points with its {table.attrs.get('confidence', 0.95):.0%} interval, unadjusted: "
+            f"{effects}.")
 
 
 def families_against_controls(run: MatrixRun, results: pd.DataFrame) -> pd.DataFrame:
@@ -423,7 +451,8 @@ def _ceiling_text(selection: pd.DataFrame) -> str:
 
 def write_matrix_findings(run: MatrixRun, matrix: TransferMatrix, families: pd.DataFrame, ranking,
                           asymmetry_correlation: dict | None, selection: pd.DataFrame,
-                          overlap_tables: tuple[pd.DataFrame, pd.DataFrame]) -> list[str]:
+                          overlap_tables: tuple[pd.DataFrame, pd.DataFrame],
+                          effects: pd.DataFrame | None = None) -> list[str]:
     """verdicts.json for the matrix report: the answers in words first (returned), then every comparison's sentence,
     then the protocol (its sentence on overlap read from ``overlap_tables``, what ``overlap`` returns); printed."""
     negative = matrix.negative_transfer()
@@ -436,6 +465,7 @@ def write_matrix_findings(run: MatrixRun, matrix: TransferMatrix, families: pd.D
              f"Negative transfer (seed-level, simultaneous over every fusion comparison of the matrix): "
              + (", ".join(f"{r.source}->{r.target} ({r.gain:+.1f})" for r in negative.itertuples()) or "none detected")
              + ".",
+             source_effects_sentence(effects),
              ranking_caveat(ranking),
              "Asymmetry: " + ("too few task pairs for a rank correlation." if asymmetry_correlation is None else
                               f"Spearman rho between gain(A->B) and gain(B->A) is "
