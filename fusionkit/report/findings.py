@@ -233,6 +233,56 @@ def variance_sentences(table: pd.DataFrame) -> list[str]:
     return sentences
 
 
+SHOWN_FLIPS = 10  # per system and direction: the most consistent fixed and broken test examples, with their text
+
+
+def fixes_and_breaks(run: NotebookRun, results: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """For each fusion system against its matched control, seed by seed (``evaluation.flips``): the test examples
+    it fixes and breaks, McNemar's exact test per seed (secondary), and the examples fixed or broken on most seeds
+    with their text, label and length, the most consistent first (``SHOWN_FLIPS`` per direction). Written to
+    flips.csv and flipped_examples.csv; returns both tables."""
+    from fusionkit.evaluation.flips import flip_counts
+    from fusionkit.study.runner import load_study_tasks
+
+    target = load_study_tasks(run.study("fusion"))[0]
+    texts = list(target.test["text"][:])
+    seed_rows, example_rows = [], []
+    for system, control in role_pairs(results, "control", primary=True):
+        for size, runs in results[results["system"] == system].groupby("train_size"):
+            controls = results[(results["system"] == control) & (results["train_size"] == size)]
+            ids = runs.set_index("seed")["run_id"]
+            control_ids = controls.set_index("seed")["run_id"]
+            if bool(controls.get("seed_free", pd.Series([False])).any()):  # one run stands for every seed
+                control_ids = pd.Series(control_ids.iloc[0], index=ids.index)
+            seeds = sorted(set(ids.index) & set(control_ids.index))
+            if not seeds:
+                continue
+            y = run.store.predictions(ids[seeds[0]])[0]
+            per_seed, per_example = flip_counts(
+                y, [run.store.predictions(control_ids[seed])[1].argmax(1) for seed in seeds],
+                [run.store.predictions(ids[seed])[1].argmax(1) for seed in seeds])
+            seed_rows.append(per_seed.assign(system=system, control=control, train_size=size,
+                                             seed=[seeds[i] for i in per_seed["seed_index"]],
+                                             consistent_fixes=int((per_example["consistent"] == "fixed").sum()),
+                                             consistent_breaks=int((per_example["consistent"] == "broken").sum())))
+            for direction, column in (("fixed", "fixed_on"), ("broken", "broken_on")):
+                shown = per_example[per_example[column] * 2 > len(seeds)].sort_values(
+                    [column, "example"], ascending=[False, True]).head(SHOWN_FLIPS)
+                example_rows += [{"system": system, "train_size": size, "direction": direction,
+                                  "seeds": f"{row[column]} of {len(seeds)}",
+                                  "label": target.label_names[int(row["label"])],
+                                  "words": len(texts[row["example"]].split()), "text": texts[row["example"]]}
+                                 for _, row in shown.iterrows()]
+    columns = ["system", "control", "train_size", "seed", "fixes", "breaks", "net_points", "mcnemar_p",
+               "consistent_fixes", "consistent_breaks"]
+    per_seed = pd.concat(seed_rows, ignore_index=True)[columns] if seed_rows else pd.DataFrame(columns=columns)
+    examples = pd.DataFrame(example_rows, columns=["system", "train_size", "direction", "seeds", "label", "words",
+                                                   "text"])
+    run.write_table(per_seed, "flips")
+    run.write_table(examples, "flipped_examples")
+    return per_seed, examples
+
+
 def reliability_systems(results: pd.DataFrame) -> list[str]:
     """The systems a reliability diagram shows: the baseline and the most accurate others (a readable few)."""
     ranked = results.groupby("system")["accuracy"].mean().sort_values(ascending=False).index.tolist()
