@@ -1,0 +1,39 @@
+"""Task-vector geometry on constructed vectors: cosines overall and per layer, TIES's sign-conflict rate."""
+import pytest
+import torch
+
+from fusionkit.errors import InputError
+from fusionkit.evaluation.geometry import layer_cosines, sign_conflict_rate, task_vector_cosines
+
+
+def vector(layer0, layer1):
+    return {"encoder.layer.0.weight": torch.tensor(layer0, dtype=torch.float32),
+            "encoder.layer.1.weight": torch.tensor(layer1, dtype=torch.float32)}
+
+
+def test_cosines_overall_and_per_layer():
+    a = vector([1.0, 0.0], [1.0, 1.0])
+    b = vector([0.0, 1.0], [1.0, 1.0])   # orthogonal in layer 0, identical in layer 1
+    c = vector([-1.0, 0.0], [-1.0, -1.0])  # a reversed
+    table = task_vector_cosines([a, b, c], ["a", "b", "c"])
+    assert table.loc["a", "a"] == pytest.approx(1.0) and table.loc["a", "c"] == pytest.approx(-1.0)
+    assert table.loc["a", "b"] == pytest.approx(2 / 3)  # (0 + 2) / (sqrt(3) * sqrt(3))
+    layers = layer_cosines([a, b, c], ["a", "b", "c"]).set_index(["source_a", "source_b", "layer"])["cosine"]
+    assert layers[("a", "b", 0)] == pytest.approx(0.0) and layers[("a", "b", 1)] == pytest.approx(1.0)
+    assert layers[("a", "c", 0)] == pytest.approx(-1.0)
+
+
+def test_sign_conflicts_count_only_entries_two_trimmed_vectors_keep():
+    a = vector([3.0, -2.0, 0.1, 0.0], [1.0, 1.0])
+    b = vector([2.0, 2.0, -0.1, 0.0], [-1.0, 1.0])
+    # density 0.5: layer 0 keeps entries 0 and 1 of both (agree on 0, conflict on 1); layer 1 keeps entry 0 of
+    # both (topk takes the first of equal magnitudes): a conflict. 3 overlapping, 2 conflicting.
+    assert sign_conflict_rate([a, b], ["a", "b"], density=0.5) == pytest.approx(2 / 3)
+    assert sign_conflict_rate([a, a], ["a", "a"], density=1.0) == 0.0
+
+
+def test_mismatched_vectors_are_named():
+    with pytest.raises(InputError, match="different shapes"):
+        task_vector_cosines([vector([1.0], [1.0]), vector([1.0, 2.0], [1.0])], ["a", "b"])
+    with pytest.raises(InputError, match="at least 2"):
+        task_vector_cosines([vector([1.0], [1.0])], ["a"])
