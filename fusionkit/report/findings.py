@@ -233,6 +233,25 @@ def variance_sentences(table: pd.DataFrame) -> list[str]:
     return sentences
 
 
+def expert_geometry(run: NotebookRun) -> pd.DataFrame | None:
+    """The study's task experts (first seed) by the cosine similarity of their task vectors, overall (returned)
+    and per layer, with TIES's sign-conflict rate (``source_scores.expert_geometry``); task_vector_cosines.csv and
+    task_vector_layers.csv. None (said why) with fewer than 2 task experts."""
+    from fusionkit.errors import InputError
+    from fusionkit.study.source_scores import expert_geometry as geometry
+
+    try:
+        cosines, by_layer, conflicts = geometry(run.study("fusion"))
+    except InputError as error:
+        print(f"no task-vector geometry: {error}")
+        return None
+    run.write_table(cosines.rename_axis("source").reset_index(), "task_vector_cosines")
+    run.write_table(by_layer, "task_vector_layers")
+    print(f"TIES sign conflicts: {conflicts:.1%} of the weights that two or more experts keep after trimming each "
+          f"to its top 20% disagree in sign")
+    return cosines
+
+
 SHOWN_FLIPS = 10  # per system and direction: the most consistent fixed and broken test examples, with their text
 
 

@@ -18,7 +18,7 @@ from fusionkit.modeling.encoders import Encoder, load_encoder
 from fusionkit.strategies.base import Artefact, FittedModel
 from fusionkit.strategies.experts import ExpertKnobs, check_same_base, expert_artefacts, expert_backbone
 from fusionkit.strategies.base import source_name
-from fusionkit.strategies.knowledge import MODEL
+from fusionkit.strategies.knowledge import MODEL, TASK
 from fusionkit.study.runner import StudyConfig, load_study_tasks, strategy_settings
 
 
@@ -46,6 +46,25 @@ def study_experts(config: StudyConfig, seed: int | None = None) -> dict[str, Fit
     """The study's source experts of one seed (None: the first), on its (capped) source tasks."""
     _, sources = load_study_tasks(config)
     return source_experts(config, sources, load_encoder(config.encoder, max_length=config.max_length), seed)
+
+
+def expert_geometry(config: StudyConfig, seed: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame, float]:
+    """The geometry of the study's task experts of one seed (None: the first): the cosine similarity of their task
+    vectors (expert weights minus the base's) overall and per layer, and TIES's sign-conflict rate at the merge
+    profile's density 0.2 (``evaluation.geometry``). Given models and knowledge features are left out (no task
+    vector on this base). Needs at least 2 task experts."""
+    from fusionkit.evaluation.geometry import layer_cosines, sign_conflict_rate, task_vector_cosines
+    from fusionkit.strategies.experts import expert_task_vector
+
+    base = load_encoder(config.encoder, max_length=config.max_length)
+    _, sources = load_study_tasks(config)
+    experts = {name: expert for name, expert in source_experts(config, sources, base, seed).items()
+               if isinstance(expert, FittedModel) and expert.spec.get("source_kind", TASK) == TASK}
+    base_state = base.model.state_dict()
+    names = list(experts)
+    vectors = [expert_task_vector(expert, base_state) for expert in experts.values()]
+    return (task_vector_cosines(vectors, names), layer_cosines(vectors, names),
+            sign_conflict_rate(vectors, names, density=0.2))
 
 
 TEXTEMB_TEXTS = 1000  # source training texts (a stratified sample) whose mean embedding stands for the source
