@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from fusionkit.evaluation.gains import EQUIVALENT, HELPS, negative_transfer
+from fusionkit.evaluation.gains import EQUIVALENT, HELPS, INCONCLUSIVE, negative_transfer
 from fusionkit.evaluation.transferability import rank_correlation
 from fusionkit.evaluation.verdicts import (BASELINE_VERDICTS, compare_pairs, methods_header, system_name,
                                           verdict_sentences)
@@ -466,6 +466,74 @@ def protocol_notes(run: NotebookRun, results: pd.DataFrame) -> list[str]:
     return notes
 
 
+def advice(verdicts: pd.DataFrame, costs: pd.DataFrame, results: pd.DataFrame, fusion_size: int,
+           min_effect: float) -> list[str]:
+    """What to use and what to try next, from the report's own tables only (verdict_table.csv, cost.csv and
+    results.csv, as written): the fusion system that helps against its matched control (the most accurate on
+    *validation* among those that do, preferring one that also helps against its tuned control), with its gain, its
+    interval and its cost beside finetune's; when none helps, the target-only baseline chosen on validation; then,
+    for the systems the study could not decide, the seeds the declared minimum effect needs (planned from the seed
+    spread, ``verdicts.compare_pairs``)."""
+    cost = costs[costs["train_size"] == fusion_size].set_index("system") if len(costs) else pd.DataFrame()
+    validation = results[results["train_size"] == fusion_size].groupby("system")["val_accuracy"].mean()
+
+    def price(system: str) -> str:
+        if system not in cost.index:
+            return ""
+        row = cost.loc[system]
+        text = (f"{_seconds(row['train_seconds_with_experts'])} s of training per run with its experts, "
+                f"{row['infer_ms_per_example']:.1f} ms per test example with {int(row['encoders_at_inference'])} "
+                f"encoder(s) at inference")
+        if BASELINE in cost.index and system != BASELINE:
+            reference = cost.loc[BASELINE]
+            text += (f" (finetune: {_seconds(reference['train_seconds_with_experts'])} s, "
+                     f"{reference['infer_ms_per_example']:.1f} ms)")
+        return text
+
+    at_size = verdicts[verdicts["train_size"] == fusion_size]
+    helping = at_size[at_size["verdict"] == HELPS].copy()
+    sentences = []
+    if len(helping):
+        helping["validation"] = helping["system"].map(validation)
+        if "vs_tuned_verdict" in helping:
+            helping["both"] = helping["vs_tuned_verdict"] == HELPS
+            helping = helping.sort_values(["both", "validation"], ascending=False)
+        else:
+            helping = helping.sort_values("validation", ascending=False)
+        best = helping.iloc[0]
+        tuned = (f"; against its tuned control: {best['vs_tuned_verdict']}" if "vs_tuned_verdict" in best
+                 and isinstance(best["vs_tuned_verdict"], str) else "")
+        sentences.append(f"Use {best['system']}: it helps against its matched control by {best['gain']:+.1f} points "
+                         f"[{best['ci_low']:+.1f}, {best['ci_high']:+.1f}], the interval the verdict read{tuned}. It "
+                         f"costs {price(best['system'])}.")
+    else:
+        baseline = best_baseline(results, fusion_size)
+        if baseline is not None:
+            sentences.append(f"Nothing fused helps at this study's error rate: use {baseline}, the target-only "
+                             f"baseline most accurate on validation (mean validation accuracy "
+                             f"{validation.get(baseline, np.nan):.3f}); it costs {price(baseline)}.")
+    equivalent = at_size[at_size["verdict"] == EQUIVALENT]["system"].tolist()
+    if equivalent:
+        sentences.append(f"Equivalent to their matched controls (within +/-{min_effect:g} points): "
+                         f"{', '.join(equivalent)}; their knowledge is not worth its cost here.")
+    undecided = at_size[at_size["verdict"] == INCONCLUSIVE]
+    planned = undecided[undecided["seeds_needed"].notna()]
+    if len(undecided):
+        sentence = f"Undecided: {', '.join(undecided['system'])}."
+        if len(planned):
+            cheapest = planned.sort_values("seeds_needed").iloc[0]
+            sentence += (f" To decide a true effect of the minimum {min_effect:g} points, the design needs about "
+                         f"{cheapest['seeds_needed']:.0f} seeds (for {cheapest['system']}; "
+                         f"{int(cheapest['seeds'])} ran); seeds in stages (`seeds: {{first, max, looks}}`) spend "
+                         f"them only where needed.")
+        sentences.append(sentence)
+    return sentences
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.1f}" if value < 10 else f"{value:.0f}"
+
+
 def write_findings(run: NotebookRun, results: pd.DataFrame, summary: pd.DataFrame, comparisons: Comparisons,
                    correlations: pd.DataFrame | None, n_sources_scored: int) -> list[str]:
     """Write verdicts.json (the question, every comparison's verdicts, the notes), print them, return the notes."""
@@ -496,8 +564,16 @@ def write_findings(run: NotebookRun, results: pd.DataFrame, summary: pd.DataFram
             for s in correlations.index) + ".")
     question = (f"does fusing knowledge from {', '.join(run.source_names)} into {parameters['encoder']} help on "
                 f"{run.target_name}, and which way? (profile {run.profile}, seeds {parameters['seeds']})")
-    write_verdicts(run.out_dir, question, comparisons.sections(), notes)
-    for title, _, sentences in comparisons.sections():
+    written = {name: pd.read_csv(run.out_dir / f"{name}.csv") for name in ("verdict_table", "cost")
+               if (run.out_dir / f"{name}.csv").is_file()}
+    sections = comparisons.sections()
+    if "verdict_table" in written:
+        words = advice(written["verdict_table"], written.get("cost", pd.DataFrame()), results, fusion_size,
+                       parameters["min_effect"])
+        sections = [("Advice", "What to use, at what cost, and what to try next: read from verdict_table.csv, "
+                               "cost.csv and results.csv.", words), *sections]
+    write_verdicts(run.out_dir, question, sections, notes)
+    for title, _, sentences in sections:
         print(title, *sentences, sep="\n", end="\n\n")
     print(*notes, sep="\n")
     return notes

@@ -31,6 +31,7 @@ STUDY_ROLES = ("fusion", "baseline")  # controls and ablations serve a system: t
 HEADLINE = "headline.csv"
 FOREST, HEATMAP = "05_gains_vs_control", "06_transfer_matrix"
 SUMMARY_SECTION = "In short"  # a verdicts.json section of answers in words (the matrix report writes one)
+ADVICE_SECTION = "Advice"  # what to use and what to try next (``findings.advice``), shown under the answers
 RULE_NOTE = "Verdict rule:"  # a verdicts.json note the page states once, above its verdict table
 # Verdicts in words, each with a symbol and a colour class (Okabe-Ito blue and vermillion: colour-blind safe):
 # the symbol and the word carry the verdict, the colour only repeats it.
@@ -368,7 +369,8 @@ def _target_verdicts(page: _Page, record: dict, verdicts: dict, captions: dict) 
         shown.append(FOREST)
     tables = _section_tables(page)
     further = [section for section in verdicts.get("sections", [])
-               if section["title"] != SUMMARY_SECTION and tuple(section["sentences"]) not in covered]
+               if section["title"] not in (SUMMARY_SECTION, ADVICE_SECTION)
+               and tuple(section["sentences"]) not in covered]
     level = "h3"
     if further and knowledge is not None and len(knowledge):
         parts.append("<h3>Further comparisons, by the same rule</h3>")
@@ -482,6 +484,15 @@ def _in_short(verdicts: dict) -> str:
     return f"<h2>In short</h2><ul>{''.join(f'<li>{_text(line)}</li>' for line in lines)}</ul>" if lines else ""
 
 
+def _advice(verdicts: dict) -> str:
+    """The advice section (``findings.advice``): what to use, at what cost, and what to try next."""
+    section = next((s for s in verdicts.get("sections", []) if s["title"] == ADVICE_SECTION), None)
+    if section is None or not section["sentences"]:
+        return ""
+    return (f"<h2>Advice</h2><p class='note'>{_text(section['methods'])}</p><ul>"
+            + "".join(f"<li>{_text(line)}</li>" for line in section["sentences"]) + "</ul>")
+
+
 def _key_values(rows: dict) -> str:
     cells = "".join(f"<tr><th>{_text(k)}</th><td>{_text(v)}</td></tr>" for k, v in rows.items())
     return f"<div class='scroll'><table class='provenance'>{cells}</table></div>"
@@ -563,7 +574,8 @@ def render(out: Path, notebooks: list[Path], record: dict, embed: bool = False) 
     figures = "".join(page.figure(name, captions[name], number)
                       for number, name in enumerate(rest, start=len(shown) + 1))
     title = verdicts.get("question", page.out.name)
-    parts = [f"<h1>fusionkit report: {_text(title)}</h1>", _meta(record), protocol_notice(record), headline, _in_short(verdicts), body,
+    parts = [f"<h1>fusionkit report: {_text(title)}</h1>", _meta(record), protocol_notice(record), headline, _in_short(verdicts),
+             _advice(verdicts), body,
              "<h2>Figures</h2>", figures or "<p>No figures were saved.</p>", _files(page, notebooks),
              _happened(record), _provenance(record)]
     document = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
