@@ -1,14 +1,14 @@
 """Task-vector geometry on constructed vectors: cosines overall and per layer, TIES's sign-conflict rate."""
+import numpy as np
 import pytest
-import torch
 
 from fusionkit.errors import InputError
 from fusionkit.evaluation.geometry import layer_cosines, sign_conflict_rate, task_vector_cosines
 
 
 def vector(layer0, layer1):
-    return {"encoder.layer.0.weight": torch.tensor(layer0, dtype=torch.float32),
-            "encoder.layer.1.weight": torch.tensor(layer1, dtype=torch.float32)}
+    return {"encoder.layer.0.weight": np.array(layer0, dtype=np.float32),
+            "encoder.layer.1.weight": np.array(layer1, dtype=np.float32)}
 
 
 def test_cosines_overall_and_per_layer():

@@ -3,8 +3,8 @@
 Cosine similarity between two sources' task vectors, over every weight and per encoder layer (Ilharco et al. 2023,
 "Editing Models with Task Arithmetic", find task vectors of different tasks nearly orthogonal), and the sign-conflict
 rate TIES resolves (Yadav et al. 2023, "TIES-Merging"): after each vector keeps its top ``density`` share of
-entries by magnitude, the share of the entries kept by two or more vectors whose kept signs disagree. State dicts
-in, numbers out (``torch`` tensors, as ``strategies.task_vectors`` makes them).
+entries by magnitude, the share of the entries kept by two or more vectors whose kept signs disagree. Task vectors
+as dicts of numpy arrays in (``strategies.task_vectors`` makes them as tensors: ``.numpy()`` each), numbers out.
 """
 from __future__ import annotations
 
@@ -13,15 +13,14 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 
 from fusionkit.errors import InputError
 
 LAYER = re.compile(r"(?:^|\.)layer\.(\d+)\.")  # BERT-style encoders: encoder.layer.<i>.
 
 
-def _flat(vector: dict, keys: list[str]) -> torch.Tensor:
-    return torch.cat([vector[key].detach().double().flatten() for key in keys])
+def _flat(vector: dict, keys: list[str]) -> np.ndarray:
+    return np.concatenate([np.asarray(vector[key], dtype=np.float64).ravel() for key in keys])
 
 
 def _common_keys(vectors: Sequence[dict], names: Sequence[str]) -> list[str]:
@@ -31,14 +30,14 @@ def _common_keys(vectors: Sequence[dict], names: Sequence[str]) -> list[str]:
     if not keys:
         raise InputError(f"the task vectors of {list(names)} share no weight")
     for key in keys:
-        shapes = {tuple(v[key].shape) for v in vectors}
+        shapes = {tuple(np.shape(v[key])) for v in vectors}
         if len(shapes) > 1:
             raise InputError(f"weight {key!r} has different shapes in the task vectors: {sorted(shapes)}")
     return keys
 
 
-def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
-    norm = float(a.norm() * b.norm())
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    norm = float(np.linalg.norm(a) * np.linalg.norm(b))
     return float(a @ b) / norm if norm > 0 else float("nan")
 
 
@@ -75,13 +74,15 @@ def sign_conflict_rate(vectors: Sequence[dict], names: Sequence[str], density: f
     keys = _common_keys(vectors, names)
     conflicts = overlapping = 0
     for key in keys:
-        stacked = torch.stack([v[key].detach().double().flatten() for v in vectors])
+        stacked = np.stack([np.asarray(v[key], dtype=np.float64).ravel() for v in vectors])
         k = max(1, int(density * stacked.shape[1]))
-        kept = torch.zeros_like(stacked, dtype=torch.bool)
-        kept.scatter_(1, stacked.abs().topk(k, dim=1).indices, True)
-        signs = torch.where(kept, stacked.sign(), torch.zeros_like(stacked))
-        several = (signs != 0).sum(0) >= 2
-        mixed = (signs > 0).any(0) & (signs < 0).any(0)
+        # the top k by magnitude, the first of equal magnitudes first (as torch.topk keeps them)
+        top = np.argsort(-np.abs(stacked), axis=1, kind="stable")[:, :k]
+        kept = np.zeros_like(stacked, dtype=bool)
+        np.put_along_axis(kept, top, True, axis=1)
+        signs = np.where(kept, np.sign(stacked), 0.0)
+        several = (signs != 0).sum(axis=0) >= 2
+        mixed = (signs > 0).any(axis=0) & (signs < 0).any(axis=0)
         overlapping += int(several.sum())
         conflicts += int((several & mixed).sum())
     return conflicts / overlapping if overlapping else float("nan")

@@ -62,7 +62,8 @@ def expert_geometry(config: StudyConfig, seed: int | None = None) -> tuple[pd.Da
                if isinstance(expert, FittedModel) and expert.spec.get("source_kind", TASK) == TASK}
     base_state = base.model.state_dict()
     names = list(experts)
-    vectors = [expert_task_vector(expert, base_state) for expert in experts.values()]
+    vectors = [{key: tensor.detach().cpu().numpy() for key, tensor in expert_task_vector(expert, base_state).items()}
+               for expert in experts.values()]
     return (task_vector_cosines(vectors, names), layer_cosines(vectors, names),
             sign_conflict_rate(vectors, names, density=0.2))
 
