@@ -45,7 +45,7 @@ $(VENV)/.installed: pyproject.toml
 test: setup
 	$(PY) -m pytest tests notebooks --nbval-lax
 
-# Runs on Ray, two at a time (one torch thread each): 1782 s from scratch on 2 cores (5 seeds, the fair protocol:
+# Runs on Ray, two at a time (one torch thread each): 2886 s from scratch on 2 cores (5 seeds, the fair protocol:
 # tuning, matched controls, per-seed experts, leave-one-source-out); a rerun on the same work folder trains nothing.
 report: setup
 	$(VENV)/bin/fusionkit report --profile quick --target cr --sources mr,subj,trec --out reports/quick-cr --executor ray --workers 2
