@@ -161,9 +161,15 @@ def test_the_verdict_table_says_what_the_comparisons_and_verdicts_json_say(opene
         return
     knowledge = pd.read_csv(folder / "comparisons_knowledge.csv")
     on_test_set = pd.read_csv(folder / "comparisons_on_test_set.csv").set_index("system")
+    tuned_path = folder / "comparisons_tuned_control.csv"
+    tuned = pd.read_csv(tuned_path).set_index("system") if tuned_path.is_file() else None
     assert shown.rows("verdicts", "data-system", "data-verdict") == list(zip(knowledge["system"], knowledge["verdict"]))
     for row, cells in zip(knowledge.itertuples(), shown.cells("verdicts")):
         assert cells[2].startswith(f"{row.gain:+.1f} [") and cells[4].endswith(row.verdict)
+        if tuned is not None:  # the gain over the tuned control comes next, then the secondary test
+            assert cells[5].startswith(f"{tuned.loc[row.system, 'gain']:+.1f} [")
+            assert cells[7].endswith(tuned.loc[row.system, "verdict"])
+            cells = cells[:5] + cells[8:]
         secondary = on_test_set.loc[row.system]
         assert cells[5].startswith(f"{secondary.gain:+.1f} [") and cells[7].endswith(secondary.verdict)
         said = [s for s in sentences if s.startswith(f"{row.system} vs {row.baseline} on ")]

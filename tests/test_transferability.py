@@ -79,11 +79,19 @@ def test_hscore_ignores_invertible_linear_maps_and_prefers_separable_features():
 
 
 def test_rank_correlation_matches_scipy():
+    """The statistics are scipy's; over 5 pairs the p-values are exact (all 120 orderings), over many scipy's own."""
     predicted, observed = [0.1, 0.4, 0.35, 0.8, 0.6], [-1.0, 0.5, 0.2, 2.0, 2.1]
     result = rank_correlation(predicted, observed)
     kendall, spearman = scipy.stats.kendalltau(predicted, observed), scipy.stats.spearmanr(predicted, observed)
-    assert (result["kendall_tau"], result["kendall_p"]) == pytest.approx((kendall.statistic, kendall.pvalue))
-    assert (result["spearman_rho"], result["spearman_p"]) == pytest.approx((spearman.statistic, spearman.pvalue))
+    assert (result["kendall_tau"], result["spearman_rho"]) == pytest.approx((kendall.statistic, spearman.statistic))
+    # tau = 0.8: orderings with |tau| >= 0.8 are 2 x (1 + 4) of 120; rho = 0.9: 2 x (1 + 4) too
+    assert (result["kendall_p"], result["spearman_p"]) == pytest.approx((10 / 120, 10 / 120))
+    rng = np.random.default_rng(0)
+    many = rng.normal(size=30), rng.normal(size=30)
+    large = rank_correlation(*many)
+    assert large["p_method"] == "asymptotic"
+    assert (large["kendall_p"], large["spearman_p"]) == pytest.approx(
+        (scipy.stats.kendalltau(*many).pvalue, scipy.stats.spearmanr(*many).pvalue))
 
 
 def test_bad_input_raises_clear_errors():
