@@ -230,14 +230,20 @@ def seed_uncertainty(estimates: pd.DataFrame, seed_gains: pd.DataFrame, k_regret
     check_positive_int(n_resamples, "n_resamples")
     rng = np.random.default_rng(seed)
     cells = {key: group["gain"].to_numpy(float) for key, group in seed_gains.groupby(["target", "source"])}
-    keys = list(cells)
-    draws = {estimator: {"regret": [], "ndcg": []} for estimator in estimates["estimator"].unique()}
+    means = seed_gains.groupby(["target", "source"], as_index=False)["gain"].mean()
+    _grouped(estimates, means)  # every scored pair has seed gains: checked once, named if not
+    # estimator -> [(target, scores, its sources)], sources in _grouped's order; only the gains change per resample
+    scored = {estimator: [(target, rows["score"].to_numpy(float), rows["source"].tolist())
+                          for target, rows in by_estimator.sort_values("source").groupby("target", sort=True)]
+              for estimator, by_estimator in estimates.groupby("estimator", sort=False)}
+    draws = {estimator: {"regret": [], "ndcg": []} for estimator in scored}
     for _ in range(n_resamples):
-        means = pd.DataFrame({"target": [t for t, _ in keys], "source": [s for _, s in keys],
-                              "gain": [rng.choice(cells[key], len(cells[key])).mean() for key in keys]})
-        for estimator, targets in _grouped(estimates, means).items():
-            draws[estimator]["regret"].append(_mean_measure(targets, k_regret, "regret"))
-            draws[estimator]["ndcg"].append(_mean_measure(targets, k_ndcg, "ndcg"))
+        resampled = {key: rng.choice(gains, len(gains)).mean() for key, gains in cells.items()}
+        for estimator, targets in scored.items():
+            drawn = [(target, scores, np.array([resampled[(target, source)] for source in sources]))
+                     for target, scores, sources in targets]
+            draws[estimator]["regret"].append(_mean_measure(drawn, k_regret, "regret"))
+            draws[estimator]["ndcg"].append(_mean_measure(drawn, k_ndcg, "ndcg"))
     tail = (1 - confidence) / 2
     rows = []
     for estimator, values in draws.items():

@@ -6,11 +6,9 @@ or local folder goes through transformers' Auto classes.
 """
 from __future__ import annotations
 
-import copy
 import functools
 import hashlib
 import json
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -216,7 +214,8 @@ def load_encoder(name: str = "minilm", from_scratch: bool = False, pooling: str 
                 torch.manual_seed(seed)
                 model = AutoModel.from_config(config, trust_remote_code=trust_remote_code)
             else:
-                model, fingerprint = _pretrained(source, trust_remote_code)
+                model = AutoModel.from_pretrained(source, use_safetensors=True,
+                                                  trust_remote_code=trust_remote_code)
         except (OSError, ValueError) as err:  # ValueError: a folder without tokenizer files, a malformed id
             if Path(source).exists():
                 raise ConfigError(f"cannot load encoder '{name}' from local folder '{source}': {err}") from None
@@ -225,33 +224,24 @@ def load_encoder(name: str = "minilm", from_scratch: bool = False, pooling: str 
     if device:
         model.to(device)
     model.eval()
-    pretrained = name != "tiny" and not from_scratch
-    return Encoder(model=model, tokenizer=tokenizer, name=name, pooling=pooling, max_length=max_length,
-                   from_scratch=from_scratch or name == "tiny", _fingerprint=fingerprint if pretrained else None)
+    encoder = Encoder(model=model, tokenizer=tokenizer, name=name, pooling=pooling, max_length=max_length,
+                      from_scratch=from_scratch or name == "tiny")
+    if name != "tiny" and not from_scratch:
+        encoder._fingerprint = _pretrained_fingerprint(encoder, source, trust_remote_code)
+    return encoder
 
 
-# (folder or Hub id, trust_remote_code, its weight files' stamps) -> (model, fingerprint): the pretrained weights this process loaded last,
-# handed out as copies (``copy.deepcopy``: 0.05 s against 0.2 s to read MiniLM's safetensors), with the fingerprint
-# computed once. Reading pretrained weights draws no random numbers, so a copy leaves the random state as a load
-# would.
-_PRETRAINED: "OrderedDict[tuple, tuple[torch.nn.Module, str]]" = OrderedDict()
-KEEP_PRETRAINED = 2
+# (folder or Hub id, trust_remote_code, its weight files' stamps) -> the fingerprint of those weights: hashing
+# MiniLM's 22M weights takes 0.1 s, and every run loads its base encoder again (reading it is 0.03 s once the file is
+# in the page cache). Weights rewritten on disk change the stamp and are hashed again.
+_FINGERPRINTS: dict[tuple, str] = {}
 
 
-def _pretrained(source: str, trust_remote_code: bool) -> tuple[torch.nn.Module, str]:
-    from transformers import AutoModel
-
+def _pretrained_fingerprint(encoder: Encoder, source: str, trust_remote_code: bool) -> str:
     folder = Path(source)
     stamp = tuple(sorted((f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in folder.glob("*.safetensors"))) \
         if folder.is_dir() else ()
-    key = (str(source), trust_remote_code, stamp)  # weights rewritten on disk are read again
-    if key not in _PRETRAINED:
-        model = AutoModel.from_pretrained(source, use_safetensors=True, trust_remote_code=trust_remote_code)
-        model.eval()
-        fingerprint = Encoder(model, None, str(source)).fingerprint()
-        _PRETRAINED[key] = (model, fingerprint)
-        while len(_PRETRAINED) > KEEP_PRETRAINED:
-            _PRETRAINED.popitem(last=False)
-    _PRETRAINED.move_to_end(key)
-    model, fingerprint = _PRETRAINED[key]
-    return copy.deepcopy(model), fingerprint
+    key = (str(source), trust_remote_code, stamp)
+    if key not in _FINGERPRINTS:
+        _FINGERPRINTS[key] = encoder.fingerprint()
+    return _FINGERPRINTS[key]

@@ -271,7 +271,7 @@ def fixes_and_breaks(run: NotebookRun, results: pd.DataFrame) -> tuple[pd.DataFr
             controls = results[(results["system"] == control) & (results["train_size"] == size)]
             ids = runs.set_index("seed")["run_id"]
             control_ids = controls.set_index("seed")["run_id"]
-            if bool(controls.get("seed_free", pd.Series([False])).any()):  # one run stands for every seed
+            if "seed_free" in controls and controls["seed_free"].any():  # one run stands for every seed
                 control_ids = pd.Series(control_ids.iloc[0], index=ids.index)
             seeds = sorted(set(ids.index) & set(control_ids.index))
             if not seeds:
@@ -317,6 +317,13 @@ def save_learning_curves(run: NotebookRun, results: pd.DataFrame, name: str, cap
         return None
     colors = plots.system_colors(results["system"])
     return run.save(plots.learning_curves(tables.by_system(curves), "accuracy", colors=colors), name, caption)
+
+
+def learning_curves_and_aulc(run: NotebookRun, results: pd.DataFrame) -> pd.DataFrame:
+    """Notebook 5's learning curves (``save_learning_curves``) and the area under each (``tables.aulc_table``)."""
+    save_learning_curves(run, results, "05_learning_curves",
+                         "accuracy against target train size for every system run at several sizes")
+    return tables.aulc_table(results)
 
 
 def save_gain_forest(run: NotebookRun, results: pd.DataFrame, comparisons: Comparisons):

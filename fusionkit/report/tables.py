@@ -19,7 +19,7 @@ from fusionkit.evaluation.metrics import check_columns
 from fusionkit.evaluation.stats import crossed_variance_components, friedman_nemenyi
 from fusionkit.evaluation.gains import FAILED_FAR_BELOW, aulc, failed_runs, learning_curve
 from fusionkit.strategies import STRATEGIES
-from fusionkit.study.design import CROSSED, VARIANCE
+from fusionkit.study.design import CONTROL, CROSSED, VARIANCE, role_pairs
 from fusionkit.study.sources import entry_kind
 
 COST_COLUMNS = ("trainable_params", "train_seconds", "infer_ms_per_example")
@@ -440,10 +440,10 @@ def variance_split_table(results: pd.DataFrame, metric: str = "accuracy") -> pd.
         return pd.DataFrame(columns=columns)
     data_seed = results["data_seed"] if "data_seed" in results else pd.Series(np.nan, index=results.index)
     frame = _without_attrs(results).assign(data_seed=data_seed.fillna(results["seed"]).astype(int))
-    controls = frame[(frame["role"] == "control") & (frame["primary_control"] == True)]  # noqa: E712 (a column)
+    matched = dict(role_pairs(frame, CONTROL, primary=True))  # fusion system -> its matched control
     rows = []
     for (system, size), grid in grid_runs.groupby(["of", "train_size"]):
-        control_name = controls.loc[controls["of"] == system, "system"].iloc[0]
+        control_name = matched[system]
         crossed = grid["system"] == f"{system}: {CROSSED}"  # the fusion system's; the others its control's
         fused = pd.concat([frame[(frame["system"] == system) & (frame["train_size"] == size)], grid[crossed]])
         control = pd.concat([frame[(frame["system"] == control_name) & (frame["train_size"] == size)],
