@@ -14,6 +14,7 @@ KNOBS = {
     "sequential": {**FAST, **EXPERT}, "multitask": {**FAST, "source_train_size": 40},
     "representation": {**EXPERT, "epochs": 2, "layers": "all"}, "merge": {**EXPERT, "method": "ties"},
     "distill": {**FAST, **EXPERT}, "setfit": {"num_iterations": 2}, "ensemble": {**FAST, "members": 2},
+    "adapter": FAST, "adapter_fusion": {**FAST, **EXPERT},
 }
 
 
@@ -30,7 +31,8 @@ def fit(name, task, sources, workdir, knobs=None, **fit_args):
 
 def test_registry_holds_every_family():
     assert set(STRATEGIES) == {"scratch", "linear_probe", "finetune", "lora", "sequential", "multitask",
-                               "representation", "merge", "distill", "setfit", "ensemble"}
+                               "representation", "merge", "distill", "setfit", "ensemble", "adapter",
+                               "adapter_fusion"}
 
 
 @pytest.mark.parametrize("name", sorted(KNOBS))

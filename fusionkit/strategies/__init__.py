@@ -11,10 +11,11 @@ and one import line below.
 from __future__ import annotations
 
 from fusionkit.errors import ConfigError
+from fusionkit.strategies.adapter_fusion import AdapterFusion
 from fusionkit.strategies.base import Artefact, FittedModel, Strategy
 from fusionkit.strategies.distill import Distill
 from fusionkit.strategies.ensemble import SeedEnsemble
-from fusionkit.strategies.finetune import Finetune, Lora, Scratch
+from fusionkit.strategies.finetune import Adapter, Finetune, Lora, Scratch
 from fusionkit.strategies.linear_probe import LinearProbe
 from fusionkit.strategies.merge import Merge
 from fusionkit.strategies.multitask import Multitask
@@ -32,6 +33,7 @@ def get_strategy(name: str, knobs: dict | None = None, **settings) -> Strategy:
     return STRATEGIES[name](knobs, **settings)
 
 
-__all__ = ["STRATEGIES", "Strategy", "FittedModel", "Artefact", "get_strategy", "Distill", "Finetune", "Lora",
+__all__ = ["STRATEGIES", "Strategy", "FittedModel", "Artefact", "get_strategy", "Adapter", "AdapterFusion",
+           "Distill", "Finetune", "Lora",
            "Scratch", "LinearProbe", "Merge", "Multitask", "RepresentationFusion", "Sequential", "SetFit",
            "SeedEnsemble"]

@@ -1,6 +1,7 @@
 """Source experts: the base encoder adapted to one source task, trained once and reused by every strategy.
 
-An expert is a fitted ``finetune`` (kind "full") or ``lora`` (kind "lora") model on the source task, an
+An expert is a fitted ``finetune`` (kind "full"), ``lora`` (kind "lora") or ``adapter`` (kind "adapter":
+bottleneck adapters, AdapterFusion's stage 1) model on the source task, an
 ``Artefact`` kept under ``<workdir>/experts/``, keyed by (encoder, source content, kind, seed, train size,
 knobs). It is early-stopped on its source's validation split, and its seed follows the run's, so a study's
 seeds retrain the experts too: the training run, experts included, is the unit of replication. A strategy
@@ -20,10 +21,10 @@ from fusionkit.modeling.heads import dense_backbone, is_lora
 from fusionkit.modeling.training import Knobs
 from fusionkit.strategies import task_vectors
 from fusionkit.strategies.base import Artefact, Control, FittedModel
-from fusionkit.strategies.finetune import Finetune, Lora
+from fusionkit.strategies.finetune import Adapter, Finetune, Lora
 from fusionkit.strategies.knowledge import MODEL, LoraAdapter, PretrainedModel
 
-EXPERT_TRAINERS = {"full": Finetune, "lora": Lora}
+EXPERT_TRAINERS = {"full": Finetune, "lora": Lora, "adapter": Adapter}
 
 
 @dataclass
@@ -123,6 +124,10 @@ def expert_backbone(expert: FittedModel) -> torch.nn.Module:
 def expert_task_vector(expert: FittedModel, base_state: dict) -> dict:
     """finetuned - pretrained; a LoRA expert's vector comes straight from its low-rank factors."""
     backbone = expert.module.backbone
+    if expert.spec.get("strategy") == Adapter.name:
+        raise ConfigError(f"expert {expert.spec.get('target')!r} is a bottleneck adapter: it adds modules rather "
+                          f"than moving the encoder's weights, so it has no task vector to merge; merge experts of "
+                          f"kind 'full' or 'lora' (AdapterFusion fuses adapters)")
     if is_lora(backbone):
         from peft import get_peft_model_state_dict
 

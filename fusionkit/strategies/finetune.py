@@ -1,4 +1,5 @@
-"""Target-only baselines that train the encoder: ``finetune``, ``scratch`` (random init) and ``lora`` (peft)."""
+"""Target-only baselines that train the encoder: ``finetune``, ``scratch`` (random init), ``lora`` (peft) and
+``adapter`` (Pfeiffer bottleneck adapters)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -10,6 +11,7 @@ import torch.nn.functional as F
 
 from fusionkit.data.tasks import Task
 from fusionkit.errors import ConfigError
+from fusionkit.modeling.adapters import PFEIFFER_REDUCTION, add_adapters
 from fusionkit.modeling.encoders import Encoder, blank_encoder
 from fusionkit.modeling.heads import TextClassifier, TextCollator, model_inputs, predict_logits
 from fusionkit.modeling.training import History, Knobs, TrainKnobs, knob_group, train_loop
@@ -45,7 +47,7 @@ def probe_head_init(module: torch.nn.Module, tokenizer, task: Task, max_length: 
 
 
 def train_classifier(module: torch.nn.Module, tokenizer, task: Task, knobs: TrainKnobs, seed: int,
-                     max_length: int, head_init: str = "random") -> History:
+                     max_length: int, head_init: str = "random", loss=cross_entropy_loss) -> History:
     """Supervised training of a text classifier on ``task.train``, early-stopped on validation accuracy; its head
     starts random or, with ``head_init="probe"``, as a logistic regression on the frozen features (LP-FT)."""
     if head_init not in HEAD_INITS:
@@ -54,7 +56,7 @@ def train_classifier(module: torch.nn.Module, tokenizer, task: Task, knobs: Trai
         probe_head_init(module, tokenizer, task, max_length, seed)
     texts, labels = list(task.train["text"][:]), list(task.train["label"][:])
     collate = TextCollator(tokenizer, max_length)
-    return train_loop(module, list(zip(texts, labels)), collate, cross_entropy_loss,
+    return train_loop(module, list(zip(texts, labels)), collate, loss,
                       validation_accuracy(module, tokenizer, task, max_length), knobs, seed=seed,
                       lengths=collate.lengths(texts))
 
@@ -81,6 +83,15 @@ class LoraKnobs(Knobs):
     alpha: int = 16
     lora_dropout: float = 0.1
     target_modules: list = field(default_factory=lambda: ["query", "value"])
+
+
+@dataclass
+class AdapterKnobs(Knobs):
+    # Adapters train few weights from a near-zero start and take a step like LoRA's (Houlsby et al. 2019 and
+    # Pfeiffer et al. 2021 search 1e-4..1e-3 over many epochs; at a few hundred examples the larger end).
+    train: TrainKnobs = knob_group(TrainKnobs, lr=1e-3)
+    head_init: str = "random"
+    reduction_factor: int = PFEIFFER_REDUCTION
 
 
 def add_lora(backbone: torch.nn.Module, knobs: LoraKnobs) -> torch.nn.Module:
@@ -146,3 +157,22 @@ class Lora(Finetune):
     @classmethod
     def _wrap(cls, backbone, spec):
         return add_lora(backbone, LoraKnobs.from_knobs(spec["knobs"]))
+
+
+ADAPTER_NAME = "adapter"  # the one adapter of an ``adapter`` model; AdapterFusion names each by its source
+
+
+class Adapter(Finetune):
+    """Bottleneck adapters in every layer (Pfeiffer configuration, ``modeling.adapters``); the encoder frozen.
+    As a source expert (``expert_kind: adapter``) it is AdapterFusion's stage 1: one adapter per source."""
+
+    name = "adapter"
+    Knobs = AdapterKnobs
+    search_space = {"lr": [3e-4, 1e-3, 3e-3], "epochs": [3, 6]}
+
+    @classmethod
+    def _wrap(cls, backbone, spec):
+        add_adapters(backbone, [ADAPTER_NAME], AdapterKnobs.from_knobs(spec["knobs"]).reduction_factor)
+        for name, param in backbone.named_parameters():
+            param.requires_grad_(".adapters." in name)
+        return backbone
