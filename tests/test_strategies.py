@@ -212,3 +212,60 @@ def test_a_kept_artefact_is_read_once_and_handed_out_as_independent_copies(toy_s
     third = artefact.provide()
     assert all(torch.equal(a, b) for a, b in zip(first.module.state_dict().values(),
                                                   third.module.state_dict().values()))
+
+
+@pytest.mark.parametrize("method", ["fisher", "regmean"])
+def test_data_dependent_merges_read_their_sources_training_texts_never_the_targets(method, toy_task, toy_source,
+                                                                                 workdir, monkeypatch):
+    from fusionkit.strategies import merge as merge_module
+
+    read = []
+    statistics = merge_module.MERGE_METHODS[method].statistics
+    monkeypatch.setitem(merge_module.MERGE_METHODS, method, merge_module.MergeMethod(
+        merge_module.MERGE_METHODS[method].merge, scaled=False,
+        statistics=lambda expert, texts, max_length: read.append(texts) or statistics(expert, texts, max_length)))
+    fitted = fit("merge", toy_task, [toy_source], workdir, {**EXPERT, "method": method, "statistics_examples": 20},
+                 seed=0, train_size=60)
+    assert fitted.predict_proba(toy_task.test).shape == (len(toy_task.test), 2)
+    (texts,) = read
+    assert len(texts) == 20 and set(texts) <= set(toy_source.train["text"][:])
+    target_texts = {t for split in ("train", "validation", "test") for t in getattr(toy_task, split)["text"][:]}
+    assert not set(texts) & target_texts
+
+
+def test_fisher_is_the_expected_squared_gradient_of_the_log_likelihood(toy_source, workdir):
+    from fusionkit.strategies.merge import diagonal_fisher
+
+    expert = get_strategy("finetune", FAST, encoder="tiny", workdir=workdir, max_length=16).fit(toy_source, seed=0,
+                                                                                                 train_size=40)
+    texts = list(toy_source.train["text"][:3])
+    fisher = diagonal_fisher(expert, texts, 16)
+    # written out for one weight: mean over texts of sum_y p(y|x) (d log p(y|x) / d w)^2, by autograd one by one
+    module = expert.module
+    weight = module.backbone.encoder.layer[1].output.dense.weight
+    weight.requires_grad_(True)
+    expected = torch.zeros_like(weight)
+    for text in texts:
+        batch = {k: v for k, v in expert.tokenizer([text], return_tensors="pt").items() if k != "token_type_ids"}
+        log_p = module.eval()(**batch)[0].log_softmax(-1)
+        for label in range(2):
+            (grad,) = torch.autograd.grad(log_p[label], weight, retain_graph=True)
+            expected += log_p[label].exp().detach() * grad ** 2
+    torch.testing.assert_close(fisher["encoder.layer.1.output.dense.weight"], expected / 3, rtol=1e-4, atol=1e-10)
+
+
+def test_regmean_grams_are_the_mean_outer_product_of_each_linear_layers_real_token_inputs(toy_source, workdir):
+    from fusionkit.strategies.merge import input_grams
+
+    expert = get_strategy("finetune", FAST, encoder="tiny", workdir=workdir, max_length=16).fit(toy_source, seed=0,
+                                                                                                 train_size=40)
+    texts = ["short", "a somewhat longer text here"]  # padded together: the padding must not count
+    grams = input_grams(expert, texts, 16)
+    # the first layer's query projection reads the embeddings' output: X^T X / tokens over both texts' real tokens
+    rows = []
+    for text in texts:
+        batch = {k: v for k, v in expert.tokenizer([text], return_tensors="pt").items() if k != "token_type_ids"}
+        rows.append(expert.module.backbone(**batch, output_hidden_states=True).hidden_states[0][0].detach())
+    x = torch.cat(rows)
+    torch.testing.assert_close(grams["encoder.layer.0.attention.self.query"], x.T @ x / len(x), rtol=1e-5, atol=1e-6)
+    assert grams["encoder.layer.0.attention.self.query"].shape == (32, 32)

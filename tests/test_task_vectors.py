@@ -176,3 +176,50 @@ def test_lora_delta_matches_merge_and_unload():
 def test_errors_name_the_culprit(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+# ---------------------------------------------------------------- data-dependent merges
+
+def test_fisher_merge_is_the_fisher_weighted_mean_of_the_experts_weights():
+    from fusionkit.strategies.task_vectors import fisher_merge
+
+    base = {"w": torch.tensor([1.0, 1.0, 1.0]), "ids": torch.tensor([7])}
+    vectors = [{"w": torch.tensor([1.0, 2.0, 0.0])}, {"w": torch.tensor([3.0, 0.0, -2.0])}]  # thetas 2,3,1 and 4,1,-1
+    fishers = [{"w": torch.tensor([1.0, 0.0, 3.0])}, {"w": torch.tensor([1.0, 0.0, 1.0])}]
+    merged = fisher_merge(base, vectors, fishers, floor=0.0, normalize=False)
+    # entry 0: equal Fisher, the mean (3); entry 2: 3:1 for the first expert, (3 * 1 + 1 * -1) / 4 = 0.5
+    torch.testing.assert_close(merged["w"][[0, 2]], torch.tensor([3.0, 0.5]))
+    assert torch.equal(merged["ids"], base["ids"])
+    # where no expert has any Fisher, the floor leaves the plain mean (FusionBench's 1e-6)
+    floored = fisher_merge(base, vectors, fishers, floor=1e-6, normalize=False)
+    torch.testing.assert_close(floored["w"][1], torch.tensor(2.0))
+    # normalised: each expert's Fisher divided by its global L2 norm (sqrt 10 and sqrt 2) before weighing
+    normalised = fisher_merge(base, vectors, fishers, floor=0.0, normalize=True)
+    a, b = 3.0 / 10 ** 0.5, 1.0 / 2 ** 0.5
+    torch.testing.assert_close(normalised["w"][2], torch.tensor((a * 1 + b * -1) / (a + b)))
+
+
+def test_regmean_solves_the_least_squares_merge_of_each_linear_layer():
+    from fusionkit.strategies.task_vectors import regmean
+
+    generator = torch.Generator().manual_seed(0)
+    base = {"lin.weight": torch.randn(3, 4, generator=generator), "lin.bias": torch.zeros(3)}
+    vectors = [{k: torch.randn(v.shape, generator=generator) for k, v in base.items()} for _ in range(2)]
+    inputs = [torch.randn(50, 4, generator=generator) for _ in range(2)]
+    grams = [{"lin": x.T @ x / len(x)} for x in inputs]
+    merged = regmean(base, vectors, grams, off_diagonal=1.0)
+    # W minimises sum_i ||X_i W^T - X_i W_i^T||^2: the stacked least-squares problem, solved by lstsq
+    weights = [base["lin.weight"] + v["lin.weight"] for v in vectors]
+    rows = torch.cat([x / len(x) ** 0.5 for x in inputs])
+    targets = torch.cat([x @ w.T / len(x) ** 0.5 for x, w in zip(inputs, weights)])
+    expected = torch.linalg.lstsq(rows, targets).solution.T
+    torch.testing.assert_close(merged["lin.weight"], expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(merged["lin.bias"], (vectors[0]["lin.bias"] + vectors[1]["lin.bias"]) / 2)
+    # off-diagonal 0: each input dimension alone, a per-column weighted mean by the diagonal of each Gram
+    diagonal = regmean(base, vectors, grams, off_diagonal=0.0)["lin.weight"]
+    d = [g["lin"].diagonal() for g in grams]
+    torch.testing.assert_close(diagonal, (d[0] * weights[0] + d[1] * weights[1]) / (d[0] + d[1]))
+    with pytest.raises(ConfigError, match="off_diagonal must be in"):
+        regmean(base, vectors, grams, off_diagonal=2.0)
+    with pytest.raises(InputError, match="grams has 1 entries but vectors has 2"):
+        regmean(base, vectors, grams[:1])

@@ -2,7 +2,11 @@
 
 Methods (registered in ``MERGE_METHODS``; the arithmetic is in ``task_vectors``): ``average`` of the
 experts' weights, ``task_arithmetic`` (Ilharco et al. 2023), ``ties`` (Yadav et al. 2023) and ``dare``
-(Yu et al. 2024). The merged encoder stays frozen; the target head is a logistic-regression probe on its
+(Yu et al. 2024); and two that weigh each expert by statistics of its own source's training texts
+(``statistics_examples`` of them, the source split the expert was trained from, never the target's): ``fisher``
+(Matena & Raffel 2022: the diagonal of each expert's Fisher information, exact expectation over its predicted
+labels) and ``regmean`` (Jin et al. 2023: the Gram matrix of every linear layer's inputs). The merged encoder
+stays frozen; the target head is a logistic-regression probe on its
 (cached) features, so the matched control is the same probe on the base encoder: ``linear_probe`` with the
 same C. The scale of the task vectors is a knob a study tunes on validation over Ilharco et al.'s grid (0.05 to 1
 in steps of 0.05); scale 0, the base encoder itself, is the control, which the study runs as matched and tuned.
@@ -13,14 +17,18 @@ import copy
 from dataclasses import dataclass
 from typing import Callable
 
+import torch
+
+from fusionkit.data.tasks import Task
 from fusionkit.errors import ConfigError
 from fusionkit.modeling.encoders import Encoder
 from fusionkit.modeling.features import FeatureCache
+from fusionkit.modeling.heads import TextClassifier, TextCollator, model_inputs
 from fusionkit.modeling.training import Knobs, knob_group
 from fusionkit.strategies import task_vectors
 from fusionkit.strategies.base import Control
-from fusionkit.strategies.experts import (ExpertKnobs, check_expert, expert_artefacts, expert_task_vector,
-                                          shuffled_label_control)
+from fusionkit.strategies.experts import (ExpertKnobs, check_expert, expert_artefacts, expert_backbone,
+                                          expert_task_vector, shuffled_label_control)
 from fusionkit.strategies.linear_probe import LinearProbe, ProbeKnobs, probe
 
 
@@ -32,26 +40,90 @@ class MergeKnobs(Knobs):
     scale: float = 1.0  # of the (summed) task vectors; 0 is the base encoder; "average" has none
     density: float = 0.2  # ties: share of each task vector kept
     drop_rate: float = 0.9  # dare: share of each task vector dropped
+    statistics_examples: int = 256  # fisher, regmean: source training texts per expert (FusionBench's default)
+    off_diagonal: float = 0.1  # regmean: scale of the Gram matrices' off-diagonal entries (FusionBench's default)
+
+
+@torch.no_grad()
+def input_grams(expert, texts: list[str], max_length: int) -> dict[str, torch.Tensor]:
+    """RegMean's statistics: for every linear layer of the expert's encoder, ``X^T X / n`` over the real (unpadded)
+    tokens of ``texts`` (X: the layer's inputs, one row per token)."""
+    backbone = expert_backbone(expert)
+    grams: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
+    mask: dict[str, torch.Tensor] = {}
+
+    def hook(name):
+        def record(module, inputs, output):
+            x = inputs[0]  # [batch, tokens, in]; [batch, in] for a layer on one vector per text (BERT's pooler)
+            rows = (x[mask["tokens"]] if x.dim() == 3 else x).double()
+            grams[name] = grams.get(name, 0) + rows.T @ rows
+            counts[name] = counts.get(name, 0) + rows.shape[0]
+        return record
+
+    handles = [module.register_forward_hook(hook(name)) for name, module in backbone.named_modules()
+               if isinstance(module, torch.nn.Linear)]
+    collate = TextCollator(expert.tokenizer, max_length)
+    try:
+        for start in range(0, len(texts), 32):
+            batch = model_inputs(collate([(text, 0) for text in texts[start:start + 32]]))
+            mask["tokens"] = batch["attention_mask"].bool()
+            backbone(**batch)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {name: (gram / counts[name]).float() for name, gram in grams.items()}
+
+
+def diagonal_fisher(expert, texts: list[str], max_length: int) -> dict[str, torch.Tensor]:
+    """Fisher merging's statistics: the diagonal of the expert's Fisher information on ``texts``,
+    ``mean_x sum_y p(y|x) (d log p(y|x) / d theta)^2`` over its encoder's weights (Matena & Raffel 2022, the
+    expectation over the model's own predicted labels taken exactly, one gradient per label)."""
+    backbone = expert_backbone(expert)
+    classifier = TextClassifier(backbone, expert.module.head.out_features, expert.module.pooling).eval()
+    classifier.head.load_state_dict(expert.module.head.state_dict())
+    params = dict(backbone.named_parameters())
+    for param in params.values():
+        param.requires_grad_(True)
+    fisher = {name: torch.zeros_like(param, dtype=torch.float64) for name, param in params.items()}
+    collate = TextCollator(expert.tokenizer, max_length)
+    for text in texts:
+        log_p = classifier(**model_inputs(collate([(text, 0)])))[0].log_softmax(-1)
+        for label, weight in enumerate(log_p.detach().exp().tolist()):
+            grads = torch.autograd.grad(log_p[label], list(params.values()), retain_graph=True, allow_unused=True)
+            for (name, _), grad in zip(params.items(), grads):
+                if grad is not None:
+                    fisher[name] += weight * grad.double() ** 2
+    return {name: (value / len(texts)).float() for name, value in fisher.items()}
 
 
 @dataclass(frozen=True)
 class MergeMethod:
-    """``merge(base_state, task_vectors, scale, knobs, seed) -> merged state``; ``scaled``: whether a scale is tuned."""
+    """``merge(base_state, task_vectors, scale, knobs, seed, statistics) -> merged state``; ``scaled``: whether a
+    scale is tuned; ``statistics(expert, source_texts, max_length)``: what a data-dependent merge needs of each
+    expert (None: the weights alone), passed to ``merge`` as a list in the experts' order."""
 
     merge: Callable[..., dict]
     scaled: bool = True
+    statistics: Callable[..., dict] | None = None
 
 
 MERGE_METHODS: dict[str, MergeMethod] = {
     # The mean of the experts' weights is the base plus the mean task vector.
-    "average": MergeMethod(lambda base, vectors, scale, knobs, seed:
+    "average": MergeMethod(lambda base, vectors, scale, knobs, seed, statistics:
                            task_vectors.task_arithmetic(base, vectors, 1 / len(vectors)), scaled=False),
-    "task_arithmetic": MergeMethod(lambda base, vectors, scale, knobs, seed:
+    "task_arithmetic": MergeMethod(lambda base, vectors, scale, knobs, seed, statistics:
                                    task_vectors.task_arithmetic(base, vectors, scale)),
-    "ties": MergeMethod(lambda base, vectors, scale, knobs, seed:
+    "ties": MergeMethod(lambda base, vectors, scale, knobs, seed, statistics:
                         task_vectors.ties(base, vectors, knobs.density, scale)),
-    "dare": MergeMethod(lambda base, vectors, scale, knobs, seed:
+    "dare": MergeMethod(lambda base, vectors, scale, knobs, seed, statistics:
                         task_vectors.dare(base, vectors, knobs.drop_rate, scale, seed=seed)),
+    "fisher": MergeMethod(lambda base, vectors, scale, knobs, seed, statistics:
+                          task_vectors.fisher_merge(base, vectors, statistics), scaled=False,
+                          statistics=diagonal_fisher),
+    "regmean": MergeMethod(lambda base, vectors, scale, knobs, seed, statistics:
+                           task_vectors.regmean(base, vectors, statistics, knobs.off_diagonal), scaled=False,
+                           statistics=input_grams),
 }
 
 
@@ -92,11 +164,27 @@ class Merge(LinearProbe):  # the same module: a probe head on a (merged) frozen 
         vectors = task_vectors.complete([expert_task_vector(e, base_state) for e in artefacts], base_state)
         if knobs.scale < 0:
             raise ConfigError(f"merge: knob 'scale' must be >= 0 (0 is the base encoder), got {knobs.scale!r}")
+        statistics = None
+        if method.statistics is not None:
+            statistics = [method.statistics(expert, self._source_texts(source, seed), self.max_length)
+                          for expert, source in zip(artefacts, sources)]
         merged = copy.deepcopy(base.model)
-        merged.load_state_dict(method.merge(base_state, vectors, knobs.scale if method.scaled else None, knobs, seed))
+        merged.load_state_dict(method.merge(base_state, vectors, knobs.scale if method.scaled else None, knobs, seed,
+                                            statistics))
         encoder = Encoder(merged, base.tokenizer, f"merged-{knobs.method}", self.pooling, self.max_length)
         module, history, probabilities = probe(encoder, target, FeatureCache(self.workdir / "features"),
                                                knobs.probe, seed)
         arch = {"method": knobs.method, "scale": knobs.scale if method.scaled else None,
                 "source_names": [e.spec["target"] for e in artefacts]}
         return module, base, history, arch, probabilities
+
+    def _source_texts(self, source, seed: int) -> list[str]:
+        """The training texts a data-dependent merge reads of a source: a stratified subsample of the source's own
+        training split (the target's data is never read here)."""
+        if not isinstance(source, Task):
+            raise ConfigError(f"merge method {self.knobs.method!r} weighs each expert by statistics of its source's "
+                              f"texts; source {getattr(source, 'name', source)!r} is not a task with texts")
+        size = self.knobs.statistics_examples
+        if size < 1:
+            raise ConfigError(f"merge: knob 'statistics_examples' must be >= 1, got {size!r}")
+        return list(source.subsample(size if size < len(source.train) else None, seed).train["text"][:])

@@ -2,7 +2,10 @@
 
 A task vector is ``finetuned - pretrained`` (Ilharco et al. 2023); the merges combine task vectors
 key by key and add the result back onto the pretrained weights: task arithmetic (sum), TIES
-(Yadav et al. 2023: trim, elect sign, disjoint mean) and DARE (Yu et al. 2024: drop and rescale).
+(Yadav et al. 2023: trim, elect sign, disjoint mean) and DARE (Yu et al. 2024: drop and rescale). Two merges
+weigh each expert by statistics of its own source data: Fisher merging (Matena & Raffel 2022: per-weight
+diagonal Fisher information) and RegMean (Jin et al. 2023: each linear layer's least-squares merge from the
+Gram matrices of its inputs); both take the statistics as tensors (the merge strategy computes them).
 Task arithmetic and DARE call peft's ``merge_utils`` for the per-tensor arithmetic; TIES keeps its own,
 since its trimming convention differs from peft's (see ``ties``).
 ``lora_delta`` turns a peft LoRA adapter into a dense task vector so it merges like any other.
@@ -110,6 +113,72 @@ def dare(pretrained: StateDict, vectors: Sequence[StateDict], drop_rate: float =
         torch.manual_seed(seed)
         merged = _map_keys(vectors, drop_and_combine, "vectors")
     return apply_task_vector(pretrained, merged, scale)
+
+
+def fisher_merge(pretrained: StateDict, vectors: Sequence[StateDict], fishers: Sequence[StateDict],
+                 floor: float = 1e-6, normalize: bool = True) -> StateDict:
+    """Fisher merging: each weight the Fisher-weighted mean of the experts' ``theta_i = pretrained + vectors[i]``,
+    ``sum_i c_i (F_i + floor) theta_i / sum_i c_i (F_i + floor)``.
+
+    As FusionBench's ``merging_with_fisher_weights`` (its defaults): ``floor`` keeps a weight no expert's Fisher
+    reaches at their plain mean, and with ``normalize`` each expert's Fisher counts in inverse proportion to its
+    L2 norm over all weights (``c_i``), so that an expert whose loss is steeper everywhere does not win every weight.
+    """
+    if len(fishers) != len(vectors):
+        raise InputError(f"fishers has {len(fishers)} entries but vectors has {len(vectors)}: one Fisher per expert")
+    for index, fisher in enumerate(fishers):
+        _check_same_keys(vectors[index], fisher, f"vectors[{index}]", f"fishers[{index}]")
+    share = torch.full((len(vectors),), 1.0 / len(vectors), dtype=torch.float64)
+    if normalize:
+        inverse = torch.stack([1.0 / (_global_norm(f) + floor) for f in fishers]).double()
+        share = share * inverse / inverse.sum()
+
+    def weighted_mean(key: str) -> torch.Tensor:
+        weights = torch.stack([c * (f[key].double() + floor) for c, f in zip(share, fishers)])
+        thetas = torch.stack([pretrained[key].double() + v[key].double() for v in vectors])
+        return ((weights * thetas).sum(0) / weights.sum(0)).to(pretrained[key].dtype)
+
+    _check_subset(pretrained, vectors[0], "pretrained", "vectors[0]")
+    return {key: weighted_mean(key) if key in vectors[0] else p for key, p in pretrained.items()}
+
+
+def _global_norm(tensors: StateDict) -> torch.Tensor:
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t.double()) for t in tensors.values()]))
+
+
+def regmean(pretrained: StateDict, vectors: Sequence[StateDict], grams: Sequence[dict[str, torch.Tensor]],
+            off_diagonal: float = 0.1) -> StateDict:
+    """RegMean: for every linear layer ``m`` with a Gram matrix ``G_i = X_i^T X_i / n_i`` of its inputs on expert i's
+    source data, ``W = (sum_i G_i')^-1 sum_i G_i' W_i`` (in the ``x W^T`` convention: on ``W_i^T``), the weight that
+    minimises ``sum_i ||X_i W^T - X_i W_i^T||^2``; ``G_i'`` keeps the diagonal and scales the rest by
+    ``off_diagonal`` (Jin et al.'s alpha; FusionBench's ``reduce_non_diagonal_ratio``, default 0.1). Every other
+    weight (biases, LayerNorms, embeddings) is the experts' mean. ``grams[i]`` maps module names (a weight key
+    without ``.weight``) to [in, in] matrices."""
+    if len(grams) != len(vectors):
+        raise InputError(f"grams has {len(grams)} entries but vectors has {len(vectors)}: one set per expert")
+    if not 0 <= off_diagonal <= 1:
+        raise ConfigError(f"off_diagonal must be in [0, 1], got {off_diagonal!r}")
+    _check_subset(pretrained, vectors[0], "pretrained", "vectors[0]")
+    merged = {}
+    for key, p in pretrained.items():
+        if key not in vectors[0]:
+            merged[key] = p
+            continue
+        thetas = [p + v[key] for v in vectors]
+        module = key.removesuffix(".weight")
+        if key.endswith(".weight") and all(module in g for g in grams):
+            scaled = [_reduce_off_diagonal(g[module].double(), off_diagonal) for g in grams]
+            total = sum(scaled)
+            rhs = sum(g @ theta.double().T for g, theta in zip(scaled, thetas))
+            merged[key] = torch.linalg.solve(total, rhs).T.to(p.dtype).contiguous()
+        else:
+            merged[key] = torch.stack(thetas).mean(0)
+    return merged
+
+
+def _reduce_off_diagonal(gram: torch.Tensor, ratio: float) -> torch.Tensor:
+    diagonal = torch.diag(gram.diagonal())
+    return ratio * (gram - diagonal) + diagonal
 
 
 def lora_delta(lora_state: StateDict, scaling: float) -> StateDict:
