@@ -269,3 +269,27 @@ def test_regmean_grams_are_the_mean_outer_product_of_each_linear_layers_real_tok
     x = torch.cat(rows)
     torch.testing.assert_close(grams["encoder.layer.0.attention.self.query"], x.T @ x / len(x), rtol=1e-5, atol=1e-6)
     assert grams["encoder.layer.0.attention.self.query"].shape == (32, 32)
+
+
+def test_searched_merge_coefficients_are_chosen_on_validation_within_their_budget(toy_task, toy_source, workdir,
+                                                                                 monkeypatch):
+    from fusionkit.modeling.encoders import Encoder
+
+    sources = [toy_source, toy_source.with_shuffled_labels(5)]
+    seen = []
+    encode = Encoder.encode
+    monkeypatch.setattr(Encoder, "encode", lambda self, texts, *a, **k: seen.append(list(texts)) or
+                        encode(self, texts, *a, **k))
+    fitted = fit("merge", toy_task, sources, workdir, {**EXPERT, "method": "task_arithmetic", "coefficients":
+                                                       "searched", "search_budget": 6, "scale": 0.3}, seed=0)
+    search = fitted.spec["arch"]["coefficient_search"]
+    assert len(search) <= 6 and search[0]["coefficients"] == [0.3, 0.3]
+    best = min(search, key=lambda e: e["val_loss"])
+    assert fitted.spec["arch"]["coefficients"] == best["coefficients"]
+    assert all(0 <= c <= 1 for e in search for c in e["coefficients"])
+    # the search encodes train and validation only; the test split is encoded once, for the chosen merge
+    test, validation = list(toy_task.test["text"][:]), list(toy_task.validation["text"][:])
+    assert sum(texts == validation for texts in seen) == len(search) + 1
+    assert sum(texts == test for texts in seen) == 1
+    with pytest.raises(ConfigError, match="method 'average' has no coefficients to search"):
+        fit("merge", toy_task, sources, workdir, {**EXPERT, "method": "average", "coefficients": "searched"})

@@ -17,6 +17,7 @@ import copy
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 
 from fusionkit.data.tasks import Task
@@ -42,6 +43,12 @@ class MergeKnobs(Knobs):
     drop_rate: float = 0.9  # dare: share of each task vector dropped
     statistics_examples: int = 256  # fisher, regmean: source training texts per expert (FusionBench's default)
     off_diagonal: float = 0.1  # regmean: scale of the Gram matrices' off-diagonal entries (FusionBench's default)
+    # Per-source coefficients of a scaled method: "shared" (every task vector times ``scale``) or "searched" (one
+    # coefficient per source in [0, 1], found gradient-free on the target's validation split, as LoraHub does: Huang
+    # et al. 2024), spending ``search_budget`` validation evaluations (each: merge, encode train and validation,
+    # fit the probe, validation cross-entropy), starting from ``scale`` for every source.
+    coefficients: str = "shared"
+    search_budget: int = 20
 
 
 @torch.no_grad()
@@ -95,6 +102,46 @@ def diagonal_fisher(expert, texts: list[str], max_length: int) -> dict[str, torc
                 if grad is not None:
                     fisher[name] += weight * grad.double() ** 2
     return {name: (value / len(texts)).float() for name, value in fisher.items()}
+
+
+def search_coefficients(merge_with: Callable[[list[float]], Encoder], start: list[float], target, knobs: MergeKnobs,
+                        seed: int) -> tuple[list[float], list[dict]]:
+    """Per-source coefficients in [0, 1] minimising the probe's cross-entropy on the target's validation split
+    (LoraHub's gradient-free search, Huang et al. 2024; scipy's bounded Nelder-Mead here), ``knobs.search_budget``
+    evaluations from ``start``; the target's test split is never encoded. Returns the best coefficients seen and
+    every evaluation (coefficients, validation loss and accuracy)."""
+    from scipy.optimize import minimize
+
+    from fusionkit.strategies.linear_probe import fit_logistic_head
+
+    if knobs.search_budget < len(start) + 1:
+        raise ConfigError(f"merge: knob 'search_budget' must be at least the sources + 1 ({len(start) + 1}: one "
+                          f"simplex), got {knobs.search_budget!r}")
+    splits = ("train", "validation")
+    labels = {split: np.asarray(getattr(target, split)["label"][:]) for split in splits}
+    evaluations: list[dict] = []
+
+    def validation_loss(point: np.ndarray) -> float:
+        coefficients = np.clip(point, 0.0, 1.0)
+        encoder = merge_with(coefficients.tolist())
+        features = {split: encoder.encode(list(getattr(target, split)["text"][:])) for split in splits}
+        head, history = fit_logistic_head(features, labels, target.num_labels, knobs.probe.c, knobs.probe.max_iter,
+                                          seed)
+        with torch.no_grad():
+            log_p = head(torch.as_tensor(features["validation"])).double().log_softmax(-1).numpy()
+        loss = float(-log_p[np.arange(len(log_p)), labels["validation"]].mean())
+        evaluations.append({"coefficients": [round(float(c), 6) for c in coefficients], "val_loss": loss,
+                            "val_accuracy": history.val_metric[0]})
+        return loss
+
+    start = np.asarray(start, dtype=float)
+    # a first simplex that moves each source's coefficient by 0.5 towards the middle of [0, 1]
+    simplex = np.vstack([start] + [start + np.eye(len(start))[i] * (0.5 if start[i] < 0.5 else -0.5)
+                                   for i in range(len(start))])
+    minimize(validation_loss, start, method="Nelder-Mead", bounds=[(0.0, 1.0)] * len(start),
+             options={"maxfev": knobs.search_budget, "initial_simplex": simplex})
+    best = min(evaluations, key=lambda e: e["val_loss"])
+    return best["coefficients"], evaluations
 
 
 @dataclass(frozen=True)
@@ -169,13 +216,30 @@ class Merge(LinearProbe):  # the same module: a probe head on a (merged) frozen 
             statistics = [method.statistics(expert, self._source_texts(source, seed), self.max_length)
                           for expert, source in zip(artefacts, sources)]
         merged = copy.deepcopy(base.model)
-        merged.load_state_dict(method.merge(base_state, vectors, knobs.scale if method.scaled else None, knobs, seed,
-                                            statistics))
-        encoder = Encoder(merged, base.tokenizer, f"merged-{knobs.method}", self.pooling, self.max_length)
-        module, history, probabilities = probe(encoder, target, FeatureCache(self.workdir / "features"),
-                                               knobs.probe, seed)
+
+        def merge_with(coefficients) -> Encoder:
+            """The merge with these per-source coefficients (one shared: the method's own ``scale``)."""
+            shared = len(set(coefficients)) == 1
+            scaled = vectors if shared else [task_vectors.scaled(v, c) for v, c in zip(vectors, coefficients)]
+            scale = (coefficients[0] if shared else 1.0) if method.scaled else None
+            merged.load_state_dict(method.merge(base_state, scaled, scale, knobs, seed, statistics))
+            return Encoder(merged, base.tokenizer, f"merged-{knobs.method}", self.pooling, self.max_length)
+
         arch = {"method": knobs.method, "scale": knobs.scale if method.scaled else None,
                 "source_names": [e.spec["target"] for e in artefacts]}
+        coefficients = [knobs.scale if method.scaled else 1.0] * len(vectors)
+        if knobs.coefficients == "searched":
+            if not method.scaled:
+                raise ConfigError(f"merge: method {knobs.method!r} has no coefficients to search; searched "
+                                  f"coefficients are for {[n for n, m in MERGE_METHODS.items() if m.scaled]}")
+            coefficients, arch["coefficient_search"] = search_coefficients(merge_with, coefficients, target,
+                                                                           knobs, seed)
+            arch["scale"] = None
+        elif knobs.coefficients != "shared":
+            raise ConfigError(f"merge: knob 'coefficients' must be 'shared' or 'searched', got {knobs.coefficients!r}")
+        arch["coefficients"] = [float(c) for c in coefficients]
+        module, history, probabilities = probe(merge_with(coefficients), target,
+                                               FeatureCache(self.workdir / "features"), knobs.probe, seed)
         return module, base, history, arch, probabilities
 
     def _source_texts(self, source, seed: int) -> list[str]:

@@ -49,6 +49,11 @@ def apply_task_vector(pretrained: StateDict, vector: StateDict, scale: float = 1
     return {key: p + scale * vector[key] if key in vector else p for key, p in pretrained.items()}
 
 
+def scaled(vector: StateDict, coefficient: float) -> StateDict:
+    """``coefficient * vector``: one source's coefficient before a merge combines the vectors."""
+    return {key: coefficient * tensor for key, tensor in vector.items()}
+
+
 def average(state_dicts: Sequence[StateDict], weights: Sequence[float] | None = None) -> StateDict:
     """Parameter average of full state dicts (a model soup): ``sum(w_i * theta_i) / sum(w_i)``."""
     if weights is None:
