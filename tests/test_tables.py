@@ -115,6 +115,21 @@ def test_attention_weights_are_the_mean_over_attention_runs(results):
     assert weights == pytest.approx(np.array([[0.3, 0.7]]))
 
 
+def test_every_attention_system_has_its_own_mean_weights(results):
+    adapter_fusion = results[results.system == "representation attention"].assign(system="adapter_fusion")
+    adapter_fusion["details"] = [json.dumps({"arch": {"attention_weights": [[0.5, 0.5], [0.1 * seed, 1 - 0.1 * seed]],
+                                                      "attention_sources": ["mr", "subj"], "layers": [1, 2]}})
+                                 for seed in adapter_fusion["seed"]]
+    both = pd.concat([results, adapter_fusion], ignore_index=True)
+    assert summaries.attention_systems(both) == ["representation attention", "adapter_fusion"]
+    weights, names, layers, label = summaries.mean_attention_weights(both, "adapter_fusion")
+    assert label == "adapter_fusion" and layers == [1, 2]
+    assert weights == pytest.approx(np.array([[0.5, 0.5], [0.1, 0.9]]))  # seeds 0, 1, 2
+    assert summaries.mean_attention_weights(both)[3] == "representation attention"
+    with pytest.raises(InputError, match="no run of finetune with attention weights"):
+        summaries.mean_attention_weights(both, "finetune")
+
+
 def test_attention_weights_without_attention_runs_is_an_error(results):
     with pytest.raises(InputError, match="attention"):
         summaries.mean_attention_weights(results[results.system != "representation attention"])

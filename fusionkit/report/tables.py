@@ -287,19 +287,32 @@ def _fused(config, arm) -> str:
     return ", ".join(usable) + (", one system each" if arm.per_source else "")
 
 
-def mean_attention_weights(results: pd.DataFrame) -> tuple[np.ndarray, list[str], list[int], str]:
-    """Mean attention-fusion weights [layers, candidates] over the attention runs of a fusion system (not its
-    controls or ablations, when ``results`` says which is which), the candidate names, the encoder layer of each
-    row (0 = embeddings), and the system's name."""
+def attention_systems(results: pd.DataFrame) -> list[str]:
+    """The fusion systems whose runs kept attention weights (pooled-attention representation fusion, AdapterFusion),
+    in the order of the results."""
     if "role" in results:
         results = results[results["role"] == "fusion"]
-    for system, group in results.groupby("system"):
-        found = [d["arch"] for d in _details(group) if "attention_weights" in d.get("arch", {})]
-        if found:
-            weights = np.mean([np.asarray(arch["attention_weights"]) for arch in found], axis=0)
-            layers = found[0].get("layers", list(range(1, len(weights) + 1)))
-            return weights, found[0]["attention_sources"], layers, system
-    raise InputError("no run of representation fusion with mode='attention' in these results")
+    return [system for system, group in results.groupby("system", sort=False)
+            if any("attention_weights" in d.get("arch", {}) for d in _details(group))]
+
+
+def mean_attention_weights(results: pd.DataFrame, system: str | None = None
+                           ) -> tuple[np.ndarray, list[str], list[int], str]:
+    """Mean attention-fusion weights [layers, candidates] over the attention runs of a fusion system (not its
+    controls or ablations, when ``results`` says which is which), the candidate names, the encoder layer of each
+    row (0 = embeddings), and the system's name. ``system``: which one (None: the first that has them)."""
+    systems = attention_systems(results)
+    if not systems or (system is not None and system not in systems):
+        raise InputError(f"no run of {system or 'an attention fusion system'} with attention weights in these "
+                         f"results (representation fusion with mode='attention', or AdapterFusion)")
+    system = system or systems[0]
+    group = results[results["system"] == system]
+    if "role" in group:
+        group = group[group["role"] == "fusion"]
+    found = [d["arch"] for d in _details(group) if "attention_weights" in d.get("arch", {})]
+    weights = np.mean([np.asarray(arch["attention_weights"]) for arch in found], axis=0)
+    layers = found[0].get("layers", list(range(1, len(weights) + 1)))
+    return weights, found[0]["attention_sources"], layers, system
 
 
 def source_gains(comparisons: pd.DataFrame, transferability: pd.DataFrame, strategy: str = "sequential") -> pd.DataFrame:
@@ -383,7 +396,7 @@ def examples_per_label(task, per_label: int = 3) -> pd.DataFrame:
 
 
 def has_attention_weights(results: pd.DataFrame) -> bool:
-    return any("attention_weights" in d.get("arch", {}) for d in _details(results))
+    return bool(attention_systems(results))
 
 
 def ranking_across_targets(results: pd.DataFrame):
