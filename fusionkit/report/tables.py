@@ -283,7 +283,7 @@ def _fused(config, arm) -> str:
     if not strategy.needs_sources:
         return "the target only"
     usable = [name for name, entry in zip(config.source_names, config.sources)
-              if entry_kind(entry) in strategy.source_kinds]
+              if entry_kind(entry) in strategy.usable_kinds(arm.knobs)]
     return ", ".join(usable) + (", one system each" if arm.per_source else "")
 
 

@@ -209,12 +209,19 @@ class Strategy:
         self.check_source_kinds(sources)
 
     @classmethod
-    def check_source_kinds(cls, sources: list) -> None:
+    def usable_kinds(cls, knobs: dict) -> tuple[str, ...]:
+        """The source kinds this strategy fuses with these knobs: ``source_kinds``, unless a knob narrows them (a
+        merge that weighs experts by their sources' texts needs task sources)."""
+        return cls.source_kinds
+
+    def check_source_kinds(self, sources: list) -> None:
         """A ConfigError naming a source this strategy cannot use (e.g. knowledge features for merging)."""
+        kinds = self.usable_kinds(self.knobs.to_dict())
         for source in sources:
-            if source_kind(source) not in cls.source_kinds:
-                raise ConfigError(f"strategy '{cls.name}' cannot use source {source_name(source)!r}, which is "
-                                  f"{source_kind(source)} knowledge; it takes {', '.join(cls.source_kinds)} sources")
+            if source_kind(source) not in kinds:
+                raise ConfigError(f"strategy '{self.name}' cannot use source {source_name(source)!r}, which is "
+                                  f"{source_kind(source)} knowledge; with these knobs it takes {', '.join(kinds)} "
+                                  f"sources")
 
     @property
     def settings(self) -> dict:

@@ -192,6 +192,12 @@ class Merge(LinearProbe):  # the same module: a probe head on a (merged) frozen 
         return [Control("no source", LinearProbe), shuffled_label_control(cls)]
 
     @classmethod
+    def usable_kinds(cls, knobs):
+        method = MERGE_METHODS.get(knobs.get("method", MergeKnobs.method))
+        # the statistics of a data-dependent merge come from each source's own texts: a given model has none
+        return ("task",) if method is not None and method.statistics is not None else cls.source_kinds
+
+    @classmethod
     def seed_free(cls, whole_train_split):
         return False  # unlike the probe's: the experts it merges are trained with the run's seed
 

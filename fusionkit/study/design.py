@@ -128,7 +128,7 @@ class StudyDesign:
 
     def usable_sources(self, arm: Arm) -> list:
         """The study's sources the arm's strategy can fuse (knowledge features only through representation)."""
-        kinds = STRATEGIES[arm.strategy].source_kinds
+        kinds = STRATEGIES[arm.strategy].usable_kinds(arm.knobs)
         return [s for s in self.sources if source_kind(s) in kinds]
 
     def _warn_unusable_sources(self) -> None:
@@ -138,7 +138,7 @@ class StudyDesign:
             left = [f"{s.name} ({source_kind(s)})" for s in self.sources if s not in self.usable_sources(arm)]
             if left:
                 warnings.warn(f"arm {arm.system!r} ({arm.strategy}) runs without {', '.join(left)}: it fuses only "
-                              f"{', '.join(STRATEGIES[arm.strategy].source_kinds)} sources", FusionkitWarning,
+                              f"{', '.join(STRATEGIES[arm.strategy].usable_kinds(arm.knobs))} sources", FusionkitWarning,
                               stacklevel=3)
 
     def _run(self, strategy: str, knobs: dict, sources: list[Task], seed: int, size: int,
