@@ -453,3 +453,14 @@ def test_representation_and_merge_get_a_random_expert_control_where_every_source
     planned = StudyDesign(StudyConfig("toy", [{"model": folder, "name": "given"}], arms, seeds=[0],
                                       train_sizes=[30]), toy_task, [given]).final_runs(None)
     assert not [p for p in planned if p.detail == "shuffled-label source"]
+
+
+def test_a_knob_added_later_leaves_stored_runs_keys_alone_until_it_is_changed():
+    from fusionkit.study.runner import resolved_knobs
+
+    stored = resolved_knobs("merge", {"method": "task_arithmetic", "scale": 0.3})
+    assert not {"statistics_examples", "off_diagonal", "coefficients", "search_budget"} & set(stored)
+    assert get_strategy("merge", stored).knobs.coefficients == "shared"  # the run still gets the default
+    searched = resolved_knobs("merge", {"method": "task_arithmetic", "coefficients": "searched"})
+    assert searched["coefficients"] == "searched" and "search_budget" not in searched
+    assert resolved_knobs("merge", {"search_budget": 40})["search_budget"] == 40

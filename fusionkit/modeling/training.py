@@ -31,6 +31,10 @@ class Knobs:
     records still see one flat dict. ``to_dict`` flattens the same way.
     """
 
+    # Knobs added after runs were stored, each with the value that does what those runs did: a study leaves such a
+    # knob out of a run's key while it has that value (``study.runner.resolved_knobs``), so stored runs keep theirs.
+    ADDED: typing.ClassVar[dict] = {}
+
     @classmethod
     def _groups(cls) -> dict[str, "Knobs"]:
         return {f.name: f.default_factory() for f in fields(cls)

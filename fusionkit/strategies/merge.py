@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, ClassVar
 
 import numpy as np
 import torch
@@ -49,6 +49,10 @@ class MergeKnobs(Knobs):
     # fit the probe, validation cross-entropy), starting from ``scale`` for every source.
     coefficients: str = "shared"
     search_budget: int = 20
+
+    # added after the committed reports' merge runs, which used neither statistics nor searched coefficients
+    ADDED: ClassVar[dict] = {"statistics_examples": 256, "off_diagonal": 0.1, "coefficients": "shared",
+                             "search_budget": 20}
 
 
 @torch.no_grad()
@@ -130,7 +134,7 @@ def search_coefficients(merge_with: Callable[[list[float]], Encoder], start: lis
         with torch.no_grad():
             log_p = head(torch.as_tensor(features["validation"])).double().log_softmax(-1).numpy()
         loss = float(-log_p[np.arange(len(log_p)), labels["validation"]].mean())
-        evaluations.append({"coefficients": [round(float(c), 6) for c in coefficients], "val_loss": loss,
+        evaluations.append({"coefficients": [float(c) for c in coefficients], "val_loss": loss,
                             "val_accuracy": history.val_metric[0]})
         return loss
 
@@ -209,6 +213,11 @@ class Merge(LinearProbe):  # the same module: a probe head on a (merged) frozen 
         if knobs.method not in MERGE_METHODS:
             raise ConfigError(f"merge: unknown method '{knobs.method}'; choose one of {tuple(MERGE_METHODS)}")
         method = MERGE_METHODS[knobs.method]
+        if knobs.coefficients not in ("shared", "searched"):
+            raise ConfigError(f"merge: knob 'coefficients' must be 'shared' or 'searched', got {knobs.coefficients!r}")
+        if knobs.coefficients == "searched" and not method.scaled:
+            raise ConfigError(f"merge: method {knobs.method!r} has no coefficients to search; searched "
+                              f"coefficients are for {[n for n, m in MERGE_METHODS.items() if m.scaled]}")
         base = self.load_base()
         for expert in artefacts:
             check_expert(expert, base, "merging (it adds weight differences to the base encoder)")
@@ -235,14 +244,9 @@ class Merge(LinearProbe):  # the same module: a probe head on a (merged) frozen 
                 "source_names": [e.spec["target"] for e in artefacts]}
         coefficients = [knobs.scale if method.scaled else 1.0] * len(vectors)
         if knobs.coefficients == "searched":
-            if not method.scaled:
-                raise ConfigError(f"merge: method {knobs.method!r} has no coefficients to search; searched "
-                                  f"coefficients are for {[n for n, m in MERGE_METHODS.items() if m.scaled]}")
             coefficients, arch["coefficient_search"] = search_coefficients(merge_with, coefficients, target,
                                                                            knobs, seed)
             arch["scale"] = None
-        elif knobs.coefficients != "shared":
-            raise ConfigError(f"merge: knob 'coefficients' must be 'shared' or 'searched', got {knobs.coefficients!r}")
         arch["coefficients"] = [float(c) for c in coefficients]
         module, history, probabilities = probe(merge_with(coefficients), target,
                                                FeatureCache(self.workdir / "features"), knobs.probe, seed)

@@ -178,9 +178,14 @@ def _decontaminated(source: Task, held_out: list[str], held_out_tasks: list[str]
 def resolved_knobs(strategy: str, knobs: dict) -> dict:
     """Every knob of the strategy, ``knobs`` over its defaults. Defaults are spelled out so that a run's key
     changes when a default does: a stored run is reused only if it was trained with the same settings.
-    ``progress`` is left out: it changes no result."""
-    resolved = STRATEGIES[strategy].Knobs.from_knobs(knobs).to_dict()
+    ``progress`` is left out: it changes no result. So is a knob added after runs were stored, while it has the
+    value that does what those runs did (``Knobs.ADDED``): a stored run stays the run it was."""
+    knob_class = STRATEGIES[strategy].Knobs
+    resolved = knob_class.from_knobs(knobs).to_dict()
     resolved.pop("progress", None)
+    for name, value in knob_class.ADDED.items():
+        if resolved.get(name) == value:
+            resolved.pop(name)
     return resolved
 
 
