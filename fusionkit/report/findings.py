@@ -20,7 +20,7 @@ from fusionkit.report.notebook import NotebookRun
 from fusionkit.strategies.experts import EXPERT_TRAINERS
 from fusionkit.evaluation.sequential import SeedDesign
 from fusionkit.study.design import primary_comparisons, role_pairs
-from fusionkit.study.source_scores import study_transferability
+from fusionkit.study.source_scores import source_skill_references, study_transferability
 
 BASELINE = "finetune"
 METRIC = "accuracy"
@@ -302,6 +302,29 @@ def fixes_and_breaks(run: NotebookRun, results: pd.DataFrame) -> tuple[pd.DataFr
     return per_seed, examples
 
 
+def retention(run: NotebookRun, results: pd.DataFrame) -> pd.DataFrame:
+    """What fusion cost the source skill (``tables.retention_table``), written to retention.csv; one sentence per
+    fusion system and source printed. Empty (and said why) when the study measures no retention."""
+    config = run.study("fusion")
+    seeds = sorted(int(seed) for seed in results.loc[results["role"] == FUSION, "seed"].unique())
+    table = tables.retention_table(results, source_skill_references(config, seeds))
+    run.write_table(table, "retention")
+    print("\n".join(retention_sentences(table)) or "no retention measured in this study (the study parameter "
+          "retention_examples is not set, or no run has an encoder of its own)")
+    return table
+
+
+def retention_sentences(table: pd.DataFrame) -> list[str]:
+    """One sentence per fusion system and source of ``tables.retention_table``."""
+    sentences = []
+    for row in table[table["role"] == FUSION].itertuples():
+        interval = "" if np.isnan(row.ci_low) else f" [{row.ci_low:+.1f}, {row.ci_high:+.1f}]"
+        sentences.append(f"{row.system} (n={row.train_size}) on {row.source}: probe accuracy {row.skill:.3f} against "
+                         f"the {row.source} expert's {row.expert:.3f} and the base encoder's {row.base:.3f}; "
+                         f"forgetting {row.forgetting:+.1f} points{interval} over {row.n_seeds} seeds")
+    return sentences
+
+
 def reliability_systems(results: pd.DataFrame) -> list[str]:
     """The systems a reliability diagram shows: the baseline and the most accurate others (a readable few)."""
     ranked = results.groupby("system")["accuracy"].mean().sort_values(ascending=False).index.tolist()
@@ -561,7 +584,10 @@ def write_findings(run: NotebookRun, results: pd.DataFrame, summary: pd.DataFram
                 f"[{best.ci_low:.3f}, {best.ci_high:.3f}] over {best.n_seeds} seeds."),
              *protocol_notes(run, results),
              *(f"Where the spread comes from (Bouthillier et al. 2021): {sentence}."
-               for sentence in variance_sentences(tables.variance_split_table(results)))]
+               for sentence in variance_sentences(tables.variance_split_table(results))),
+             *(f"What fusion kept of the source skill (retention probe): {sentence}."
+               for sentence in (retention_sentences(pd.read_csv(run.out_dir / "retention.csv"))
+                                if (run.out_dir / "retention.csv").is_file() else []))]
     if correlations is None:
         notes.append(f"Transferability vs observed gain: not computed ({n_sources_scored} single-source gains; a "
                      f"rank correlation needs at least 3).")

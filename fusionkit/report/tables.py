@@ -16,7 +16,7 @@ import pandas as pd
 
 from fusionkit.errors import FusionkitWarning, InputError
 from fusionkit.evaluation.metrics import check_columns
-from fusionkit.evaluation.stats import crossed_variance_components, friedman_nemenyi
+from fusionkit.evaluation.stats import crossed_variance_components, friedman_nemenyi, paired_t
 from fusionkit.evaluation.gains import FAILED_FAR_BELOW, aulc, failed_runs, learning_curve
 from fusionkit.strategies import STRATEGIES
 from fusionkit.study.design import CONTROL, CROSSED, VARIANCE, role_pairs
@@ -471,4 +471,37 @@ def variance_split_table(results: pd.DataFrame, metric: str = "accuracy") -> pd.
             continue
         components = crossed_variance_components(table.to_numpy())
         rows.append({"system": system, "train_size": size, **{c: components[c] for c in columns[2:]}})
+    return pd.DataFrame(rows, columns=columns)
+
+
+def retention_table(results: pd.DataFrame, references: pd.DataFrame) -> pd.DataFrame:
+    """What each system's encoder kept of every source task's skill (``StudyConfig.retention_examples``): the
+    retention probe's mean accuracy on the source's test examples over seeds (``skill``), the source expert's and
+    the base encoder's by the same probe, and the forgetting in points, expert minus system paired by seed
+    (``evaluation.gains.forgetting``), with its 95% paired t-interval. One row per system, train size and source,
+    for the runs that measured it (an encoder of their own)."""
+    columns = ["system", "role", "train_size", "source", "n_seeds", "skill", "expert", "base", "forgetting",
+               "ci_low", "ci_high"]
+    check_columns(references, ["seed", "source", "reference", "accuracy"], "references")
+    expert = references[references["reference"] == "expert"].set_index(["source", "seed"])["accuracy"]
+    base = references[references["reference"] == "base"].set_index("source")["accuracy"]
+    rows = []
+    for (system, size), group in results.groupby(["system", "train_size"], sort=False):
+        skills = [(seed, d.get("source_skill")) for seed, d in zip(group["seed"], _details(group))]
+        skills = [(seed, skill) for seed, skill in skills if skill]
+        for source in sorted({name for _, skill in skills for name in skill}):
+            paired = [(skill[source], expert[(source, seed)]) for seed, skill in skills
+                      if source in skill and (source, seed) in expert.index]
+            fused = [skill[source] for _, skill in skills if source in skill]
+            row = {"system": system, "role": group["role"].iloc[0] if "role" in group else "", "train_size": size,
+                   "source": source, "n_seeds": len(fused), "skill": float(np.mean(fused)),
+                   "expert": float(np.mean([e for _, e in paired])) if paired else np.nan,
+                   "base": float(base.get(source, np.nan)), "forgetting": np.nan, "ci_low": np.nan,
+                   "ci_high": np.nan}
+            if len(paired) >= 2:
+                test = paired_t([100 * e for _, e in paired], [100 * f for f, _ in paired])
+                row.update(forgetting=test.mean_difference, ci_low=test.ci_low, ci_high=test.ci_high)
+            elif paired:
+                row["forgetting"] = 100 * (paired[0][1] - paired[0][0])
+            rows.append(row)
     return pd.DataFrame(rows, columns=columns)

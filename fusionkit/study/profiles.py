@@ -124,6 +124,9 @@ class StudyParameters(pydantic.BaseModel):
     # The first k seeds crossed with k data seeds for every fusion system and its matched control: how much of a
     # gain's spread comes from the training examples drawn (StudyConfig.variance_split); None: not run.
     variance_split: Annotated[int, pydantic.Field(strict=True, ge=2)] | None = None
+    # Source training and test examples (each) on which every run with an encoder of its own, and every source
+    # expert, is probed for the source's skill: what fusion kept of it (StudyConfig.retention_examples); None: not.
+    retention_examples: PositiveInt | None = None
     # The verdict rule: intervals simultaneous at 1 - alpha over the primary comparisons, and a gain of at least
     # min_effect points (helps/hurts) or an interval inside +/- min_effect (equivalent).
     alpha: Annotated[float, pydantic.Field(gt=0, lt=1)] = 0.05

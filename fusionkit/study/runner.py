@@ -100,6 +100,10 @@ class StudyConfig:
     # the variance of each verdict's gain split between the training examples drawn and the rest (Bouthillier et
     # al. 2021); the diagonal is the study's own runs.
     variance_split: int | None = None
+    # Source training and test examples (each) on which every run with an encoder of its own is probed for each
+    # source task's skill, and the source experts likewise (``source_scores.source_skill_references``): what fusion
+    # kept of the source skill. None: not measured. Not part of a run's key: a run stored without it has none.
+    retention_examples: int | None = None
     # The verdict rule (declared before the study): what a staged design stops on, and what the report judges by.
     alpha: float = 0.05
     min_effect: float = 0.0
@@ -209,16 +213,47 @@ def cka_texts(target: Task, config: StudyConfig) -> list[str]:
     return list(target.test["text"][:])[:config.cka_examples]
 
 
-def encoder_cka(fitted, base: Encoder, texts: list[str], base_layers: np.ndarray) -> list[list[float]] | None:
-    """Linear CKA of every (base layer, adapted layer) pair on the same texts; None when the model has no
-    encoder of its own (representation fusion keeps the base frozen). ``base_layers``: the base encoder's
-    per-layer features of ``texts``, computed once per study since they are the same for every run."""
+def adapted_encoder(fitted, base: Encoder) -> Encoder | None:
+    """The fitted model's own encoder (fine-tuned, merged, with adapters), frozen; None when it has none
+    (representation fusion keeps the base and the experts frozen beside each other)."""
     backbone = getattr(fitted.module, "backbone", None)
     if backbone is None:
         return None
-    adapted = Encoder(dense_backbone(backbone), base.tokenizer, "adapted", base.pooling, base.max_length)
+    return Encoder(dense_backbone(backbone), base.tokenizer, "adapted", base.pooling, base.max_length)
+
+
+def encoder_cka(adapted: Encoder | None, base: Encoder, texts: list[str],
+                base_layers: np.ndarray) -> list[list[float]] | None:
+    """Linear CKA of every (base layer, adapted layer) pair on the same texts; None without an encoder of the
+    run's own. ``base_layers``: the base encoder's per-layer features of ``texts``, computed once per study since
+    they are the same for every run."""
+    if adapted is None:
+        return None
     after = adapted.encode(texts, layers=list(range(base.num_layers + 1)))
     return layerwise_cka(base_layers, after).round(6).tolist()
+
+
+def retention_sets(sources: list, examples: int) -> dict[str, Task]:
+    """Each source task cut to ``examples`` training and test examples (stratified, seed 0: the same for every run
+    and reference), on which an encoder's skill at the source is probed."""
+    return {source.name: source.capped("train", examples).capped("test", examples) for source in sources
+            if isinstance(source, Task)}
+
+
+def source_skill(encoder: Encoder, sets: dict[str, Task]) -> dict[str, float]:
+    """Per source task: the test accuracy of a logistic probe (C=1) fitted on the encoder's features of the source's
+    training examples. Run on a fused model's encoder and on the source's expert, it says how much of the source
+    skill fusion kept (forgetting: ``evaluation.gains.forgetting``)."""
+    from fusionkit.strategies.linear_probe import fit_logistic_head
+
+    skill = {}
+    for name, task in sets.items():
+        features = {"train": encoder.encode(list(task.train["text"][:])),
+                    "validation": encoder.encode(list(task.test["text"][:]))}
+        labels = {"train": np.asarray(task.train["label"][:]), "validation": np.asarray(task.test["label"][:])}
+        _, history = fit_logistic_head(features, labels, task.num_labels, c=1.0, max_iter=2000, seed=0)
+        skill[name] = round(history.val_metric[0], 6)  # the probe's accuracy on the source's test examples
+    return skill
 
 
 INFERENCE_SAMPLE = 64  # test texts the inference cost is timed on when the test probabilities are cached
@@ -242,6 +277,7 @@ class StudyRunner:
             self.base_layers = self.base.encode(cka_texts(target, config), layers=list(range(self.base.num_layers + 1)))
         self.test_tokens = sum(TextCollator(self.base.tokenizer, config.max_length).lengths(target.test["text"][:]))
         self.test_fingerprint = stream_digest(target.test["text"][:])
+        self.retention = retention_sets(sources, config.retention_examples) if config.retention_examples else {}
 
     def parts(self, run: dict):
         """The run's strategy, its source tasks, and its train size (None: the whole training split)."""
@@ -298,10 +334,13 @@ class StudyRunner:
                     model_flops(fitted.module, fitted.history.tokens, self.test_tokens),
                     *inference_size(fitted.module))
         val_accuracy = self.validation_accuracy(fitted)
+        adapted = adapted_encoder(fitted, self.base)
         details = {"arch": fitted.spec["arch"], "history": fitted.history.to_dict(),
                    "artefacts": fitted.spec.get("artefacts", []), "torch_threads": torch.get_num_threads(),
-                   "cka_base_vs_adapted": encoder_cka(fitted, self.base, cka_texts(self.target, self.config),
+                   "cka_base_vs_adapted": encoder_cka(adapted, self.base, cka_texts(self.target, self.config),
                                                       self.base_layers)}
+        if self.retention and adapted is not None:
+            details["source_skill"] = source_skill(adapted, self.retention)
         self.store.put(run_key(run), {**run, "details": details},
                        {**score_all(labels, probs), "val_accuracy": val_accuracy}, cost.as_dict(), labels, probs)
 

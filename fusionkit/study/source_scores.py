@@ -19,7 +19,9 @@ from fusionkit.strategies.base import Artefact, FittedModel
 from fusionkit.strategies.experts import ExpertKnobs, check_same_base, expert_artefacts, expert_backbone
 from fusionkit.strategies.base import source_name
 from fusionkit.strategies.knowledge import MODEL, TASK
-from fusionkit.study.runner import StudyConfig, load_study_tasks, strategy_settings
+from fusionkit.study.runner import (StudyConfig, load_study_tasks, retention_sets, source_skill,
+                                    strategy_settings)
+from fusionkit.modeling.training import torch_threads
 
 
 # Part of the cached table's name: bumped when a score's definition changes, so no stale table is reused
@@ -66,6 +68,28 @@ def expert_geometry(config: StudyConfig, seed: int | None = None) -> tuple[pd.Da
                for expert in experts.values()]
     return (task_vector_cosines(vectors, names), layer_cosines(vectors, names),
             sign_conflict_rate(vectors, names, density=0.2))
+
+
+def source_skill_references(config: StudyConfig, seeds: list[int]) -> pd.DataFrame:
+    """The source skill fusion starts from, by the retention probe that every run with an encoder of its own gets
+    (``runner.source_skill`` on ``retention_examples`` of each source task): the base encoder's (seed None) and each
+    source's own expert's on every seed in ``seeds`` (experts are per seed; loaded from the study's cache). Columns
+    seed, source, reference ("base" or "expert"), accuracy; empty when the study measures no retention."""
+    columns = ["seed", "source", "reference", "accuracy"]
+    if not config.retention_examples:
+        return pd.DataFrame(columns=columns)
+    base = load_encoder(config.encoder, max_length=config.max_length)
+    _, sources = load_study_tasks(config)
+    sets = retention_sets(sources, config.retention_examples)
+    with torch_threads(config.threads):
+        rows = [(None, name, "base", accuracy) for name, accuracy in source_skill(base, sets).items()]
+        for seed in seeds:
+            for name, expert in source_experts(config, sources, base, seed).items():
+                if name in sets and isinstance(expert, FittedModel):
+                    encoder = Encoder(expert_backbone(expert), expert.tokenizer, f"expert-{name}", base.pooling,
+                                      base.max_length)
+                    rows.append((seed, name, "expert", source_skill(encoder, {name: sets[name]})[name]))
+    return pd.DataFrame(rows, columns=columns)
 
 
 TEXTEMB_TEXTS = 1000  # source training texts (a stratified sample) whose mean embedding stands for the source
