@@ -22,7 +22,7 @@ export TRANSFORMERS_OFFLINE ?= $(HF_HUB_OFFLINE)
 export HF_DATASETS_OFFLINE ?= $(HF_HUB_OFFLINE)
 endif
 
-.PHONY: setup test report matrix lab clean env
+.PHONY: setup test report families matrix lab clean env
 
 setup: $(VENV)/.installed
 
@@ -49,6 +49,11 @@ test: setup
 # tuning, matched controls, per-seed experts, leave-one-source-out); a rerun on the same work folder trains nothing.
 report: setup
 	$(VENV)/bin/fusionkit report --profile quick --target cr --sources mr,subj,trec --out reports/quick-cr --executor ray --workers 2
+
+# Every strategy family at n=128 on CR with MR, SUBJ and TREC as sources (3 seeds, equal tuning budgets, matched and
+# tuned controls, retention probes): see fusionkit/profiles/families.yaml for what is trimmed to fit an hour.
+families: setup
+	$(VENV)/bin/fusionkit report --profile families --target cr --sources mr,subj,trec --out reports/families-cr --executor ray --workers 2
 
 # The transfer matrix over the five shared tasks (each a target, the others its sources), 3 seeds at n=128:
 # 1804 s from scratch on 2 cores (135 runs, 15 experts each serving 4 targets); 27 s when resumed.
