@@ -278,6 +278,16 @@ class StudyRunner:
         self.test_tokens = sum(TextCollator(self.base.tokenizer, config.max_length).lengths(target.test["text"][:]))
         self.test_fingerprint = stream_digest(target.test["text"][:])
         self.retention = retention_sets(sources, config.retention_examples) if config.retention_examples else {}
+        self._base_skill: dict[str, float] | None = None
+
+    def source_skill(self, encoder: Encoder) -> dict[str, float]:
+        """``source_skill`` of a run's encoder; an encoder with the base's weights (a probe's) has the base's skill,
+        probed once per runner."""
+        if encoder.fingerprint() != self.base.fingerprint():
+            return source_skill(encoder, self.retention)
+        if self._base_skill is None:
+            self._base_skill = source_skill(self.base, self.retention)
+        return self._base_skill
 
     def parts(self, run: dict):
         """The run's strategy, its source tasks, and its train size (None: the whole training split)."""
@@ -340,7 +350,7 @@ class StudyRunner:
                    "cka_base_vs_adapted": encoder_cka(adapted, self.base, cka_texts(self.target, self.config),
                                                       self.base_layers)}
         if self.retention and adapted is not None:
-            details["source_skill"] = source_skill(adapted, self.retention)
+            details["source_skill"] = self.source_skill(adapted)
         self.store.put(run_key(run), {**run, "details": details},
                        {**score_all(labels, probs), "val_accuracy": val_accuracy}, cost.as_dict(), labels, probs)
 
