@@ -315,13 +315,16 @@ def retention(run: NotebookRun, results: pd.DataFrame) -> pd.DataFrame:
 
 
 def retention_sentences(table: pd.DataFrame) -> list[str]:
-    """One sentence per fusion system and source of ``tables.retention_table``."""
+    """One sentence per fusion system of ``tables.retention_table``: its forgetting of each source against that
+    source's expert, beside the base encoder's own gap to the expert (what a system that kept nothing of the source
+    beyond the pretrained encoder would show)."""
     sentences = []
-    for row in table[table["role"] == FUSION].itertuples():
-        interval = "" if np.isnan(row.ci_low) else f" [{row.ci_low:+.1f}, {row.ci_high:+.1f}]"
-        sentences.append(f"{row.system} (n={row.train_size}) on {row.source}: probe accuracy {row.skill:.3f} against "
-                         f"the {row.source} expert's {row.expert:.3f} and the base encoder's {row.base:.3f}; "
-                         f"forgetting {row.forgetting:+.1f} points{interval} over {row.n_seeds} seeds")
+    for (system, size), rows in table[table["role"] == FUSION].groupby(["system", "train_size"], sort=False):
+        parts = [f"{row.source} {row.forgetting:+.1f}" + ("" if np.isnan(row.ci_low) else
+                                                          f" [{row.ci_low:+.1f}, {row.ci_high:+.1f}]")
+                 + f" (base {100 * (row.expert - row.base):+.1f})" for row in rows.itertuples()]
+        sentences.append(f"{system} (n={size}), forgetting in points against each source's expert over "
+                         f"{rows['n_seeds'].min()} seeds: {', '.join(parts)}")
     return sentences
 
 
