@@ -464,3 +464,19 @@ def test_a_knob_added_later_leaves_stored_runs_keys_alone_until_it_is_changed():
     searched = resolved_knobs("merge", {"method": "task_arithmetic", "coefficients": "searched"})
     assert searched["coefficients"] == "searched" and "search_budget" not in searched
     assert resolved_knobs("merge", {"search_budget": 40})["search_budget"] == 40
+
+
+def test_a_tuning_run_two_systems_share_is_chosen_only_for_the_system_that_chose_it(toy_task, tmp_path):
+    from fusionkit.study.store import ResultsStore
+
+    arms = [Arm("probe a", "linear_probe", search={"c": [0.1, 1.0]}, train_sizes=[40]),
+            Arm("probe b", "linear_probe", search={"c": [1.0, 10.0]}, train_sizes=[40])]
+    study = StudyDesign(StudyConfig("toy", [], arms, seeds=[0], tuning_budget=2), toy_task, [])
+    scores = {0.1: 0.9, 1.0: 0.8, 10.0: 0.7}
+    store = ResultsStore(tmp_path)
+    for planned in study.tuning_runs():
+        store.put(planned.key, planned.run, {"val_accuracy": scores[planned.configuration["c"]]}, {}, [0, 1],
+                  [[0.5, 0.5], [0.5, 0.5]])
+    table = study.tuning_table(study.validation_scores(store))
+    chosen = table[table["chosen"]].set_index("system")["configuration"].to_dict()
+    assert chosen == {"probe a": '{"c": 0.1}', "probe b": '{"c": 1.0}'}  # c=1.0 is shared; only b chose it

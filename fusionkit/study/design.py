@@ -302,9 +302,12 @@ class StudyDesign:
     def tuning_table(self, scores: Mapping[str, float]) -> pd.DataFrame:
         """Every configuration tried: system, train size, the configuration, its run id and validation accuracy,
         and whether it was chosen."""
-        chosen = {planned.key for planned in self.chosen(scores).values()}
+        # by system: two systems may share a run (tuned controls of several merges are the same probes) and choose
+        # differently, and each row says what its own system chose
+        chosen = {where: planned.key for where, planned in self.chosen(scores).items()}
         rows = [{"system": p.system, "train_size": p.run["train_size"], "configuration": json.dumps(p.configuration),
-                 "run_id": p.key, "val_accuracy": scores.get(p.key), "chosen": p.key in chosen}
+                 "run_id": p.key, "val_accuracy": scores.get(p.key),
+                 "chosen": chosen[(p.system, p.run["train_size"])] == p.key}
                 for p in self.tuning_runs()]
         return pd.DataFrame(rows, columns=["system", "train_size", "configuration", "run_id", "val_accuracy", "chosen"])
 
