@@ -52,6 +52,7 @@ report: setup
 
 # Every strategy family at n=128 on CR with MR, SUBJ and TREC as sources (3 seeds, equal tuning budgets, matched and
 # tuned controls, retention probes): see fusionkit/profiles/families.yaml for what is trimmed to fit an hour.
+# 3189 s from scratch on 2 cores (notebook 02: 831 s, 03: 237 s, 04: 2047 s); 135 s when resumed.
 families: setup
 	$(VENV)/bin/fusionkit report --profile families --target cr --sources mr,subj,trec --out reports/families-cr --executor ray --workers 2
 
