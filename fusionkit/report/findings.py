@@ -304,7 +304,7 @@ def fixes_and_breaks(run: NotebookRun, results: pd.DataFrame) -> tuple[pd.DataFr
 
 def retention(run: NotebookRun, results: pd.DataFrame) -> pd.DataFrame:
     """What fusion cost the source skill (``tables.retention_table``), written to retention.csv; one sentence per
-    fusion system and source printed. Empty (and said why) when the study measures no retention."""
+    fusion system printed (``retention_sentences``). Empty (and said why) when the study measures no retention."""
     config = run.study("fusion")
     seeds = sorted(int(seed) for seed in results.loc[results["role"] == FUSION, "seed"].unique())
     table = tables.retention_table(results, source_skill_references(config, seeds))

@@ -395,10 +395,6 @@ def examples_per_label(task, per_label: int = 3) -> pd.DataFrame:
     return examples.assign(label_name=[task.label_names[i] for i in examples["label"]])
 
 
-def has_attention_weights(results: pd.DataFrame) -> bool:
-    return bool(attention_systems(results))
-
-
 def ranking_across_targets(results: pd.DataFrame):
     """Friedman test and Nemenyi critical difference of the systems run on every target, or None with fewer
     than 2 targets or 3 such systems (a ranking over datasets needs several of each)."""
