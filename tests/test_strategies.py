@@ -293,3 +293,10 @@ def test_searched_merge_coefficients_are_chosen_on_validation_within_their_budge
     assert sum(texts == test for texts in seen) == 1
     with pytest.raises(ConfigError, match="method 'average' has no coefficients to search"):
         fit("merge", toy_task, sources, workdir, {**EXPERT, "method": "average", "coefficients": "searched"})
+
+
+def test_a_merge_that_weighs_by_source_texts_takes_only_task_sources():
+    merge = STRATEGIES["merge"]
+    assert merge.usable_kinds({"method": "regmean"}) == merge.usable_kinds({"method": "fisher"}) == ("task",)
+    assert merge.usable_kinds({}) == merge.usable_kinds({"method": "ties"}) == merge.source_kinds
+    assert "model" in merge.source_kinds and "adapter" in merge.source_kinds  # given models merge by weights alone
