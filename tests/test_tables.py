@@ -130,6 +130,26 @@ def test_every_attention_system_has_its_own_mean_weights(results):
         summaries.mean_attention_weights(both, "finetune")
 
 
+def test_notebook_4_saves_one_attention_figure_per_attention_system(results):
+    from fusionkit.report.findings import save_attention_figures
+
+    class Saved:
+        def __init__(self):
+            self.names = []
+
+        def save(self, figure, name, caption):
+            self.names.append((name, caption, len(figure.axes[0].images)))
+
+    second = results[results.system == "representation attention"].assign(system="adapter_fusion")
+    run = Saved()
+    assert save_attention_figures(run, pd.concat([results, second], ignore_index=True)) == [
+        "representation attention", "adapter_fusion"]
+    assert [(name, caption.split(":")[0]) for name, caption, _ in run.names] == [
+        ("04_attention_weights", "representation attention"), ("04_attention_weights_2", "adapter_fusion")]
+    assert all(images == 1 for *_, images in run.names)  # each a heatmap
+    assert save_attention_figures(Saved(), results[results.system == "finetune"]) == []
+
+
 def test_attention_weights_without_attention_runs_is_an_error(results):
     with pytest.raises(InputError, match="attention"):
         summaries.mean_attention_weights(results[results.system != "representation attention"])

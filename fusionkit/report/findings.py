@@ -302,6 +302,20 @@ def fixes_and_breaks(run: NotebookRun, results: pd.DataFrame) -> tuple[pd.DataFr
     return per_seed, examples
 
 
+def save_attention_figures(run: NotebookRun, results: pd.DataFrame) -> list[str]:
+    """Notebook 4's figure of mean attention weight per candidate and layer, one per attention system (pooled
+    attention, AdapterFusion): ``04_attention_weights``, then ``04_attention_weights_2``...; returns the systems."""
+    systems = tables.attention_systems(results)
+    for index, system in enumerate(systems):
+        weights, candidates, layers, _ = tables.mean_attention_weights(results, system)
+        run.save(plots.attention_weights_heatmap(weights, candidates, layers),
+                 "04_attention_weights" + (f"_{index + 1}" if index else ""),
+                 f"{system}: mean attention weight per candidate and layer")
+    if not systems:
+        print("no attention fusion system in this study: no attention weights to show")
+    return systems
+
+
 def retention(run: NotebookRun, results: pd.DataFrame) -> pd.DataFrame:
     """What fusion cost the source skill (``tables.retention_table``), written to retention.csv; one sentence per
     fusion system printed (``retention_sentences``). Empty (and said why) when the study measures no retention."""

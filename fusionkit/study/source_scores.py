@@ -15,13 +15,13 @@ from fusionkit._io import atomic_write, digest
 from fusionkit.data.tasks import Task
 from fusionkit.evaluation.transferability import hscore, leep, logme, nce, text_embedding_similarity
 from fusionkit.modeling.encoders import Encoder, load_encoder
+from fusionkit.modeling.training import torch_threads
 from fusionkit.strategies.base import Artefact, FittedModel
 from fusionkit.strategies.experts import ExpertKnobs, check_same_base, expert_artefacts, expert_backbone
 from fusionkit.strategies.base import source_name
 from fusionkit.strategies.knowledge import MODEL, TASK
 from fusionkit.study.runner import (StudyConfig, load_study_tasks, retention_sets, source_skill,
                                     strategy_settings)
-from fusionkit.modeling.training import torch_threads
 
 
 # Part of the cached table's name: bumped when a score's definition changes, so no stale table is reused
