@@ -139,6 +139,20 @@ def test_experts_are_trained_once_and_reused(toy_task, toy_source, workdir):
     assert sorted(p.name for p in (workdir / "experts").iterdir()) == saved
 
 
+def test_the_retrieval_view_reads_the_texts_each_expert_trains_on(toy_source):
+    from fusionkit.strategies.experts import ExpertKnobs, expert_artefacts, expert_train_task
+
+    knobs = ExpertKnobs.from_knobs({"expert_train_size": 30})
+    settings = {"encoder": "tiny", "workdir": "unused", "max_length": 16}
+    for seed in (0, 1):
+        planned = expert_artefacts(knobs, settings, [toy_source], seed)[0]._train_task()
+        told = expert_train_task(knobs, toy_source, seed)
+        assert len(told.train) == 30 and told.train["text"][:] == planned.train["text"][:]
+    shared = ExpertKnobs.from_knobs({"expert_train_size": 30, "expert_seed": 7})  # one expert for every seed
+    first, second = (expert_train_task(shared, toy_source, seed).train["text"][:] for seed in (0, 1))
+    assert first == second
+
+
 def test_unknown_strategy_lists_the_known_ones():
     with pytest.raises(ConfigError, match="unknown strategy 'fusion'; known strategies: .*linear_probe"):
         get_strategy("fusion")

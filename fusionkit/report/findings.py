@@ -255,17 +255,22 @@ def expert_geometry(run: NotebookRun) -> pd.DataFrame | None:
 SHOWN_FLIPS = 10  # per system and direction: the most consistent fixed and broken test examples, with their text
 
 
-def fixes_and_breaks(run: NotebookRun, results: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+def fixes_and_breaks(run: NotebookRun, results: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """For each fusion system against its matched control, seed by seed (``evaluation.flips``): the test examples
     it fixes and breaks, McNemar's exact test per seed (secondary), and the examples fixed or broken on most seeds
-    with their text, label and length, the most consistent first (``SHOWN_FLIPS`` per direction). Written to
-    flips.csv and flipped_examples.csv; returns both tables."""
-    from fusionkit.evaluation.flips import flip_counts
+    with their text, label, length and nearest source training text, the most consistent first (``SHOWN_FLIPS`` per
+    direction); then the retrieval view: the share of fixes and breaks on test examples whose nearest source text
+    is close (``flips.flips_near_source`` over the system's task sources). Written to flips.csv,
+    flipped_examples.csv and fixes_near_source.csv; returns the three tables."""
+    from fusionkit.evaluation.flips import flip_counts, flips_near_source
     from fusionkit.study.runner import load_study_tasks
+    from fusionkit.study.source_scores import nearest_source_texts
 
-    target = load_study_tasks(run.study("fusion"))[0]
+    config = run.study("fusion")
+    target = load_study_tasks(config)[0]
     texts = list(target.test["text"][:])
-    seed_rows, example_rows = [], []
+    nearest_by_sources = {}
+    seed_rows, example_rows, near_rows = [], [], []
     for system, control in role_pairs(results, "control", primary=True):
         for size, runs in results[results["system"] == system].groupby("train_size"):
             controls = results[(results["system"] == control) & (results["train_size"] == size)]
@@ -284,22 +289,59 @@ def fixes_and_breaks(run: NotebookRun, results: pd.DataFrame) -> tuple[pd.DataFr
                                              seed=[seeds[i] for i in per_seed["seed_index"]],
                                              consistent_fixes=int((per_example["consistent"] == "fixed").sum()),
                                              consistent_breaks=int((per_example["consistent"] == "broken").sum())))
+            sources = tuple(str(runs["sources"].iloc[0]).split(",")) if runs["sources"].notna().any() else ()
+            if sources not in nearest_by_sources:
+                nearest_by_sources[sources] = nearest_source_texts(config, texts, list(sources))
+            nearest = nearest_by_sources[sources]
+            if nearest is not None:
+                near_rows.append(flips_near_source(per_example, nearest["similarity"], len(seeds)).assign(
+                    system=system, train_size=size, seeds=len(seeds)))
             for direction, column in (("fixed", "fixed_on"), ("broken", "broken_on")):
                 shown = per_example[per_example[column] * 2 > len(seeds)].sort_values(
                     [column, "example"], ascending=[False, True]).head(SHOWN_FLIPS)
                 example_rows += [{"system": system, "train_size": size, "direction": direction,
                                   "seeds": f"{row[column]} of {len(seeds)}",
                                   "label": target.label_names[int(row["label"])],
-                                  "words": len(texts[row["example"]].split()), "text": texts[row["example"]]}
+                                  "words": len(texts[row["example"]].split()), "text": texts[row["example"]],
+                                  **({} if nearest is None else {
+                                      "nearest_source": nearest["source"].iloc[row["example"]],
+                                      "source_similarity": nearest["similarity"].iloc[row["example"]],
+                                      "nearest_source_text": nearest["source_text"].iloc[row["example"]]})}
                                  for _, row in shown.iterrows()]
     columns = ["system", "control", "train_size", "seed", "fixes", "breaks", "net_points", "mcnemar_p",
                "consistent_fixes", "consistent_breaks"]
     per_seed = pd.concat(seed_rows, ignore_index=True)[columns] if seed_rows else pd.DataFrame(columns=columns)
     examples = pd.DataFrame(example_rows, columns=["system", "train_size", "direction", "seeds", "label", "words",
-                                                   "text"])
+                                                   "text", "nearest_source", "source_similarity",
+                                                   "nearest_source_text"])
+    near_columns = ["system", "train_size", "seeds", "direction", "flips", "share_close", "lift", "examples",
+                    "close_examples", "fisher_p", "close_similarity"]
+    near = pd.concat(near_rows, ignore_index=True)[near_columns] if near_rows else pd.DataFrame(columns=near_columns)
     run.write_table(per_seed, "flips")
     run.write_table(examples, "flipped_examples")
-    return per_seed, examples
+    run.write_table(near, "fixes_near_source")
+    return per_seed, examples, near
+
+
+def fixes_near_source_sentences(table: pd.DataFrame, fusion_size: int) -> list[str]:
+    """One sentence per fusion system at ``fusion_size`` from fixes_near_source.csv: the share of its fixes and of
+    its breaks that fall on test examples close to a source text, against the share of all test examples."""
+    def share(row: pd.Series) -> str:
+        return f"{row['share_close']:.0%} of {int(row['flips'])}" if row["flips"] else "none of 0"
+
+    sentences = []
+    for system, rows in table[table["train_size"] == fusion_size].groupby("system", sort=False):
+        row = rows.set_index("direction")
+        fixed, broken, everything = row.loc["fixed"], row.loc["broken"], row.loc["all test examples"]
+        if not fixed["flips"] and not broken["flips"]:
+            continue
+        sentences.append(
+            f"{system}: fixes {share(fixed)}, breaks {share(broken)} on test examples whose nearest source text is "
+            f"close (cosine >= {everything['close_similarity']:.2f}, the closest {everything['share_close']:.0%} of "
+            f"the test examples), over {int(everything['seeds'])} seeds"
+            + (f"; Fisher's exact p = {fixed['fisher_p']:.2g} for the examples fixed on most seeds"
+               if pd.notna(fixed["fisher_p"]) else ""))
+    return sentences
 
 
 def save_attention_figures(run: NotebookRun, results: pd.DataFrame) -> list[str]:
@@ -602,6 +644,10 @@ def write_findings(run: NotebookRun, results: pd.DataFrame, summary: pd.DataFram
              *protocol_notes(run, results),
              *(f"Where the spread comes from (Bouthillier et al. 2021): {sentence}."
                for sentence in variance_sentences(tables.variance_split_table(results))),
+             *(f"Where fusion's fixes fall (retrieval view): {sentence}."
+               for sentence in (fixes_near_source_sentences(pd.read_csv(run.out_dir / "fixes_near_source.csv"),
+                                                            fusion_size)
+                                if (run.out_dir / "fixes_near_source.csv").is_file() else [])),
              *(f"What fusion kept of the source skill (retention probe): {sentence}."
                for sentence in (retention_sentences(pd.read_csv(run.out_dir / "retention.csv"))
                                 if (run.out_dir / "retention.csv").is_file() else []))]

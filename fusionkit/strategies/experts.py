@@ -76,6 +76,13 @@ def expert_artefacts(knobs: ExpertKnobs, settings: dict, sources: list, seed: in
     return [expert(source) for source in sources]
 
 
+def expert_train_task(knobs: ExpertKnobs, source: Task, seed: int) -> Task:
+    """The examples the expert of task ``source`` trains on for a run of ``seed`` (its training split is the
+    expert's stratified subsample), as ``expert_artefacts`` plans it."""
+    expert_seed = seed if knobs.expert_seed is None else knobs.expert_seed
+    return _expert_task(knobs, source, expert_seed).subsample(_train_size(knobs, source), expert_seed)
+
+
 def _expert_task(knobs: ExpertKnobs, source: Task, seed: int) -> Task:
     task = source.capped("validation", knobs.expert_validation_size)
     return task.with_shuffled_labels(seed) if knobs.expert_labels == "shuffled" else task

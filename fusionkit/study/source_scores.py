@@ -17,7 +17,8 @@ from fusionkit.evaluation.transferability import hscore, leep, logme, nce, text_
 from fusionkit.modeling.encoders import Encoder, load_encoder
 from fusionkit.modeling.training import torch_threads
 from fusionkit.strategies.base import Artefact, FittedModel
-from fusionkit.strategies.experts import ExpertKnobs, check_same_base, expert_artefacts, expert_backbone
+from fusionkit.strategies.experts import (ExpertKnobs, check_same_base, expert_artefacts, expert_backbone,
+                                         expert_train_task)
 from fusionkit.strategies.base import source_name
 from fusionkit.strategies.knowledge import MODEL, TASK
 from fusionkit.study.runner import (StudyConfig, load_study_tasks, retention_sets, source_skill,
@@ -90,6 +91,32 @@ def source_skill_references(config: StudyConfig, seeds: list[int]) -> pd.DataFra
                                       base.max_length)
                     rows.append((seed, name, "expert", source_skill(encoder, {name: sets[name]})[name]))
     return pd.DataFrame(rows, columns=columns)
+
+
+def nearest_source_texts(config: StudyConfig, texts, sources: list[str]) -> pd.DataFrame | None:
+    """For each of ``texts`` (the target's test texts), the nearest text that the first seed's expert of any of the
+    named task ``sources`` trained on, by cosine similarity of the base encoder's pooled embeddings (cached in the
+    study's feature cache; ``evaluation.flips.nearest_texts``): columns source, index, similarity, source_text.
+    None when no named source is a task (given models and knowledge features have no texts)."""
+    from fusionkit.evaluation.flips import nearest_texts
+    from fusionkit.modeling.features import FeatureCache
+
+    seed = config.seeds[0]
+    target, all_sources = load_study_tasks(config)
+    knobs = ExpertKnobs.from_knobs(config.expert_knobs)
+    tasks = {source.name: expert_train_task(knobs, source, seed) for source in all_sources
+             if isinstance(source, Task) and source.name in sources}
+    if not tasks:
+        return None
+    base = load_encoder(config.encoder, max_length=config.max_length)
+    cache = FeatureCache(Path(config.workdir) / "features")
+    with torch_threads(config.threads):
+        embeddings = {name: cache.features(base, task.train["text"][:], name, f"expert-train-s{seed}")
+                      for name, task in tasks.items()}
+        nearest = nearest_texts(cache.features(base, list(texts), target.name, "test"), embeddings)
+    nearest["source_text"] = [tasks[name].train["text"][int(index)]
+                              for name, index in zip(nearest["source"], nearest["index"])]
+    return nearest
 
 
 TEXTEMB_TEXTS = 1000  # source training texts (a stratified sample) whose mean embedding stands for the source
