@@ -37,3 +37,37 @@ def test_mismatched_vectors_are_named():
         task_vector_cosines([vector([1.0], [1.0]), vector([1.0, 2.0], [1.0])], ["a", "b"])
     with pytest.raises(InputError, match="at least 2"):
         task_vector_cosines([vector([1.0], [1.0])], ["a"])
+
+
+def test_each_sources_geometry_sits_beside_its_sequential_gain_and_its_merge_contribution():
+    import pandas as pd
+
+    from fusionkit.report import plots, tables
+
+    cosines = pd.DataFrame([[1.0, 0.2, -0.4], [0.2, 1.0, 0.0], [-0.4, 0.0, 1.0]], index=["a", "b", "c"],
+                           columns=["a", "b", "c"])
+    results = pd.DataFrame({"system": ["sequential (a)", "sequential (b)", "merge ties", "merge ties: without a",
+                                       "merge ties: without c", "representation sum: without a"],
+                            "strategy": ["sequential", "sequential", "merge", "merge", "merge", "representation"],
+                            "sources": ["a", "b", "a,b,c", "b,c", "a,b", "b,c"]})
+    row = {"target": "t", "metric": "accuracy", "verdict": "inconclusive"}
+    knowledge = pd.DataFrame([{**row, "system": "sequential (a)", "train_size": 128, "gain": 3.0, "ci_low": 1.0,
+                               "ci_high": 5.0},
+                              {**row, "system": "sequential (b)", "train_size": 64, "gain": 9.0, "ci_low": 8.0,
+                               "ci_high": 10.0},  # another size: not this table's
+                              {**row, "system": "merge ties", "train_size": 128, "gain": 2.0, "ci_low": 0.0,
+                               "ci_high": 4.0}])  # a merge's own gain has no one source
+    leave_one_out = pd.DataFrame([{**row, "system": "merge ties", "baseline": "merge ties: without a",
+                                   "train_size": 128, "gain": -1.5, "ci_low": -3.0, "ci_high": 0.0},
+                                  {**row, "system": "merge ties", "baseline": "merge ties: without c",
+                                   "train_size": 128, "gain": 0.5, "ci_low": -1.0, "ci_high": 2.0}])
+    table = tables.geometry_beside_gains(cosines, knowledge, leave_one_out, results, 128)
+    assert table[["source", "gain_of", "gain"]].values.tolist() == [["a", "sequential", 3.0],
+                                                                   ["a", "merge ties", -1.5],
+                                                                   ["c", "merge ties", 0.5]]
+    # mean cosine with the other sources: a (0.2 - 0.4) / 2, c (-0.4 + 0) / 2
+    assert table["mean_cosine"].tolist() == pytest.approx([-0.1, -0.1, -0.2])
+    figure = plots.geometry_beside_gains(cosines, table.assign(min_effect=1.0))
+    drawn = sorted(tuple(np.round(line.get_segments()[0][:, 0], 6)) for axes in figure.axes[1:2]
+                   for bar in axes.containers for line in bar.lines[2])
+    assert drawn == sorted(tuple(pair) for pair in table[["ci_low", "ci_high"]].to_numpy())

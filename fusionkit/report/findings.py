@@ -520,6 +520,30 @@ def transferability_against_gain(run: NotebookRun, results: pd.DataFrame,
     return gains, correlations
 
 
+def geometry_beside_gains(run: NotebookRun, results: pd.DataFrame, comparisons: Comparisons) -> pd.DataFrame | None:
+    """The task-vector cosines of notebook 3 (task_vector_cosines.csv) beside each source's sequential gain and its
+    leave-one-out contribution to each merge (``tables.geometry_beside_gains``): geometry_and_gains.csv and the
+    figure 05_geometry_and_gains. None (said why) when notebook 3 computed no geometry or no gain matches a source."""
+    path = run.out_dir / "task_vector_cosines.csv"
+    if not path.is_file():
+        print("no task-vector geometry (notebook 3 needs two or more task experts)")
+        return None
+    cosines = pd.read_csv(path).set_index("source")
+    fusion_size = run.parameters["fusion_size"]
+    table = tables.geometry_beside_gains(cosines, comparisons.knowledge, comparisons.leave_one_out, results,
+                                         fusion_size)
+    if table.empty:
+        print("no sequential gain or merge leave-one-out contribution per source in this study")
+        return None
+    run.write_table(table, "geometry_and_gains")
+    run.save(plots.geometry_beside_gains(cosines, table.assign(min_effect=run.parameters["min_effect"])), "05_geometry_and_gains",
+             f"left: cosine similarity of the sources' task vectors (first seed's experts minus the base encoder); "
+             f"right, on the same rows: the gain of sequential transfer from each source over its matched control "
+             f"and each source's leave-one-out contribution to each merge, at n={fusion_size}, with the "
+             f"simultaneous intervals their verdicts read (grey band: within the declared minimum effect)")
+    return table
+
+
 def protocol_notes(run: NotebookRun, results: pd.DataFrame) -> list[str]:
     """How the numbers were made, in words: the tuning, the seeds, the verdict rule, the validation split."""
     parameters = run.parameters

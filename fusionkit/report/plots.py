@@ -276,6 +276,46 @@ def cka_heatmap(matrix, labels_a: Sequence[str], labels_b: Sequence[str], name_a
     return figure
 
 
+def geometry_beside_gains(cosines: pd.DataFrame, gains: pd.DataFrame,
+                          colors: Mapping[str, str] | None = None) -> Figure:
+    """Left, the cosine similarity of the sources' task vectors (``cosines``, square, index the sources); right, on
+    the same rows, what each source did (``tables.geometry_beside_gains``): each gain with the interval its verdict
+    read, one colour per kind of gain (sequential transfer from the source, its leave-one-out contribution to each
+    merge), 0 and the declared minimum effect marked."""
+    check_columns(gains, ["source", "gain_of", "gain", "ci_low", "ci_high"], "gains")
+    names = [str(name) for name in cosines.index]
+    values = cosines.loc[names, names].to_numpy(dtype=np.float64)
+    figure = Figure(figsize=(10, 2.0 + 0.6 * len(names)), layout="constrained")
+    left, right = figure.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.6]})
+    image = left.imshow(values, cmap="RdBu", vmin=-1, vmax=1, aspect="auto")
+    for (row, column), value in np.ndenumerate(values):
+        left.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize="small",
+                  color="white" if abs(value) > 0.6 else "black")
+    left.set_xticks(range(len(names)), names)
+    left.set_yticks(range(len(names)), names)
+    left.set(title="Task-vector cosine (expert minus base)", xlabel="Source", ylabel="Source")
+    figure.colorbar(image, ax=left, label="Cosine similarity (-1 to 1)", location="bottom", shrink=0.8)
+    kinds = list(dict.fromkeys(gains["gain_of"]))
+    colors = colors_for(kinds, colors)
+    offsets = dict(zip(kinds, np.linspace(-0.25, 0.25, len(kinds)) if len(kinds) > 1 else [0.0]))
+    for _, row in gains.iterrows():
+        _interval(right, row, names.index(row["source"]) + offsets[row["gain_of"]], colors[row["gain_of"]], fmt="o",
+                  markerfacecolor=colors[row["gain_of"]], elinewidth=2)
+    right.axvline(0, color="black", linewidth=0.8)
+    min_effect = float(gains["min_effect"].max()) if "min_effect" in gains and len(gains) else 0.0
+    if min_effect > 0:
+        right.axvspan(-min_effect, min_effect, color="0.9", zorder=0)
+    right.set_yticks(range(len(names)), names)
+    right.set_ylim(len(names) - 0.5, -0.5)  # the heatmap's row order
+    right.set(title="What each source did", xlabel="Gain (accuracy points) with the interval its verdict read")
+    handles = [Line2D([], [], color=colors[kind], marker="o", linewidth=2,
+                      label="sequential transfer from it, over its matched control" if kind == "sequential" else
+                      f"its contribution to {kind} (leave-one-out)") for kind in kinds]
+    if handles:
+        _legend_outside(figure, handles, below=True, ncols=1)
+    return figure
+
+
 def attention_weights_heatmap(weights, source_names: Sequence[str], layers: Sequence[int] | None = None) -> Figure:
     """Fusion attention weights [n_layers, n_sources]: which source each layer draws on. ``layers`` names the
     encoder layer of each row (0 = embeddings); by default rows are numbered from 1."""

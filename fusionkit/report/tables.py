@@ -323,6 +323,40 @@ def source_gains(comparisons: pd.DataFrame, transferability: pd.DataFrame, strat
     return transferability.merge(gains, on="source")
 
 
+GEOMETRY_GAIN_COLUMNS = ["source", "mean_cosine", "gain_of", "gain", "ci_low", "ci_high", "verdict"]
+
+
+def geometry_beside_gains(cosines: pd.DataFrame, knowledge: pd.DataFrame, leave_one_out: pd.DataFrame,
+                          results: pd.DataFrame, train_size: int) -> pd.DataFrame:
+    """Each source's task-vector geometry beside what it did at ``train_size``: ``mean_cosine`` is the mean cosine of
+    its task vector with the other sources' (``cosines``: the square table of ``evaluation.geometry``, index the
+    sources); one row per observed gain: ``gain_of`` "sequential" (the gain of sequential transfer from it over its
+    matched control, from ``knowledge``) or a merge system (its contribution to that merge: the merge over all its
+    sources against the same merge without it, from ``leave_one_out``), with the interval and verdict those
+    comparisons read. A source neither gain exists for has no row."""
+    check_columns(results, ["system", "strategy", "sources"], "results")
+    names = [str(name) for name in cosines.index]
+    values = cosines.loc[names, names].to_numpy(dtype=np.float64)
+    others = len(names) - 1
+    mean_cosine = {name: float((values[i].sum() - values[i, i]) / others) if others else np.nan
+                   for i, name in enumerate(names)}
+    systems = results.drop_duplicates("system").set_index("system")
+    sources_of = {system: set(str(sources).split(",")) if pd.notna(sources) else set()
+                  for system, sources in systems["sources"].items()}
+    rows = []
+    for _, row in knowledge[knowledge["train_size"] == train_size].iterrows():
+        if systems["strategy"].get(row["system"]) == "sequential" and len(sources_of[row["system"]]) == 1:
+            rows.append({"source": next(iter(sources_of[row["system"]])), "gain_of": "sequential", **row})
+    for _, row in leave_one_out[leave_one_out["train_size"] == train_size].iterrows():
+        if systems["strategy"].get(row["system"]) == "merge":
+            left_out = sources_of[row["system"]] - sources_of.get(row["baseline"], set())
+            if len(left_out) == 1:
+                rows.append({"source": left_out.pop(), "gain_of": row["system"], **row})
+    table = pd.DataFrame(rows, columns=[*GEOMETRY_GAIN_COLUMNS, "system"])
+    table = table[table["source"].isin(names)].assign(mean_cosine=lambda t: t["source"].map(mean_cosine))
+    return table[GEOMETRY_GAIN_COLUMNS].reset_index(drop=True)
+
+
 def predictions_by_system(store, results: pd.DataFrame, seed: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Test labels and each system's test probabilities for one seed (for reliability diagrams)."""
     chosen = results[results["seed"] == seed]
