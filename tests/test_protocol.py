@@ -459,11 +459,11 @@ def test_a_knob_added_later_leaves_stored_runs_keys_alone_until_it_is_changed():
     from fusionkit.study.runner import resolved_knobs
 
     stored = resolved_knobs("merge", {"method": "task_arithmetic", "scale": 0.3})
-    assert not {"statistics_examples", "off_diagonal", "coefficients", "search_budget"} & set(stored)
+    assert not {"statistics_examples", "off_diagonal", "coefficients", "search_steps", "search_folds"} & set(stored)
     assert get_strategy("merge", stored).knobs.coefficients == "shared"  # the run still gets the default
     searched = resolved_knobs("merge", {"method": "task_arithmetic", "coefficients": "searched"})
-    assert searched["coefficients"] == "searched" and "search_budget" not in searched
-    assert resolved_knobs("merge", {"search_budget": 40})["search_budget"] == 40
+    assert searched["coefficients"] == "searched" and "search_steps" not in searched
+    assert resolved_knobs("merge", {"search_steps": 40})["search_steps"] == 40
 
 
 def test_a_tuning_run_two_systems_share_is_chosen_only_for_the_system_that_chose_it(toy_task, tmp_path):

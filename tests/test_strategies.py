@@ -285,7 +285,7 @@ def test_regmean_grams_are_the_mean_outer_product_of_each_linear_layers_real_tok
     assert grams["encoder.layer.0.attention.self.query"].shape == (32, 32)
 
 
-def test_searched_merge_coefficients_are_chosen_on_validation_within_their_budget(toy_task, toy_source, workdir,
+def test_searched_merge_coefficients_are_learned_from_the_training_examples_alone(toy_task, toy_source, workdir,
                                                                                  monkeypatch):
     from fusionkit.modeling.encoders import Encoder
 
@@ -294,19 +294,25 @@ def test_searched_merge_coefficients_are_chosen_on_validation_within_their_budge
     encode = Encoder.encode
     monkeypatch.setattr(Encoder, "encode", lambda self, texts, *a, **k: seen.append(list(texts)) or
                         encode(self, texts, *a, **k))
-    fitted = fit("merge", toy_task, sources, workdir, {**EXPERT, "method": "task_arithmetic", "coefficients":
-                                                       "searched", "search_budget": 6, "scale": 0.3}, seed=0)
+    knobs = {**EXPERT, "method": "task_arithmetic", "coefficients": "searched", "search_steps": 6, "scale": 0.3}
+    fitted = fit("merge", toy_task, sources, workdir, knobs, seed=0)
     search = fitted.spec["arch"]["coefficient_search"]
     assert len(search) <= 6 and search[0]["coefficients"] == [0.3, 0.3]
-    best = min(search, key=lambda e: e["val_loss"])
+    best = min(search, key=lambda e: e["cv_loss"])
     assert fitted.spec["arch"]["coefficients"] == best["coefficients"]
     assert all(0 <= c <= 1 for e in search for c in e["coefficients"])
-    # the search encodes train and validation only; the test split is encoded once, for the chosen merge
-    test, validation = list(toy_task.test["text"][:]), list(toy_task.validation["text"][:])
-    assert sum(texts == validation for texts in seen) == len(search) + 1
-    assert sum(texts == test for texts in seen) == 1
+    # the search encodes the training texts only: validation is read once, for the chosen merge, as every arm reads
+    # it once per configuration (the equal tuning budget); the test split once, to score that merge
+    train, validation, test = (list(split["text"][:]) for split in toy_task.subsample(None).splits.values())
+    assert sum(texts == train for texts in seen) == len(search) + 1
+    assert sum(texts == validation for texts in seen) == 1 and sum(texts == test for texts in seen) == 1
+    # the loss is the folds' held-out cross-entropy: a coefficient search from the same start repeats exactly
+    again = fit("merge", toy_task, sources, workdir / "again", knobs, seed=0)
+    assert again.spec["arch"]["coefficient_search"] == search
     with pytest.raises(ConfigError, match="method 'average' has no coefficients to search"):
         fit("merge", toy_task, sources, workdir, {**EXPERT, "method": "average", "coefficients": "searched"})
+    with pytest.raises(ConfigError, match="'search_folds' must be between 2 and"):
+        fit("merge", toy_task, sources, workdir, {**knobs, "search_folds": 1})
 
 
 def test_a_merge_that_weighs_by_source_texts_takes_only_task_sources():

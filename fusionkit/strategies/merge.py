@@ -44,15 +44,17 @@ class MergeKnobs(Knobs):
     statistics_examples: int = 256  # fisher, regmean: source training texts per expert (FusionBench's default)
     off_diagonal: float = 0.1  # regmean: scale of the Gram matrices' off-diagonal entries (FusionBench's default)
     # Per-source coefficients of a scaled method: "shared" (every task vector times ``scale``) or "searched" (one
-    # coefficient per source in [0, 1], found gradient-free on the target's validation split, as LoraHub does: Huang
-    # et al. 2024), spending ``search_budget`` validation evaluations (each: merge, encode train and validation,
-    # fit the probe, validation cross-entropy), starting from ``scale`` for every source.
+    # coefficient per source in [0, 1], found gradient-free on the target's own training examples, as LoraHub does on
+    # its few examples: Huang et al. 2024), in ``search_steps`` evaluations of the probe's ``search_folds``-fold
+    # cross-validated cross-entropy on those examples, starting from ``scale`` for every source. The validation split
+    # is read once per configuration, as for every other arm, so the search spends none of the tuning budget.
     coefficients: str = "shared"
-    search_budget: int = 20
+    search_steps: int = 20
+    search_folds: int = 4
 
     # added after the committed reports' merge runs, which used neither statistics nor searched coefficients
     ADDED: ClassVar[dict] = {"statistics_examples": 256, "off_diagonal": 0.1, "coefficients": "shared",
-                             "search_budget": 20}
+                             "search_steps": 20, "search_folds": 4}
 
 
 @torch.no_grad()
@@ -110,41 +112,51 @@ def diagonal_fisher(expert, texts: list[str], max_length: int) -> dict[str, torc
 
 def search_coefficients(merge_with: Callable[[list[float]], Encoder], start: list[float], target, knobs: MergeKnobs,
                         seed: int) -> tuple[list[float], list[dict]]:
-    """Per-source coefficients in [0, 1] minimising the probe's cross-entropy on the target's validation split
-    (LoraHub's gradient-free search, Huang et al. 2024; scipy's bounded Nelder-Mead here), ``knobs.search_budget``
-    evaluations from ``start``; the target's test split is never encoded. Returns the best coefficients seen and
-    every evaluation (coefficients, validation loss and accuracy)."""
+    """Per-source coefficients in [0, 1] minimising the probe's cross-validated cross-entropy on the target's
+    training examples (LoraHub's gradient-free search on the few examples a user has, Huang et al. 2024; scipy's
+    bounded Nelder-Mead here): ``knobs.search_steps`` evaluations from ``start``, each a merge, its features of the
+    training texts, and ``knobs.search_folds`` probes, each fitted on the other folds and scored on its own
+    (stratified folds, shuffled with ``seed``; the same folds at every step). Only the training split is read: the
+    validation split stays the study's one comparison per configuration and the test split is never encoded.
+    Returns the best coefficients seen and every evaluation (coefficients, cross-validated loss and accuracy)."""
     from scipy.optimize import minimize
+    from sklearn.model_selection import StratifiedKFold
 
     from fusionkit.strategies.linear_probe import fit_logistic_head
 
-    if knobs.search_budget < len(start) + 1:
-        raise ConfigError(f"merge: knob 'search_budget' must be at least the sources + 1 ({len(start) + 1}: one "
-                          f"simplex), got {knobs.search_budget!r}")
-    splits = ("train", "validation")
-    labels = {split: np.asarray(getattr(target, split)["label"][:]) for split in splits}
+    if knobs.search_steps < len(start) + 1:
+        raise ConfigError(f"merge: knob 'search_steps' must be at least the sources + 1 ({len(start) + 1}: one "
+                          f"simplex), got {knobs.search_steps!r}")
+    texts, labels = list(target.train["text"][:]), np.asarray(target.train["label"][:])
+    smallest = int(np.bincount(labels).min())
+    if not 2 <= knobs.search_folds <= smallest:
+        raise ConfigError(f"merge: knob 'search_folds' must be between 2 and the target's smallest class in its "
+                          f"{len(labels)} training examples ({smallest}), got {knobs.search_folds!r}")
+    folds = list(StratifiedKFold(knobs.search_folds, shuffle=True, random_state=seed).split(texts, labels))
     evaluations: list[dict] = []
 
-    def validation_loss(point: np.ndarray) -> float:
+    def cross_validated_loss(point: np.ndarray) -> float:
         coefficients = np.clip(point, 0.0, 1.0)
-        encoder = merge_with(coefficients.tolist())
-        features = {split: encoder.encode(list(getattr(target, split)["text"][:])) for split in splits}
-        head, history = fit_logistic_head(features, labels, target.num_labels, knobs.probe.c, knobs.probe.max_iter,
-                                          seed)
-        with torch.no_grad():
-            log_p = head(torch.as_tensor(features["validation"])).double().log_softmax(-1).numpy()
-        loss = float(-log_p[np.arange(len(log_p)), labels["validation"]].mean())
-        evaluations.append({"coefficients": [float(c) for c in coefficients], "val_loss": loss,
-                            "val_accuracy": history.val_metric[0]})
+        features = merge_with(coefficients.tolist()).encode(texts)
+        log_p = np.zeros((len(labels), target.num_labels))
+        for fitted, held_out in folds:
+            head, _ = fit_logistic_head({"train": features[fitted], "validation": features[held_out]},
+                                        {"train": labels[fitted], "validation": labels[held_out]},
+                                        target.num_labels, knobs.probe.c, knobs.probe.max_iter, seed)
+            with torch.no_grad():
+                log_p[held_out] = head(torch.as_tensor(features[held_out])).double().log_softmax(-1).numpy()
+        loss = float(-log_p[np.arange(len(labels)), labels].mean())
+        evaluations.append({"coefficients": [float(c) for c in coefficients], "cv_loss": loss,
+                            "cv_accuracy": float((log_p.argmax(1) == labels).mean())})
         return loss
 
     start = np.asarray(start, dtype=float)
     # a first simplex that moves each source's coefficient by 0.5 towards the middle of [0, 1]
     simplex = np.vstack([start] + [start + np.eye(len(start))[i] * (0.5 if start[i] < 0.5 else -0.5)
                                    for i in range(len(start))])
-    minimize(validation_loss, start, method="Nelder-Mead", bounds=[(0.0, 1.0)] * len(start),
-             options={"maxfev": knobs.search_budget, "initial_simplex": simplex})
-    best = min(evaluations, key=lambda e: e["val_loss"])
+    minimize(cross_validated_loss, start, method="Nelder-Mead", bounds=[(0.0, 1.0)] * len(start),
+             options={"maxfev": knobs.search_steps, "initial_simplex": simplex})
+    best = min(evaluations, key=lambda e: e["cv_loss"])
     return best["coefficients"], evaluations
 
 
