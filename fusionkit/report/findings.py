@@ -536,7 +536,8 @@ def geometry_beside_gains(run: NotebookRun, results: pd.DataFrame, comparisons: 
         print("no sequential gain or merge leave-one-out contribution per source in this study")
         return None
     run.write_table(table, "geometry_and_gains")
-    run.save(plots.geometry_beside_gains(cosines, table.assign(min_effect=run.parameters["min_effect"])), "05_geometry_and_gains",
+    drawn = table.assign(min_effect=run.parameters["min_effect"])
+    run.save(plots.geometry_beside_gains(cosines, drawn), "05_geometry_and_gains",
              f"left: cosine similarity of the sources' task vectors (first seed's experts minus the base encoder); "
              f"right, on the same rows: the gain of sequential transfer from each source over its matched control "
              f"and each source's leave-one-out contribution to each merge, at n={fusion_size}, with the "
