@@ -85,6 +85,34 @@ def test_verdicts_are_recomputed_exactly_from_the_results_csv(target_report):
         assert f"<tr data-system='{html.escape(row.system)}' data-verdict='{html.escape(row.verdict)}'>" in page
 
 
+def test_the_advice_is_recomputed_from_the_reports_own_csvs(target_report):
+    """The Advice section of verdicts.json is what ``findings.advice`` says from verdict_table.csv, cost.csv and
+    results.csv as committed; with every verdict read as undecided, the same tables advise the target-only
+    baseline best on validation (recomputed here from results.csv), at the cost cost.csv gives it."""
+    from fusionkit.report.findings import advice
+
+    report = target_report
+    if made_under_an_older_protocol(report) or not (report / "verdict_table.csv").is_file():
+        return
+    parameters = json.loads((report / "provenance.json").read_text())["parameters"]["study_parameters"]
+    verdicts, cost = pd.read_csv(report / "verdict_table.csv"), pd.read_csv(report / "cost.csv")
+    results = pd.read_csv(report / "results.csv", keep_default_na=False, na_values=[""])
+    size, min_effect = parameters["fusion_size"], parameters["min_effect"]
+    sections = {s["title"]: s["sentences"] for s in json.loads((report / "verdicts.json").read_text())["sections"]}
+    assert advice(verdicts, cost, results, size, min_effect) == sections["Advice"]
+    helping = verdicts[(verdicts["train_size"] == size) & (verdicts["verdict"] == "helps")]
+    assert sections["Advice"][0].startswith("Use " if len(helping) else "Nothing fused helps")
+    undecided = verdicts.assign(verdict="inconclusive")
+    words = advice(undecided, cost, results, size, min_effect)
+    baselines = results[(results["role"] == "baseline") & (results["train_size"] == size)]
+    best = baselines.groupby("system")["val_accuracy"].mean().idxmax()
+    seconds = cost.set_index("system").loc[best, "train_seconds_with_experts"]
+    assert words[0].startswith(f"Nothing fused helps at this study's error rate: use {best}, ")
+    assert f"{baselines[baselines['system'] == best]['val_accuracy'].mean():.3f}" in words[0]
+    assert (f"{seconds:.1f} s" if seconds < 10 else f"{seconds:.0f} s") in words[0]
+    assert words[-1].startswith(f"Undecided: {', '.join(verdicts[verdicts['train_size'] == size]['system'])}.")
+
+
 def test_every_system_was_tuned_with_the_same_budget_on_validation(report):
     tuning = pd.read_csv(report / "tuning.csv")
     parameters = json.loads((report / "provenance.json").read_text())["parameters"]["study_parameters"]
