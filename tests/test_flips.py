@@ -79,6 +79,6 @@ def test_the_retrieval_sentence_reads_its_numbers_from_the_table():
         system="sequential (mr)", train_size=128, seeds=3)
     assert fixes_near_source_sentences(table, 128) == [
         "sequential (mr): fixes 60% of 10, breaks 0% of 1 on test examples whose nearest source text is close "
-        "(cosine >= 0.62, the closest 25% of the test examples), over 3 seeds; Fisher's exact p = 0.11 for the "
+        "(cosine >= 0.62, the closest 25% of the test examples), over 3 seeds; Fisher's exact p = 0.11 (uncorrected) for the "
         "examples fixed on most seeds"]
     assert fixes_near_source_sentences(table, 64) == []

@@ -1,4 +1,6 @@
 """Every strategy behind the one interface, on the tiny encoder: shapes, save/load, fusion maths, errors."""
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -313,6 +315,62 @@ def test_searched_merge_coefficients_are_learned_from_the_training_examples_alon
         fit("merge", toy_task, sources, workdir, {**EXPERT, "method": "average", "coefficients": "searched"})
     with pytest.raises(ConfigError, match="'search_folds' must be between 2 and"):
         fit("merge", toy_task, sources, workdir, {**knobs, "search_folds": 1})
+
+
+def test_adamerging_learns_coefficients_from_unlabelled_target_texts_alone(toy_task, toy_source, workdir,
+                                                                         monkeypatch):
+    from fusionkit.modeling.encoders import Encoder
+
+    sources = [toy_source, toy_source.with_shuffled_labels(5)]
+    seen = []
+    tokenize = Encoder.tokenize
+    monkeypatch.setattr(Encoder, "tokenize", lambda self, texts: seen.append(list(texts)) or tokenize(self, texts))
+    knobs = {**EXPERT, "method": "task_arithmetic", "coefficients": "adamerging", "scale": 0.3, "entropy_steps": 12,
+             "entropy_lr": 0.05, "entropy_batch": 8, "entropy_refit": 4}
+    fitted = fit("merge", toy_task, sources, workdir, knobs, seed=0, train_size=40)
+    steps = fitted.spec["arch"]["entropy_steps"]
+    assert len(steps) == 12 and fitted.spec["arch"]["coefficients"] == steps[-1]["coefficients"]
+    assert all(0 <= c <= 1 for step in steps for c in step["coefficients"])
+    assert steps[0]["coefficients"] != [0.3, 0.3]  # one Adam step moved them from the start
+    # the entropy is the gradient's only signal: its batches are unlabelled target texts (outside the 40 labelled
+    # examples), and validation and test texts are read only to score the final merge, once each
+    task = toy_task.subsample(40, 0)
+    labelled, unlabelled = set(task.train["text"][:]), set(task.unlabelled)
+    validation, test = set(toy_task.validation["text"][:]), set(toy_task.test["text"][:])
+    batches = [texts for texts in seen if len(texts) == 8 and set(texts) <= unlabelled]
+    assert len(batches) == 12
+    assert sum(bool(set(texts) & validation) for texts in seen) == sum(bool(set(texts) & test) for texts in seen) == 1
+    assert not any(set(texts) & unlabelled - set().union(*batches) for texts in seen)
+    with pytest.raises(ConfigError, match="'adamerging' learn task arithmetic's coefficients"):
+        fit("merge", toy_task, sources, workdir, {**knobs, "method": "ties"})
+    with pytest.raises(ConfigError, match="'entropy_lr' must be > 0"):
+        fit("merge", toy_task, sources, workdir, {**knobs, "entropy_lr": 0})
+
+
+def test_adamergings_differentiable_forward_is_the_task_arithmetic_merge():
+    from fusionkit.modeling.encoders import load_encoder
+    from fusionkit.strategies import task_vectors
+    from fusionkit.strategies.merge import merged_forward
+
+    encoder = load_encoder("tiny", max_length=16)
+    base_state = {k: v.detach().clone() for k, v in encoder.model.state_dict().items()}
+    generator = torch.Generator().manual_seed(0)
+    vectors = [{k: 0.05 * torch.randn(v.shape, generator=generator) for k, v in base_state.items()
+                if v.is_floating_point()} for _ in range(2)]
+    batch = encoder.tokenize(["a good film", "the battery died after a week of use"])
+    lam = torch.tensor([0.2, 0.7], requires_grad=True)
+    stacked = {key: torch.stack([vector[key] for vector in vectors]) for key in vectors[0]}
+    hidden = merged_forward(encoder.model.eval(), base_state, stacked, lam, batch)
+    merged = task_vectors.task_arithmetic(base_state, [task_vectors.scaled(v, c) for v, c in zip(vectors, [0.2, 0.7])],
+                                          1.0)
+    reference = copy.deepcopy(encoder.model).eval()
+    reference.load_state_dict(merged)
+    with torch.no_grad():
+        torch.testing.assert_close(hidden.detach(), reference(**batch).last_hidden_state, rtol=1e-5, atol=1e-5)
+    hidden.sum().backward()
+    assert lam.grad is not None and torch.isfinite(lam.grad).all() and lam.grad.abs().sum() > 0
+    assert torch.equal(encoder.model.state_dict()["embeddings.word_embeddings.weight"],
+                       base_state["embeddings.word_embeddings.weight"])  # the model itself is untouched
 
 
 def test_a_merge_that_weighs_by_source_texts_takes_only_task_sources():

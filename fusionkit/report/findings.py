@@ -339,7 +339,7 @@ def fixes_near_source_sentences(table: pd.DataFrame, fusion_size: int) -> list[s
             f"{system}: fixes {share(fixed)}, breaks {share(broken)} on test examples whose nearest source text is "
             f"close (cosine >= {everything['close_similarity']:.2f}, the closest {everything['share_close']:.0%} of "
             f"the test examples), over {int(everything['seeds'])} seeds"
-            + (f"; Fisher's exact p = {fixed['fisher_p']:.2g} for the examples fixed on most seeds"
+            + (f"; Fisher's exact p = {fixed['fisher_p']:.2g} (uncorrected) for the examples fixed on most seeds"
                if pd.notna(fixed["fisher_p"]) else ""))
     return sentences
 

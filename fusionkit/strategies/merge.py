@@ -48,13 +48,22 @@ class MergeKnobs(Knobs):
     # its few examples: Huang et al. 2024), in ``search_steps`` evaluations of the probe's ``search_folds``-fold
     # cross-validated cross-entropy on those examples, starting from ``scale`` for every source. The validation split
     # is read once per configuration, as for every other arm, so the search spends none of the tuning budget.
+    # "adamerging" (task arithmetic only): one coefficient per source learned by gradient descent on the entropy of
+    # the probe's predictions on unlabelled target texts (task-wise AdaMerging, Yang et al. 2024), ``entropy_steps``
+    # Adam steps of ``entropy_lr`` on batches of ``entropy_batch`` texts from ``scale``; the probe is refitted on the
+    # labelled training examples every ``entropy_refit`` steps and held fixed in between.
     coefficients: str = "shared"
     search_steps: int = 20
     search_folds: int = 4
+    entropy_steps: int = 40
+    entropy_lr: float = 0.02
+    entropy_batch: int = 16
+    entropy_refit: int = 10
 
     # added after the committed reports' merge runs, which used neither statistics nor searched coefficients
     ADDED: ClassVar[dict] = {"statistics_examples": 256, "off_diagonal": 0.1, "coefficients": "shared",
-                             "search_steps": 20, "search_folds": 4}
+                             "search_steps": 20, "search_folds": 4, "entropy_steps": 40, "entropy_lr": 0.02,
+                             "entropy_batch": 16, "entropy_refit": 10}
 
 
 @torch.no_grad()
@@ -160,6 +169,63 @@ def search_coefficients(merge_with: Callable[[list[float]], Encoder], start: lis
     return best["coefficients"], evaluations
 
 
+def merged_forward(model: torch.nn.Module, base_state: dict, stacked: dict, lam: torch.Tensor, batch: dict):
+    """The last hidden states of ``model`` with weights ``base + sum_k lam[k] * stacked[key][k]`` (task arithmetic
+    with one coefficient per source; ``stacked``: key -> the sources' task vectors stacked on a first axis), as a
+    function of ``lam`` that autograd differentiates (``torch.func.functional_call``; the model is not changed)."""
+    from torch.func import functional_call
+
+    params = {key: base_state[key] + torch.tensordot(lam, vectors, dims=1) for key, vectors in stacked.items()}
+    return functional_call(model, params, args=(), kwargs=dict(batch)).last_hidden_state
+
+
+def entropy_coefficients(base: Encoder, base_state: dict, vectors: list[dict], merge_with, start: list[float],
+                         target, knobs: MergeKnobs, seed: int) -> tuple[list[float], list[dict]]:
+    """Task-wise AdaMerging (Yang et al. 2024, "AdaMerging: Adaptive Model Merging for Multi-Task Learning"): the
+    coefficients ``lam`` of ``base + sum_k lam_k * vector_k``, each in [0, 1], learned by Adam on the Shannon entropy
+    of the predictions on unlabelled target texts, from ``start``. AdaMerging keeps each task's own head fixed; the
+    target has none here, so its head is the probe fitted on the current merge's features of the labelled training
+    examples, refitted every ``knobs.entropy_refit`` steps and fixed in between. The unlabelled texts are the target's
+    training texts outside its labelled subsample (their labels are never read), or the labelled examples' texts
+    when the subsample is the whole split; validation and test are never read. Returns the coefficients after the
+    last step and every step's (coefficients, entropy)."""
+    from fusionkit.modeling.encoders import pool
+    from fusionkit.strategies.linear_probe import fit_logistic_head
+
+    for name in ("entropy_steps", "entropy_batch", "entropy_refit"):
+        if getattr(knobs, name) < 1:
+            raise ConfigError(f"merge: knob {name!r} must be >= 1, got {getattr(knobs, name)!r}")
+    if not knobs.entropy_lr > 0:
+        raise ConfigError(f"merge: knob 'entropy_lr' must be > 0, got {knobs.entropy_lr!r}")
+    labelled, labels = list(target.train["text"][:]), np.asarray(target.train["label"][:])
+    unlabelled = list(target.unlabelled) or labelled
+    rng = np.random.default_rng(seed)
+    stacked = {key: torch.stack([vector[key] for vector in vectors]) for key in vectors[0]}
+    lam = torch.tensor(start, dtype=torch.float32, requires_grad=True)
+    optimiser = torch.optim.Adam([lam], lr=knobs.entropy_lr)
+    model = base.model.eval()
+    steps: list[dict] = []
+    head = None
+    for step in range(knobs.entropy_steps):
+        if step % knobs.entropy_refit == 0:
+            features = merge_with(lam.detach().tolist()).encode(labelled)
+            head, _ = fit_logistic_head({"train": features, "validation": features}, {"train": labels,
+                                        "validation": labels}, target.num_labels, knobs.probe.c,
+                                        knobs.probe.max_iter, seed)
+        batch = base.tokenize([unlabelled[i] for i in rng.choice(len(unlabelled), knobs.entropy_batch,
+                                                                 replace=len(unlabelled) < knobs.entropy_batch)])
+        hidden = merged_forward(model, base_state, stacked, lam, batch)
+        log_p = head(pool(hidden, batch["attention_mask"], base.pooling)).log_softmax(-1)
+        entropy = -(log_p.exp() * log_p).sum(-1).mean()
+        optimiser.zero_grad()
+        entropy.backward()
+        optimiser.step()
+        with torch.no_grad():
+            lam.clamp_(0.0, 1.0)
+        steps.append({"coefficients": [float(c) for c in lam.detach()], "entropy": float(entropy.detach())})
+    return [float(c) for c in lam.detach()], steps
+
+
 @dataclass(frozen=True)
 class MergeMethod:
     """``merge(base_state, task_vectors, scale, knobs, seed, statistics) -> merged state``; ``scaled``: whether a
@@ -190,6 +256,7 @@ MERGE_METHODS: dict[str, MergeMethod] = {
 }
 
 
+COEFFICIENTS = ("shared", "searched", "adamerging")
 SCALE_GRID = [round(0.05 * step, 2) for step in range(1, 21)]  # 0.05, 0.10, ..., 1.0
 
 
@@ -225,11 +292,14 @@ class Merge(LinearProbe):  # the same module: a probe head on a (merged) frozen 
         if knobs.method not in MERGE_METHODS:
             raise ConfigError(f"merge: unknown method '{knobs.method}'; choose one of {tuple(MERGE_METHODS)}")
         method = MERGE_METHODS[knobs.method]
-        if knobs.coefficients not in ("shared", "searched"):
-            raise ConfigError(f"merge: knob 'coefficients' must be 'shared' or 'searched', got {knobs.coefficients!r}")
+        if knobs.coefficients not in COEFFICIENTS:
+            raise ConfigError(f"merge: knob 'coefficients' must be one of {COEFFICIENTS}, got {knobs.coefficients!r}")
         if knobs.coefficients == "searched" and not method.scaled:
             raise ConfigError(f"merge: method {knobs.method!r} has no coefficients to search; searched "
                               f"coefficients are for {[n for n, m in MERGE_METHODS.items() if m.scaled]}")
+        if knobs.coefficients == "adamerging" and knobs.method != "task_arithmetic":
+            raise ConfigError(f"merge: coefficients 'adamerging' learn task arithmetic's coefficients by gradient; "
+                              f"method {knobs.method!r} is not differentiable in them")
         base = self.load_base()
         for expert in artefacts:
             check_expert(expert, base, "merging (it adds weight differences to the base encoder)")
@@ -258,6 +328,10 @@ class Merge(LinearProbe):  # the same module: a probe head on a (merged) frozen 
         if knobs.coefficients == "searched":
             coefficients, arch["coefficient_search"] = search_coefficients(merge_with, coefficients, target,
                                                                            knobs, seed)
+            arch["scale"] = None
+        elif knobs.coefficients == "adamerging":
+            coefficients, arch["entropy_steps"] = entropy_coefficients(base, base_state, vectors, merge_with,
+                                                                       coefficients, target, knobs, seed)
             arch["scale"] = None
         arch["coefficients"] = [float(c) for c in coefficients]
         module, history, probabilities = probe(merge_with(coefficients), target,
