@@ -78,7 +78,8 @@ def test_the_retrieval_sentence_reads_its_numbers_from_the_table():
     table = flips_near_source(per_example, np.linspace(0.1, 0.8, 8), seeds=3).assign(
         system="sequential (mr)", train_size=128, seeds=3)
     assert fixes_near_source_sentences(table, 128) == [
-        "sequential (mr): fixes 60% of 10, breaks 0% of 1 on test examples whose nearest source text is close "
-        "(cosine >= 0.62, the closest 25% of the test examples), over 3 seeds; Fisher's exact p = 0.11 (uncorrected) for the "
-        "examples fixed on most seeds"]
+        "share of each system's fixes and breaks (over 3 seeds) on the test examples whose nearest text among its "
+        "sources' training texts is in the closest quarter (25% of the test examples): sequential (mr) 60% of 10 "
+        "fixes, 0% of 1 breaks; the smallest Fisher's exact p (examples fixed on most seeds against the rest, "
+        "uncorrected) is 0.11, for sequential (mr)"]
     assert fixes_near_source_sentences(table, 64) == []
