@@ -335,7 +335,8 @@ def test_adamerging_learns_coefficients_from_unlabelled_target_texts_alone(toy_t
     # the entropy is the gradient's only signal: its batches are unlabelled target texts (outside the 40 labelled
     # examples), and validation and test texts are read only to score the final merge, once each
     task = toy_task.subsample(40, 0)
-    labelled, unlabelled = set(task.train["text"][:]), set(task.unlabelled)
+    unlabelled = set(task.unlabelled)
+    assert not unlabelled & set(task.train["text"][:])
     validation, test = set(toy_task.validation["text"][:]), set(toy_task.test["text"][:])
     batches = [texts for texts in seen if len(texts) == 8 and set(texts) <= unlabelled]
     assert len(batches) == 12
