@@ -126,6 +126,21 @@ def test_attention_weights_are_a_distribution_over_base_and_sources():
     torch.testing.assert_close(weights.sum(-1), torch.ones(4, 2))
 
 
+def test_attention_fusion_is_the_attention_written_out_with_a_projection_per_candidate():
+    torch.manual_seed(0)
+    layer = FusionLayer("attention", num_sources=3, dim=8, num_labels=2)
+    for linear in (layer.query, layer.key, layer.value):
+        torch.nn.init.normal_(linear.weight)
+        torch.nn.init.normal_(linear.bias)
+    base, sources = torch.randn(5, 3, 8), [torch.randn(5, 3, 8) for _ in range(3)]
+    fused = layer.fuse(base, sources)
+    candidates = torch.stack([base, *sources], dim=1)  # [b, S, L, d]: each candidate projected on its own
+    keys, values = layer.key(candidates), layer.value(candidates)
+    weights = (torch.einsum("bld,bsld->bls", layer.query(base), keys) / 8 ** 0.5).softmax(-1)
+    torch.testing.assert_close(layer.last_attention, weights, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(fused, base + torch.einsum("bls,bsld->bld", weights, values), rtol=1e-5, atol=1e-5)
+
+
 def test_attention_fusion_reports_weights_per_layer_and_source(toy_task, toy_source, workdir):
     model = fit("representation", toy_task, [toy_source], workdir, {**KNOBS["representation"], "mode": "attention"})
     weights, names, layers = fitted_attention_weights(model)
