@@ -263,13 +263,11 @@ def fixes_and_breaks(run: NotebookRun, results: pd.DataFrame) -> tuple[pd.DataFr
     is close (``flips.flips_near_source`` over the system's task sources). Written to flips.csv,
     flipped_examples.csv and fixes_near_source.csv; returns the three tables."""
     from fusionkit.evaluation.flips import flip_counts, flips_near_source
-    from fusionkit.study.runner import load_study_tasks
-    from fusionkit.study.source_scores import nearest_source_texts
+    from fusionkit.study.source_scores import source_text_index
 
-    config = run.study("fusion")
-    target = load_study_tasks(config)[0]
+    index = source_text_index(run.study("fusion"))
+    target = index.target
     texts = list(target.test["text"][:])
-    nearest_by_sources = {}
     seed_rows, example_rows, near_rows = [], [], []
     for system, control in role_pairs(results, "control", primary=True):
         for size, runs in results[results["system"] == system].groupby("train_size"):
@@ -289,10 +287,7 @@ def fixes_and_breaks(run: NotebookRun, results: pd.DataFrame) -> tuple[pd.DataFr
                                              seed=[seeds[i] for i in per_seed["seed_index"]],
                                              consistent_fixes=int((per_example["consistent"] == "fixed").sum()),
                                              consistent_breaks=int((per_example["consistent"] == "broken").sum())))
-            sources = tuple(str(runs["sources"].iloc[0]).split(",")) if runs["sources"].notna().any() else ()
-            if sources not in nearest_by_sources:
-                nearest_by_sources[sources] = nearest_source_texts(config, texts, list(sources))
-            nearest = nearest_by_sources[sources]
+            nearest = index.nearest(str(runs["sources"].iloc[0]).split(",") if runs["sources"].notna().any() else [])
             if nearest is not None:
                 near_rows.append(flips_near_source(per_example, nearest["similarity"], len(seeds)).assign(
                     system=system, train_size=size, seeds=len(seeds)))

@@ -352,7 +352,7 @@ def geometry_beside_gains(cosines: pd.DataFrame, knowledge: pd.DataFrame, leave_
             left_out = sources_of[row["system"]] - sources_of.get(row["baseline"], set())
             if len(left_out) == 1:
                 rows.append({"source": left_out.pop(), "gain_of": row["system"], **row})
-    table = pd.DataFrame(rows, columns=[*GEOMETRY_GAIN_COLUMNS, "system"])
+    table = pd.DataFrame(rows, columns=GEOMETRY_GAIN_COLUMNS)
     table = table[table["source"].isin(names)].assign(mean_cosine=lambda t: t["source"].map(mean_cosine))
     return table[GEOMETRY_GAIN_COLUMNS].reset_index(drop=True)
 

@@ -5,6 +5,7 @@ so scoring them here trains nothing that notebook 04 would train again.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -93,30 +94,48 @@ def source_skill_references(config: StudyConfig, seeds: list[int]) -> pd.DataFra
     return pd.DataFrame(rows, columns=columns)
 
 
-def nearest_source_texts(config: StudyConfig, texts, sources: list[str]) -> pd.DataFrame | None:
-    """For each of ``texts`` (the target's test texts), the nearest text that the first seed's expert of any of the
-    named task ``sources`` trained on, by cosine similarity of the base encoder's pooled embeddings (cached in the
-    study's feature cache; ``evaluation.flips.nearest_texts``): columns source, index, similarity, source_text.
-    None when no named source is a task (given models and knowledge features have no texts)."""
-    from fusionkit.evaluation.flips import nearest_texts
+@dataclass
+class SourceTextIndex:
+    """The study's target (capped as the study runs it) with the base encoder's embeddings of its test texts and of
+    the training texts that the first seed's expert of each task source trained on (``source_text_index``)."""
+
+    target: Task
+    test: np.ndarray
+    embeddings: dict[str, np.ndarray]
+    texts: dict[str, list[str]]
+
+    def nearest(self, sources) -> pd.DataFrame | None:
+        """For each test text, the nearest training text among the named ``sources`` (those that are tasks), by
+        cosine similarity (``evaluation.flips.nearest_texts``): columns source, index, similarity, source_text.
+        None when no named source is a task (given models and knowledge features have no texts)."""
+        from fusionkit.evaluation.flips import nearest_texts
+
+        names = [name for name in sources if name in self.embeddings]
+        if not names:
+            return None
+        nearest = nearest_texts(self.test, {name: self.embeddings[name] for name in names})
+        nearest["source_text"] = [self.texts[name][int(index)]
+                                  for name, index in zip(nearest["source"], nearest["index"])]
+        return nearest
+
+
+def source_text_index(config: StudyConfig) -> SourceTextIndex:
+    """Reads the study's tasks and base encoder once and embeds, through the study's feature cache, the target's test
+    texts and each task source's expert training texts of the first seed (``experts.expert_train_task``)."""
     from fusionkit.modeling.features import FeatureCache
 
     seed = config.seeds[0]
-    target, all_sources = load_study_tasks(config)
+    target, sources = load_study_tasks(config)
     knobs = ExpertKnobs.from_knobs(config.expert_knobs)
-    tasks = {source.name: expert_train_task(knobs, source, seed) for source in all_sources
-             if isinstance(source, Task) and source.name in sources}
-    if not tasks:
-        return None
+    tasks = {source.name: expert_train_task(knobs, source, seed) for source in sources if isinstance(source, Task)}
     base = load_encoder(config.encoder, max_length=config.max_length)
     cache = FeatureCache(Path(config.workdir) / "features")
     with torch_threads(config.threads):
         embeddings = {name: cache.features(base, task.train["text"][:], name, f"expert-train-s{seed}")
                       for name, task in tasks.items()}
-        nearest = nearest_texts(cache.features(base, list(texts), target.name, "test"), embeddings)
-    nearest["source_text"] = [tasks[name].train["text"][int(index)]
-                              for name, index in zip(nearest["source"], nearest["index"])]
-    return nearest
+        test = cache.features(base, target.test["text"][:], target.name, "test")
+    texts = {name: list(task.train["text"][:]) for name, task in tasks.items()}
+    return SourceTextIndex(target, test, embeddings, texts)
 
 
 TEXTEMB_TEXTS = 1000  # source training texts (a stratified sample) whose mean embedding stands for the source
