@@ -245,6 +245,31 @@ def test_a_kept_artefact_is_read_once_and_handed_out_as_independent_copies(toy_s
                                                   third.module.state_dict().values()))
 
 
+def test_a_kept_experts_frozen_encoder_is_made_once_from_the_saved_weights_never_a_runs_copy(toy_source, tmp_path):
+    import torch
+
+    from fusionkit.modeling.encoders import weights_fingerprint
+    from fusionkit.strategies.base import Artefact
+    from fusionkit.strategies.experts import expert_backbone, frozen_expert_encoder
+
+    artefact = Artefact(get_strategy("finetune", {"epochs": 1, "progress": False}, encoder="tiny", workdir=tmp_path),
+                        toy_source, (), 0, None)
+    trained = artefact.provide()
+    saved = weights_fingerprint(expert_backbone(trained))
+    copy = artefact.provide()
+    with torch.no_grad():
+        next(copy.module.backbone.parameters()).add_(1.0)  # a run that trained its copy before reading features
+    first = frozen_expert_encoder(copy, "src", "mean", 16)
+    second = frozen_expert_encoder(artefact.provide(), "src", "mean", 16)
+    assert second.model is first.model and first._fingerprint == saved  # shared, and hashed from the saved weights
+    assert first.fingerprint() == weights_fingerprint(expert_backbone(trained))
+    assert not any(p.requires_grad for p in first.model.parameters())
+    # an expert no study handed out (fitted here, passed in by hand) gets its own copy, hashed when asked
+    own = frozen_expert_encoder(trained.__class__(trained.module, trained.tokenizer, trained.spec, trained.history,
+                                                  trained.train_seconds, trained.num_trainable_params), "src", "mean", 16)
+    assert own.model is not first.model and own._fingerprint is None and own.fingerprint() == saved
+
+
 @pytest.mark.parametrize("method", ["fisher", "regmean"])
 def test_data_dependent_merges_read_their_sources_training_texts_never_the_targets(method, toy_task, toy_source,
                                                                                  workdir, monkeypatch):

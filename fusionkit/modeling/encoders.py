@@ -107,12 +107,17 @@ class Encoder:
         thread (a Ray task) and one with two would disagree about the same weights (0.2 s for MiniLM).
         """
         if self._fingerprint is None:
-            digest = hashlib.sha256(json.dumps(self.model.config.to_dict(), sort_keys=True, default=str).encode())
-            for key, tensor in sorted(self.model.state_dict().items()):
-                digest.update(key.encode())
-                digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-            self._fingerprint = digest.hexdigest()[:16]
+            self._fingerprint = weights_fingerprint(self.model)
         return self._fingerprint
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """A hash of a transformers model's config and of every tensor's bytes (``Encoder.fingerprint``)."""
+    digest = hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True, default=str).encode())
+    for key, tensor in sorted(model.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def map_length_sorted(texts, batch_size: int, run_batch: Callable[[list[str]], np.ndarray],

@@ -105,10 +105,10 @@ def inference_size(module: nn.Module) -> tuple[int, int]:
     representation model over three experts runs four encoders whatever its few trainable parameters."""
     from transformers import PreTrainedModel
 
-    encoders: list[nn.Module] = []
+    encoders, inside = 0, set()  # ids of the modules within an encoder already counted
     for sub in module.modules():  # parents come before their children
-        inside = any(sub is inner for outer in encoders for inner in outer.modules())
-        if isinstance(sub, PreTrainedModel) and not inside:
-            encoders.append(sub)
-    return sum(p.numel() for p in module.parameters()), len(encoders)
+        if isinstance(sub, PreTrainedModel) and id(sub) not in inside:
+            encoders += 1
+            inside.update(id(inner) for inner in sub.modules())
+    return sum(p.numel() for p in module.parameters()), encoders
 

@@ -30,8 +30,8 @@ from filelock import FileLock
 from fusionkit._io import atomic_folder, digest, move_aside
 from fusionkit.data.tasks import Task
 from fusionkit.errors import ConfigError, DataError
-from fusionkit.modeling.encoders import Encoder, base_fingerprint, load_encoder, load_tokenizer
-from fusionkit.modeling.heads import count_trainable, predict_logits
+from fusionkit.modeling.encoders import Encoder, base_fingerprint, load_encoder, load_tokenizer, weights_fingerprint
+from fusionkit.modeling.heads import count_trainable, dense_backbone, predict_logits
 from fusionkit.modeling.training import History, Knobs, Timer, torch_threads
 
 WEIGHTS_FILE, SPEC_FILE = "model.safetensors", "config.json"
@@ -58,6 +58,8 @@ class FittedModel:
     # split -> probabilities on the fitted target's splits, where fitting computed them from cached features
     # (frozen-encoder strategies): the same numbers predict_proba gives, without encoding the texts again.
     probabilities: dict = field(default_factory=dict)
+    # (saved folder, its files' stamp) when ``Artefact.provide`` handed this model out (``frozen_backbone``)
+    origin: tuple | None = field(default=None, repr=False, compare=False)
 
     @property
     def label_names(self) -> list[str]:
@@ -383,10 +385,12 @@ class Artefact:
             return _keep(path, fitted)
 
 
-# Saved artefact folder -> (its weights and spec files' modification times and sizes, the fitted model): the artefacts this
-# process loaded or trained last, handed out as copies (``copy.deepcopy`` of the module: 0.05 s against 0.5 s to
-# load a MiniLM expert). Keyed by the files' stamps, so an artefact rebuilt or damaged on disk is read again.
-_LOADED: "OrderedDict[str, tuple[tuple, FittedModel]]" = OrderedDict()
+# Saved artefact folder -> (its weights and spec files' modification times and sizes, the fitted model, its frozen
+# backbone and that backbone's fingerprint once asked for): the artefacts this process loaded or trained last, handed
+# out as copies (``copy.deepcopy`` of the module: 0.05 s against 0.5 s to load a MiniLM expert). The kept model is
+# never handed out, so it stays as saved. Keyed by the files' stamps, so an artefact rebuilt or damaged on disk is
+# read again.
+_LOADED: "OrderedDict[str, tuple[tuple, FittedModel, dict]]" = OrderedDict()
 KEEP_LOADED = 8
 
 
@@ -409,13 +413,33 @@ def _kept(path: Path) -> FittedModel | None:
     if entry is None or entry[0] != _stamp(path):
         return None
     _LOADED.move_to_end(str(path))
-    return _copy(entry[1])
+    return replace(_copy(entry[1]), origin=(str(path), entry[0]))
 
 
 def _keep(path: Path, fitted: FittedModel) -> FittedModel:
     stamp = _stamp(path)
     if stamp is not None:
-        _LOADED[str(path)] = (stamp, _copy(fitted))
+        _LOADED[str(path)] = (stamp, _copy(fitted), {})
         while len(_LOADED) > KEEP_LOADED:
             _LOADED.popitem(last=False)
+        fitted.origin = (str(path), stamp)
     return fitted
+
+
+def frozen_backbone(fitted: FittedModel) -> tuple[torch.nn.Module, str | None]:
+    """``fitted``'s encoder as a frozen plain transformers model (``dense_backbone``) and, where known, the
+    fingerprint of its weights, for code that only reads it (features of a frozen expert).
+
+    For a model ``Artefact.provide`` handed out, both are made once per process from the copy the process keeps of
+    the saved artefact (never from the caller's copy, which a run may have trained) and shared by every caller of
+    this process: a representation run over three MiniLM experts then copies and hashes no 90 MB encoder (0.1 s
+    each). Shared, so a caller must not train it or change it; anything else gets its own copy, fingerprint None.
+    """
+    entry = _LOADED.get(fitted.origin[0]) if fitted.origin else None
+    if entry is None or entry[0] != fitted.origin[1]:
+        return dense_backbone(fitted.module.backbone), None
+    frozen = entry[2]
+    if not frozen:
+        model = dense_backbone(entry[1].module.backbone)
+        frozen.update(model=model, fingerprint=weights_fingerprint(model))
+    return frozen["model"], frozen["fingerprint"]

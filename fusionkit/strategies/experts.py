@@ -20,7 +20,7 @@ from fusionkit.modeling.encoders import Encoder
 from fusionkit.modeling.heads import dense_backbone, is_lora
 from fusionkit.modeling.training import Knobs
 from fusionkit.strategies import task_vectors
-from fusionkit.strategies.base import Artefact, Control, FittedModel
+from fusionkit.strategies.base import Artefact, Control, FittedModel, frozen_backbone
 from fusionkit.strategies.finetune import Adapter, Finetune, Lora
 from fusionkit.strategies.knowledge import MODEL, LoraAdapter, PretrainedModel
 
@@ -126,6 +126,13 @@ def check_expert(expert: FittedModel, base: Encoder, purpose: str) -> None:
 def expert_backbone(expert: FittedModel) -> torch.nn.Module:
     """The expert's encoder as a frozen plain transformers model (a LoRA expert is merged into dense weights)."""
     return dense_backbone(expert.module.backbone)
+
+
+def frozen_expert_encoder(expert: FittedModel, name: str, pooling: str, max_length: int) -> Encoder:
+    """The expert's encoder for reading its features (``expert-<name>``). Made once per process for an expert a
+    study provided, and shared (``frozen_backbone``): never train it; ``expert_backbone`` gives a model to train."""
+    model, fingerprint = frozen_backbone(expert)
+    return Encoder(model, expert.tokenizer, f"expert-{name}", pooling, max_length, _fingerprint=fingerprint)
 
 
 def expert_task_vector(expert: FittedModel, base_state: dict) -> dict:

@@ -36,7 +36,7 @@ from fusionkit.modeling.encoders import Encoder, load_encoder, load_tokenizer
 from fusionkit.modeling.features import FeatureCache
 from fusionkit.modeling.training import Knobs, TrainKnobs, knob_group, train_loop
 from fusionkit.strategies.base import Control, FittedModel, Strategy
-from fusionkit.strategies.experts import (ExpertKnobs, check_same_base, expert_artefacts, expert_backbone,
+from fusionkit.strategies.experts import (ExpertKnobs, check_same_base, expert_artefacts, frozen_expert_encoder,
                                           shuffled_label_control)
 from fusionkit.strategies.knowledge import FEATURES, MODEL, SOURCE_KINDS, TASK
 
@@ -215,9 +215,9 @@ class RepresentationFusion(Strategy):
         for expert in experts:
             if expert.spec.get("source_kind") != MODEL:  # a given model may have any architecture
                 check_same_base(expert, base.fingerprint())
-        expert_models = [expert_backbone(e).to(self.device) for e in experts]
-        encoders = [base] + [Encoder(m, e.tokenizer, f"expert-{e.spec['target']}", self.pooling, self.max_length)
-                             for m, e in zip(expert_models, experts)]
+        encoders = [base] + [frozen_expert_encoder(e, e.spec["target"], self.pooling, self.max_length)
+                             for e in experts]
+        expert_models = [encoder.model.to(self.device) for encoder in encoders[1:]]
         described = [_describe(a, spec["encoder"]) for a in artefacts]
         features = self._split_features(encoders, target, layers, described)
         train_base, train_sources = features["train"]

@@ -18,7 +18,7 @@ from fusionkit.evaluation.transferability import hscore, leep, logme, nce, text_
 from fusionkit.modeling.encoders import Encoder, load_encoder
 from fusionkit.modeling.training import torch_threads
 from fusionkit.strategies.base import Artefact, FittedModel
-from fusionkit.strategies.experts import (ExpertKnobs, check_same_base, expert_artefacts, expert_backbone,
+from fusionkit.strategies.experts import (ExpertKnobs, check_same_base, expert_artefacts, frozen_expert_encoder,
                                          expert_train_task)
 from fusionkit.strategies.base import source_name
 from fusionkit.strategies.knowledge import MODEL, TASK
@@ -88,8 +88,7 @@ def source_skill_references(config: StudyConfig, seeds: list[int]) -> pd.DataFra
         for seed in seeds:
             for name, expert in source_experts(config, sources, base, seed).items():
                 if name in sets and isinstance(expert, FittedModel):
-                    encoder = Encoder(expert_backbone(expert), expert.tokenizer, f"expert-{name}", base.pooling,
-                                      base.max_length)
+                    encoder = frozen_expert_encoder(expert, name, base.pooling, base.max_length)
                     rows.append((seed, name, "expert", source_skill(encoder, {name: sets[name]})[name]))
     return pd.DataFrame(rows, columns=columns)
 
@@ -164,7 +163,7 @@ def transferability_table(target: Task, experts: dict[str, FittedModel], base: E
             rows.append({"source": name, "logme": logme(features, labels), "hscore": hscore(features, labels),
                          "leep": np.nan, "nce": np.nan, "textemb": np.nan})
             continue
-        encoder = Encoder(expert_backbone(expert), expert.tokenizer, f"expert-{name}", base.pooling, base.max_length)
+        encoder = frozen_expert_encoder(expert, name, base.pooling, base.max_length)
         features = encoder.encode(texts)
         row = {"source": name, "logme": logme(features, labels), "hscore": hscore(features, labels),
                "leep": np.nan, "nce": np.nan, "textemb": np.nan}
