@@ -6,7 +6,10 @@ on its source's test split beside two probes of the base encoder on the same spl
 training examples, one on the whole training split (``study.source_scores.expert_quality``, the table notebook 03
 shows). Prints the table and, last, ``experts_below_probe=`` (how many experts do not beat the probe fitted on
 their own examples: 0 is the target).
+With ``--workdir`` (a report's work folder, e.g. runs/matrix) and ``--seeds``, the experts a study trained there are
+scored instead of new ones (every seed's: the committed matrix report's 15 experts with ``--seeds 0,1,2``).
 Usage: python benchmarks/expert_quality.py [--pool cr,mr,subj,trec,sst2] [--data DIR] [--profile matrix]
+       [--workdir runs/matrix --seeds 0,1,2]
 """
 from __future__ import annotations
 
@@ -27,16 +30,21 @@ def main() -> None:
     parser.add_argument("--data", default=os.environ.get("FUSIONKIT_DATA", "../shared/data/senteval"))
     parser.add_argument("--profile", default="matrix")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--workdir", default=None, help="score the experts stored in this work folder")
+    parser.add_argument("--seeds", default=None, help="comma-separated seeds (default: the profile's first)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     pool = args.pool.split(",")
-    with tempfile.TemporaryDirectory() as workdir:
-        configs = matrix_configs(args.profile, pool, workdir, args.data)
-        tables = [expert_quality(configs[0])]  # every other task of the pool as a source of the first
-        tables.append(expert_quality(configs[1]).query(f"source == '{configs[0].target}'"))  # and the first
+    with tempfile.TemporaryDirectory() as scratch:
+        configs = matrix_configs(args.profile, pool, args.workdir or scratch, args.data)
+        seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [configs[0].seeds[0]]
+        tables = []
+        for seed in seeds:  # every other task of the pool as a source of the first target, then the first
+            tables.append(expert_quality(configs[0], seed).assign(seed=seed))
+            tables.append(expert_quality(configs[1], seed).assign(seed=seed).query(f"source == '{configs[0].target}'"))
     table = pd.concat(tables, ignore_index=True)
-    columns = ["source", "train_size", "epochs_run", "train_seconds", "source_val_accuracy", "source_test_accuracy",
-               "probe_same_examples_test_accuracy", "probe_whole_split_test_accuracy", "probe_whole_split_train_size",
+    columns = ["source", "seed", "train_size", "epochs_run", "train_seconds", "source_val_accuracy",
+               "source_test_accuracy", "probe_same_examples_test_accuracy", "probe_whole_split_test_accuracy", "probe_whole_split_train_size",
                "clears_probe"]
     print(table[columns].round(3).to_string(index=False))
     print(f"experts_below_probe={int((~table['clears_probe'].astype(bool)).sum())}")
