@@ -217,6 +217,27 @@ def test_the_matrix_cells_and_selection_are_recomputed_exactly_from_its_csvs(mat
         assert (low <= high).all() and low.notna().all()
 
 
+def test_the_matrix_page_names_the_family_its_intervals_are_simultaneous_over(matrix_report):
+    """The rule on the page says how many comparisons share alpha; every interval drawn is that wide: the t quantile
+    at alpha / (2 x that many) times the seed-level standard error."""
+    from scipy import stats
+
+    if made_under_an_older_protocol(matrix_report):
+        return
+    cells = pd.read_csv(matrix_report / "transfer_matrix.csv")
+    families = pd.read_csv(matrix_report / "comparisons_families.csv")
+    size = len(cells) + len(families)
+    page = (matrix_report / "index.html").read_text()
+    assert f"its {len(cells)} cells and its {len(families)} fusion-over-all-sources comparisons together ({size})" in page
+    results = pd.read_csv(matrix_report / "results.csv").set_index(["system", "target", "seed"])["accuracy"]
+    alpha = json.loads((matrix_report / "provenance.json").read_text())["parameters"]["study_parameters"]["alpha"]
+    for row in cells.itertuples():
+        system = f"sequential ({row.source})"
+        gains = 100 * (results[system, row.target] - results[f"{system}: no source", row.target])
+        quantile = stats.t.ppf(1 - alpha / (2 * size), len(gains) - 1)
+        assert row.ci_high - row.gain == pytest.approx(quantile * gains.std(ddof=1) / len(gains) ** 0.5, rel=1e-6)
+
+
 def test_each_expert_of_the_matrix_was_trained_once_for_every_target(matrix_report):
     record = json.loads((matrix_report / "provenance.json").read_text())
     targets, seeds = record["parameters"]["targets"], record["parameters"]["study_parameters"]["seeds"]

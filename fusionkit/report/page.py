@@ -443,8 +443,9 @@ def _matrix_verdicts(page: _Page, record: dict, captions: dict) -> tuple[str, li
                                                               "selection.csv"))
     parts, shown, seeds = ["<h2>Verdicts</h2>"], [], _seeds(record)
     tests = sorted(set(families["test"])) if families is not None and len(families) else []
-    family = (f"over the {0 if cells is None else len(cells)} cells of the transfer matrix, and separately over the "
-              f"{0 if families is None else len(families)} fusion-over-all-sources comparisons")
+    n_cells, n_families = 0 if cells is None else len(cells), 0 if families is None else len(families)
+    family = (f"over one family of every fusion comparison of the matrix: its {n_cells} cells and its {n_families} "
+              f"fusion-over-all-sources comparisons together ({n_cells + n_families})")
     parts.append(_rule(record, tests, family, "† marks a gain significant only over test examples (paired "
                                               "permutation test, secondary: it never changes a verdict)."))
     if HEATMAP in captions:
