@@ -40,7 +40,7 @@ VERDICT_MARKS = {"helps": ("▲", "up"), "better": ("▲", "up"), "hurts": ("▼
 LINKED_TABLES = ("headline.csv", "verdict_table.csv", "transfer_matrix.csv", "selection.csv",
                  "selection_by_target.csv", "across_targets.csv", "asymmetry.csv", "beyond_sequential.csv",
                  "source_estimates.csv", "results.csv", "summary.csv", "tuning.csv", "overlap_card.csv",
-                 "overlap_after.csv", "experts.csv")
+                 "overlap_after.csv", "experts.csv", "source_effects.csv", "selection_noise_ceiling.csv")
 STYLE = """
 :root{--up:#0072b2;--down:#d55e00;--flat:#595959}
 *{box-sizing:border-box}
