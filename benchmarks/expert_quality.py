@@ -44,8 +44,8 @@ def main() -> None:
             tables.append(expert_quality(configs[1], seed).assign(seed=seed).query(f"source == '{configs[0].target}'"))
     table = pd.concat(tables, ignore_index=True)
     columns = ["source", "seed", "train_size", "epochs_run", "train_seconds", "source_val_accuracy",
-               "source_test_accuracy", "probe_same_examples_test_accuracy", "probe_whole_split_test_accuracy", "probe_whole_split_train_size",
-               "clears_probe"]
+               "source_test_accuracy", "probe_same_examples_test_accuracy", "probe_whole_split_test_accuracy",
+               "probe_whole_split_train_size", "clears_probe"]
     print(table[columns].round(3).to_string(index=False))
     print(f"experts_below_probe={int((~table['clears_probe'].astype(bool)).sum())}")
 

@@ -228,7 +228,8 @@ def test_the_matrix_page_names_the_family_its_intervals_are_simultaneous_over(ma
     families = pd.read_csv(matrix_report / "comparisons_families.csv")
     size = len(cells) + len(families)
     page = (matrix_report / "index.html").read_text()
-    assert f"its {len(cells)} cells and its {len(families)} fusion-over-all-sources comparisons together ({size})" in page
+    stated = f"its {len(cells)} cells and its {len(families)} fusion-over-all-sources comparisons together ({size})"
+    assert stated in page
     results = pd.read_csv(matrix_report / "results.csv").set_index(["system", "target", "seed"])["accuracy"]
     alpha = json.loads((matrix_report / "provenance.json").read_text())["parameters"]["study_parameters"]["alpha"]
     for row in cells.itertuples():

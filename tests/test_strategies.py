@@ -249,7 +249,7 @@ def test_a_kept_experts_frozen_encoder_is_made_once_from_the_saved_weights_never
     import torch
 
     from fusionkit.modeling.encoders import weights_fingerprint
-    from fusionkit.strategies.base import Artefact
+    from fusionkit.strategies.base import Artefact, FittedModel
     from fusionkit.strategies.experts import expert_backbone, frozen_expert_encoder
 
     artefact = Artefact(get_strategy("finetune", {"epochs": 1, "progress": False}, encoder="tiny", workdir=tmp_path),
@@ -262,11 +262,12 @@ def test_a_kept_experts_frozen_encoder_is_made_once_from_the_saved_weights_never
     first = frozen_expert_encoder(copy, "src", "mean", 16)
     second = frozen_expert_encoder(artefact.provide(), "src", "mean", 16)
     assert second.model is first.model and first._fingerprint == saved  # shared, and hashed from the saved weights
-    assert first.fingerprint() == weights_fingerprint(expert_backbone(trained))
+    assert weights_fingerprint(first.model) == saved  # its weights are the saved ones, not the trained copy's
     assert not any(p.requires_grad for p in first.model.parameters())
     # an expert no study handed out (fitted here, passed in by hand) gets its own copy, hashed when asked
-    own = frozen_expert_encoder(trained.__class__(trained.module, trained.tokenizer, trained.spec, trained.history,
-                                                  trained.train_seconds, trained.num_trainable_params), "src", "mean", 16)
+    by_hand = FittedModel(trained.module, trained.tokenizer, trained.spec, trained.history, trained.train_seconds,
+                          trained.num_trainable_params)
+    own = frozen_expert_encoder(by_hand, "src", "mean", 16)
     assert own.model is not first.model and own._fingerprint is None and own.fingerprint() == saved
 
 
