@@ -25,7 +25,7 @@ from fusionkit.study import run_study, study_config
 
 PHASES = {  # phase -> (file suffix, function name) whose cumulative time it is
     "load experts (safetensors)": ("strategies/base.py", "load"),
-    "encoder fingerprints": ("modeling/encoders.py", "fingerprint"),
+    "encoder fingerprints": ("modeling/encoders.py", "weights_fingerprint"),  # Encoder.fingerprint and frozen experts
     "feature cache reads": ("modeling/features.py", "features"),
     "training loop (fusion layer)": ("modeling/training.py", "train_loop"),
     "inference timing sample": ("strategies/base.py", "predict_proba"),
