@@ -8,8 +8,10 @@ shows). Prints the table and, last, ``experts_below_probe=`` (how many experts d
 their own examples: 0 is the target).
 With ``--workdir`` (a report's work folder, e.g. runs/matrix) and ``--seeds``, the experts a study trained there are
 scored instead of new ones (every seed's: the committed matrix report's 15 experts with ``--seeds 0,1,2``).
+With ``--target`` and ``--sources``, the experts are a single-target report's (the study notebook 03 runs): e.g.
+``--profile families --target cr --sources mr,subj,trec --workdir runs/families-cr --seeds 0,1,2``.
 Usage: python benchmarks/expert_quality.py [--pool cr,mr,subj,trec,sst2] [--data DIR] [--profile matrix]
-       [--workdir runs/matrix --seeds 0,1,2]
+       [--workdir runs/matrix --seeds 0,1,2] [--target cr --sources mr,subj,trec]
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import tempfile
 import pandas as pd
 import torch
 
-from fusionkit.study.profiles import matrix_configs
+from fusionkit.study.profiles import matrix_configs, study_config
 from fusionkit.study.source_scores import expert_quality
 
 
@@ -32,16 +34,26 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workdir", default=None, help="score the experts stored in this work folder")
     parser.add_argument("--seeds", default=None, help="comma-separated seeds (default: the profile's first)")
+    parser.add_argument("--target", default=None, help="a single-target report's target (with --sources)")
+    parser.add_argument("--sources", default=None, help="that report's sources, comma-separated")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     pool = args.pool.split(",")
+    if bool(args.target) != bool(args.sources):
+        parser.error("--target and --sources go together")
     with tempfile.TemporaryDirectory() as scratch:
-        configs = matrix_configs(args.profile, pool, args.workdir or scratch, args.data)
+        workdir = args.workdir or scratch
+        if args.target:  # one study: its sources' experts
+            configs = [study_config(args.profile, "fusion", args.target, args.sources.split(","), workdir, args.data)]
+        else:
+            configs = matrix_configs(args.profile, pool, workdir, args.data)
         seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [configs[0].seeds[0]]
         tables = []
         for seed in seeds:  # every other task of the pool as a source of the first target, then the first
             tables.append(expert_quality(configs[0], seed).assign(seed=seed))
-            tables.append(expert_quality(configs[1], seed).assign(seed=seed).query(f"source == '{configs[0].target}'"))
+            if len(configs) > 1:
+                tables.append(expert_quality(configs[1], seed).assign(seed=seed)
+                              .query(f"source == '{configs[0].target}'"))
     table = pd.concat(tables, ignore_index=True)
     columns = ["source", "seed", "train_size", "epochs_run", "train_seconds", "source_val_accuracy",
                "source_test_accuracy", "probe_same_examples_test_accuracy", "probe_whole_split_test_accuracy",
