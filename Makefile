@@ -51,8 +51,10 @@ report: setup
 	$(VENV)/bin/fusionkit report --profile quick --target cr --sources mr,subj,trec --out reports/quick-cr --executor ray --workers 2
 
 # Every strategy family at n=128 on CR with MR, SUBJ and TREC as sources (3 seeds, equal tuning budgets, matched and
-# tuned controls, retention probes): see fusionkit/profiles/families.yaml for what is trimmed to fit an hour.
-# 3189 s from scratch on 2 cores (notebook 02: 831 s, 03: 237 s, 04: 2047 s); 135 s when resumed.
+# tuned controls, retention probes): see fusionkit/profiles/families.yaml for what is trimmed.
+# 2990 s on 2 cores with experts of 2,000 examples and the runs that read no expert taken from the store (notebook
+# 03: 327 s, 04: 2519 s); from scratch notebook 02 adds 831 s and 04 its controls' ~850 s of training (~70 min);
+# 135 s when resumed.
 families: setup
 	$(VENV)/bin/fusionkit report --profile families --target cr --sources mr,subj,trec --out reports/families-cr --executor ray --workers 2
 
