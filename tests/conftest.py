@@ -16,8 +16,10 @@ DEFAULT_DATA = REPO.parent / "shared" / "data" / "senteval"
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    """The real SentEval folder: FUSIONKIT_DATA, else ../shared/data/senteval. Skips if neither exists."""
-    folder = Path(os.environ.get("FUSIONKIT_DATA") or DEFAULT_DATA)
+    """The real SentEval folder: FUSIONKIT_DATA, else ../shared/data/senteval. Skips if neither exists. Made absolute
+    here: tests that run a report from a temporary folder pass it on, and the README's relative path is read from
+    the repository."""
+    folder = Path(os.environ.get("FUSIONKIT_DATA") or DEFAULT_DATA).resolve()
     if not folder.is_dir():
         pytest.skip(f"real data folder {folder} not present (set FUSIONKIT_DATA)")
     return folder
