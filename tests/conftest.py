@@ -17,8 +17,8 @@ DEFAULT_DATA = REPO.parent / "shared" / "data" / "senteval"
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """The real SentEval folder: FUSIONKIT_DATA, else ../shared/data/senteval. Skips if neither exists. Made absolute
-    here: tests that run a report from a temporary folder pass it on, and the README's relative path is read from
-    the repository."""
+    here: tests that run a report from a temporary folder pass it on, where a relative FUSIONKIT_DATA (read from
+    the repository) would name no folder."""
     folder = Path(os.environ.get("FUSIONKIT_DATA") or DEFAULT_DATA).resolve()
     if not folder.is_dir():
         pytest.skip(f"real data folder {folder} not present (set FUSIONKIT_DATA)")
