@@ -49,9 +49,9 @@ def main() -> None:
             configs = matrix_configs(args.profile, pool, workdir, args.data)
         seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [configs[0].seeds[0]]
         tables = []
-        for seed in seeds:  # every other task of the pool as a source of the first target, then the first
-            tables.append(expert_quality(configs[0], seed).assign(seed=seed))
-            if len(configs) > 1:
+        for seed in seeds:
+            tables.append(expert_quality(configs[0], seed).assign(seed=seed))  # the first target's sources
+            if len(configs) > 1:  # a pool: the first target is a source of the second
                 tables.append(expert_quality(configs[1], seed).assign(seed=seed)
                               .query(f"source == '{configs[0].target}'"))
     table = pd.concat(tables, ignore_index=True)

@@ -109,14 +109,16 @@ def main() -> None:
 
 def split_table(frame: pd.DataFrame) -> None:
     """Per task and arm: the seed SD of test accuracy over the whole grid and its parts (square roots of the
-    variance components), then the after recipe's seed part against the before one's."""
+    variance components; ``sd_recipe`` is the part a recipe controls, initialisation and order with their
+    interaction with the draw), then the after recipe's seed part against the before one's."""
     rows = []
     for (task, arm), runs in frame.groupby(["task", "arm"], sort=False):
         grid = runs.pivot(index="data_seed", columns="seed", values="test").to_numpy()
         parts = crossed_variance_components(grid)
         rows.append({"task": task, "arm": arm, "mean": grid.mean(), "sd": grid.std(ddof=1),
                      "sd_data": parts["data"] ** 0.5, "sd_seed": parts["seed"] ** 0.5,
-                     "sd_interaction": parts["interaction"] ** 0.5, "share_data": parts["share_data"]})
+                     "sd_interaction": parts["interaction"] ** 0.5,
+                     "sd_recipe": (parts["seed"] + parts["interaction"]) ** 0.5, "share_data": parts["share_data"]})
     table = pd.DataFrame(rows).round(2)
     print(table.to_string(index=False))
     seed_sd = table.pivot(index="task", columns="arm", values="sd_seed")
